@@ -1,0 +1,86 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/kern-go/kern/run"
+)
+
+// RunOption configures one Run call.
+type RunOption func(*runConfig)
+
+type runConfig struct {
+	background bool
+	runID      string
+	sessionID  string
+	name       string
+	metadata   map[string]any
+	timeout    time.Duration
+	onEvent    func(run.Event)
+	// unsupported names an option this release accepts for API stability but
+	// cannot honour yet; Run refuses it rather than silently ignoring it.
+	unsupported []string
+}
+
+// Background(true) makes Run return at once with the run pending; a worker
+// (agent.NewWorker, in any process on the same database) executes it.
+func Background(on bool) RunOption { return func(c *runConfig) { c.background = on } }
+
+// WithRunID sets the run's id (default: a new UUIDv7). An id that already
+// has a run makes Run fail with run.ErrAlreadyExists.
+func WithRunID(id string) RunOption { return func(c *runConfig) { c.runID = id } }
+
+// WithSessionID groups the run with others of the same conversation.
+func WithSessionID(id string) RunOption { return func(c *runConfig) { c.sessionID = id } }
+
+// WithName gives the run a human-readable name.
+func WithName(name string) RunOption { return func(c *runConfig) { c.name = name } }
+
+// WithMetadata attaches JSON-encodable data to the run.
+func WithMetadata(m map[string]any) RunOption { return func(c *runConfig) { c.metadata = m } }
+
+// WithTimeout bounds the run's execution (default: the worker's
+// DefaultTimeout). A timed-out run ends as error.
+func WithTimeout(d time.Duration) RunOption { return func(c *runConfig) { c.timeout = d } }
+
+// OnEvent receives the live events of a foreground run.
+func OnEvent(fn func(run.Event)) RunOption {
+	return func(c *runConfig) { c.onEvent = fn; c.unsupported = append(c.unsupported, "OnEvent") }
+}
+
+// WithIdempotencyKey makes a second submit with the same key return the
+// existing run.
+func WithIdempotencyKey(key string) RunOption {
+	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithIdempotencyKey") }
+}
+
+// WithConcurrencyKey limits live runs per key (WorkerConfig.MaxRunsPerKey).
+func WithConcurrencyKey(key string) RunOption {
+	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithConcurrencyKey") }
+}
+
+// WithStartAt schedules the run for t.
+func WithStartAt(t time.Time) RunOption {
+	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithStartAt") }
+}
+
+// WithDelay schedules the run d from now.
+func WithDelay(d time.Duration) RunOption {
+	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithDelay") }
+}
+
+// WithWebhook posts the final run, signed, to url.
+func WithWebhook(url string) RunOption {
+	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithWebhook") }
+}
+
+func (c *runConfig) validate() error {
+	if len(c.unsupported) > 0 {
+		return fmt.Errorf("%w: option %s is not supported by this release yet", run.ErrInvalidArgument, c.unsupported[0])
+	}
+	if c.timeout < 0 {
+		return fmt.Errorf("%w: timeout %v is negative", run.ErrInvalidArgument, c.timeout)
+	}
+	return nil
+}

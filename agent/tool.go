@@ -1,0 +1,17 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// Tool is a function the model may call. Tool calling in a loop arrives
+// with a later release; the type is part of the API already so agents can
+// be declared with their tools.
+type Tool struct {
+	Name        string
+	Description string
+	Parameters  map[string]any // JSON Schema of the arguments object
+	// Call runs the tool. ctx is cancelled with the run.
+	Call func(ctx context.Context, args json.RawMessage) (string, error)
+}

@@ -1,0 +1,97 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+)
+
+// defaultMaxConns is Open's pool size unless the URL sets pool_max_conns.
+const defaultMaxConns = 20
+
+// DB is kern's handle on Postgres: the pool, an insert-only River client
+// (so a run's row and its job commit together) and the process's one shared
+// LISTEN connection. It is safe for concurrent use. Close it when done.
+type DB struct {
+	pool     *pgxpool.Pool
+	ownsPool bool
+	river    *river.Client[pgx.Tx]
+	listener *listener
+	logger   *slog.Logger
+}
+
+// Open connects to databaseURL with a pgxpool of its own. It runs no
+// migrations: call Migrate once at deploy or start-up.
+func Open(ctx context.Context, databaseURL string) (*DB, error) {
+	if databaseURL == "" {
+		return nil, errors.New("kern: database URL is empty")
+	}
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("kern: open database: %w", err)
+	}
+	if !strings.Contains(databaseURL, "pool_max_conns") {
+		// pgxpool's default (4 on a 2-core host) starves a worker whose
+		// runs each flush content while the app submits and waits.
+		cfg.MaxConns = defaultMaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kern: open database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("kern: connect to database: %w", err)
+	}
+	d, err := New(pool)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	d.ownsPool = true
+	return d, nil
+}
+
+// New wraps an application's own pool; Close leaves that pool open.
+func New(pool *pgxpool.Pool) (*DB, error) {
+	if pool == nil {
+		return nil, errors.New("kern: pool is nil")
+	}
+	logger := slog.Default()
+	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("kern: river client: %w", err)
+	}
+	return &DB{
+		pool:     pool,
+		river:    rc,
+		listener: newListener(pool, logger),
+		logger:   logger,
+	}, nil
+}
+
+// SetLogger replaces the logger of background work (the listener).
+func (d *DB) SetLogger(l *slog.Logger) {
+	if l != nil {
+		d.logger = l
+		d.listener.logger = l
+	}
+}
+
+// Pool returns the underlying pool.
+func (d *DB) Pool() *pgxpool.Pool { return d.pool }
+
+// Close stops the listener and, when Open made the pool, closes it.
+func (d *DB) Close() {
+	d.listener.close()
+	if d.ownsPool {
+		d.pool.Close()
+	}
+}

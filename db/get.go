@@ -1,0 +1,83 @@
+package db
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kern-go/kern/run"
+)
+
+// runRow mirrors runColumns, in order.
+type runRow struct {
+	ID           string
+	SessionID    string
+	AgentName    string
+	Name         string
+	Status       string
+	Input        string
+	Content      string
+	Error        string
+	Metadata     map[string]any
+	Attempt      int
+	TimeoutMs    int64
+	InputTokens  int
+	OutputTokens int
+	TotalTokens  int
+	TTFTUs       int64
+	DurationUs   int64
+	CreatedAt    time.Time
+	StartedAt    *time.Time
+	FinishedAt   *time.Time
+}
+
+func (r *runRow) output() *run.Output {
+	return &run.Output{
+		RunID:     r.ID,
+		SessionID: r.SessionID,
+		AgentName: r.AgentName,
+		Name:      r.Name,
+		Status:    run.Status(r.Status),
+		Input:     r.Input,
+		Content:   r.Content,
+		Error:     r.Error,
+		Metadata:  r.Metadata,
+		Metrics: run.Metrics{
+			InputTokens:      r.InputTokens,
+			OutputTokens:     r.OutputTokens,
+			TotalTokens:      r.TotalTokens,
+			TimeToFirstToken: time.Duration(r.TTFTUs) * time.Microsecond,
+			Duration:         time.Duration(r.DurationUs) * time.Microsecond,
+		},
+		Attempt:    r.Attempt,
+		Timeout:    time.Duration(r.TimeoutMs) * time.Millisecond,
+		CreatedAt:  r.CreatedAt,
+		StartedAt:  r.StartedAt,
+		FinishedAt: r.FinishedAt,
+	}
+}
+
+// collectRun reads at most one run; no row yields run.ErrNotFound.
+func collectRun(rows pgx.Rows) (*runRow, error) {
+	r, err := pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByPos[runRow])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, run.ErrNotFound
+	}
+	return r, err
+}
+
+// GetRun reads a run. An unknown id yields run.ErrNotFound.
+func (d *DB) GetRun(ctx context.Context, runID string) (*run.Output, error) {
+	rows, err := d.pool.Query(ctx, sqlGetRun, runID)
+	if err != nil {
+		return nil, fmt.Errorf("kern: get run %q: %w", runID, err)
+	}
+	r, err := collectRun(rows)
+	if err != nil {
+		return nil, fmt.Errorf("kern: get run %q: %w", runID, err)
+	}
+	return r.output(), nil
+}

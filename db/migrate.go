@@ -1,0 +1,60 @@
+package db
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/tern/v2/migrate"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+
+	"github.com/kern-go/kern/migrations"
+)
+
+// migrateLockKey is the session advisory lock that serialises concurrent
+// Migrate calls across processes. rivermigrate takes no lock of its own.
+const migrateLockKey int64 = 0x6b65726e_6d696772 // "kernmigr"
+
+// schemaVersionTable is where tern records kern's schema version.
+const schemaVersionTable = "kern_schema_version"
+
+// Migrate brings River's tables and kern's up to date. It is idempotent and
+// safe to call from several processes at once: they take turns on one
+// advisory lock, and a migrator that finds the work done does nothing.
+func (d *DB) Migrate(ctx context.Context) error {
+	conn, err := d.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("kern: migrate: %w", err)
+	}
+	defer conn.Release()
+
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrateLockKey); err != nil {
+		return fmt.Errorf("kern: migrate: lock: %w", err)
+	}
+	defer func() {
+		// Unlock even when ctx is done; a broken connection drops the lock anyway.
+		_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrateLockKey)
+	}()
+
+	riverMigrator, err := rivermigrate.New(riverpgxv5.New(d.pool), nil)
+	if err != nil {
+		return fmt.Errorf("kern: migrate river: %w", err)
+	}
+	// River's versions must commit one by one (a later one uses an enum
+	// value an earlier one adds), so they run on the pool, still under our lock.
+	if _, err := riverMigrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("kern: migrate river: %w", err)
+	}
+
+	m, err := migrate.NewMigrator(ctx, conn.Conn(), schemaVersionTable)
+	if err != nil {
+		return fmt.Errorf("kern: migrate: %w", err)
+	}
+	if err := m.LoadMigrations(migrations.FS); err != nil {
+		return fmt.Errorf("kern: migrate: load: %w", err)
+	}
+	if err := m.Migrate(ctx); err != nil {
+		return fmt.Errorf("kern: migrate: %w", err)
+	}
+	return nil
+}

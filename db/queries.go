@@ -1,0 +1,94 @@
+package db
+
+// Every SQL statement kern runs lives in this file (the schema is in
+// ../migrations). Statements that change a run are conditional on its status
+// and, for a worker's writes, on its attempt: see the package doc for why
+// that makes cancel and completion safe against each other.
+
+// runColumns is the column list scanned by scanRun, in struct order.
+const runColumns = `id, session_id, agent_name, name, status, input, content, error, metadata,
+	attempt, timeout_ms, input_tokens, output_tokens, total_tokens, ttft_us, duration_us,
+	created_at, started_at, finished_at`
+
+const sqlInsertRun = `
+INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING ` + runColumns
+
+const sqlGetRun = `SELECT ` + runColumns + ` FROM kern_run WHERE id = $1`
+
+// sqlStartRun moves a pending run to running, or straight to cancelled when
+// a cancel request is on file. A run still "running" from an earlier attempt
+// (its worker died or gave it back) may be taken over by a later attempt.
+// Content starts afresh: an attempt never appends to another's text.
+const sqlStartRun = `
+WITH cancel AS (
+	SELECT EXISTS (SELECT 1 FROM kern_run_cancel WHERE run_id = $1) AS requested
+)
+UPDATE kern_run SET
+	status       = CASE WHEN cancel.requested THEN 'cancelled' ELSE 'running' END,
+	attempt      = $2,
+	content      = CASE WHEN cancel.requested THEN content ELSE '' END,
+	error        = '',
+	started_at   = now(),
+	heartbeat_at = now(),
+	finished_at  = CASE WHEN cancel.requested THEN now() END
+FROM cancel
+WHERE id = $1
+  AND (status = 'pending' OR (status = 'running' AND attempt < $2))
+RETURNING ` + runColumns
+
+// sqlAppendContent persists a flushed chunk of streamed content.
+const sqlAppendContent = `
+UPDATE kern_run SET content = content || $3, heartbeat_at = now()
+WHERE id = $1 AND attempt = $2 AND status = 'running'`
+
+// sqlFinishRun writes a terminal status for the attempt that owns the run.
+const sqlFinishRun = `
+UPDATE kern_run SET
+	status        = $3,
+	content       = content || $4,
+	error         = $5,
+	input_tokens  = $6,
+	output_tokens = $7,
+	total_tokens  = $8,
+	ttft_us       = $9,
+	duration_us   = $10,
+	finished_at   = now()
+WHERE id = $1 AND attempt = $2 AND status = 'running'`
+
+// sqlReleaseRun hands a running run back to pending (worker shutdown), so
+// another worker can take it without it counting as a failed attempt.
+const sqlReleaseRun = `
+UPDATE kern_run SET status = 'pending', content = '', heartbeat_at = NULL
+WHERE id = $1 AND attempt = $2 AND status = 'running'`
+
+// Cancel is two statements in two transactions, in this order. The request
+// is committed first, so every worker that starts the run afterwards sees it;
+// then the run itself is moved to cancelled if it is not terminal yet.
+const sqlInsertCancel = `
+INSERT INTO kern_run_cancel (run_id) VALUES ($1)
+ON CONFLICT (run_id) DO NOTHING
+RETURNING true`
+
+// sqlCancelRun cancels the run if it is not terminal yet. Both this and
+// sqlFinishRun lock the row and re-check the status under the lock, so
+// exactly one of them wins and the loser changes nothing.
+const sqlCancelRun = `
+UPDATE kern_run SET status = 'cancelled', finished_at = now()
+WHERE id = $1 AND status IN ('pending', 'running')`
+
+// sqlRunStatus reads the status of a run that sqlCancelRun did not change.
+const sqlRunStatus = `SELECT status FROM kern_run WHERE id = $1`
+
+// sqlDeleteCancel withdraws a request that came too late: the run had
+// already finished, and CancelRun promises to change nothing then.
+const sqlDeleteCancel = `DELETE FROM kern_run_cancel WHERE run_id = $1`
+
+// sqlRecheck is the listener's safety net for lost notifications: which of
+// the watched runs are terminal ($1), and which have a cancel request ($2).
+const sqlRecheck = `
+SELECT 'done', id FROM kern_run
+WHERE id = ANY($1) AND status IN ('completed', 'error', 'cancelled')
+UNION ALL
+SELECT 'cancel', run_id FROM kern_run_cancel WHERE run_id = ANY($2)`

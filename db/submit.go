@@ -1,0 +1,102 @@
+package db
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/kern-go/kern/run"
+)
+
+// SubmitParams describe a new run. RunID, AgentName and Input are required.
+type SubmitParams struct {
+	RunID     string
+	SessionID string
+	AgentName string
+	Name      string
+	Input     string
+	Metadata  map[string]any
+	// Timeout bounds the run's execution; 0 means the worker's default.
+	Timeout time.Duration
+	// Enqueue inserts the River job in the same transaction as the row: a
+	// background run. Without it the caller executes the run itself.
+	Enqueue bool
+}
+
+func (p *SubmitParams) validate() error {
+	if err := run.ValidateID(p.RunID); err != nil {
+		return err
+	}
+	switch {
+	case strings.TrimSpace(p.Input) == "":
+		return fmt.Errorf("%w: prompt is empty", run.ErrInvalidArgument)
+	case p.AgentName == "":
+		return fmt.Errorf("%w: agent name is empty", run.ErrInvalidArgument)
+	case p.Timeout < 0:
+		return fmt.Errorf("%w: timeout %v is negative", run.ErrInvalidArgument, p.Timeout)
+	}
+	for field, s := range map[string]string{"prompt": p.Input, "agent name": p.AgentName, "session id": p.SessionID, "name": p.Name} {
+		if strings.IndexByte(s, 0) >= 0 {
+			return fmt.Errorf("%w: %s contains a NUL byte, which Postgres text cannot store", run.ErrInvalidArgument, field)
+		}
+	}
+	if _, err := json.Marshal(p.Metadata); err != nil {
+		return fmt.Errorf("%w: metadata is not JSON-encodable: %w", run.ErrInvalidArgument, err)
+	}
+	return nil
+}
+
+// SubmitRun inserts a pending run and, with Enqueue, its River job, in one
+// transaction: there is never a run row without its job, nor a job without
+// its row. A RunID that already has a run yields run.ErrAlreadyExists and
+// changes nothing.
+func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	metadata := p.Metadata
+	if metadata == nil {
+		metadata = map[string]any{}
+	}
+
+	tx, err := d.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kern: submit run: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+
+	var jobID *int64
+	if p.Enqueue {
+		res, err := d.river.InsertTx(ctx, tx, RunJobArgs{RunID: p.RunID, AgentName: p.AgentName}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("kern: submit run: enqueue: %w", err)
+		}
+		jobID = &res.Job.ID
+	}
+	rows, err := tx.Query(ctx, sqlInsertRun, p.RunID, p.SessionID, p.AgentName, p.Name, p.Input,
+		metadata, p.Timeout.Milliseconds(), jobID)
+	if err != nil {
+		return nil, fmt.Errorf("kern: submit run: %w", err)
+	}
+	r, err := collectRun(rows)
+	if err != nil {
+		if isUniqueViolation(err) {
+			return nil, fmt.Errorf("kern: submit run %q: %w", p.RunID, run.ErrAlreadyExists)
+		}
+		return nil, fmt.Errorf("kern: submit run: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("kern: submit run: commit: %w", err)
+	}
+	return r.output(), nil
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}

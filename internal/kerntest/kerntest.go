@@ -1,0 +1,94 @@
+// Package kerntest wires kern's real parts together for tests: an isolated,
+// migrated database on a real Postgres (internal/pgtest), the fake
+// OpenAI-compatible model server (internal/fakellm) reached through the real
+// go-openai client, and workers that are stopped when the test ends.
+package kerntest
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/fakellm"
+	"github.com/kern-go/kern/internal/pgtest"
+)
+
+// migrate prepares a template database once per test process.
+func migrate(ctx context.Context, url string) error {
+	d, err := db.Open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Migrate(ctx)
+}
+
+// DatabaseURL returns the URL of a fresh database with kern's schema.
+func DatabaseURL(t testing.TB) string {
+	t.Helper()
+	return pgtest.NewMigratedDatabase(t, "kern", migrate)
+}
+
+// DB opens a fresh, migrated database, closed when the test ends.
+func DB(t testing.TB) *db.DB {
+	t.Helper()
+	d, err := db.Open(context.Background(), DatabaseURL(t))
+	if err != nil {
+		t.Fatalf("open db: %v", err)
+	}
+	t.Cleanup(d.Close)
+	return d
+}
+
+// Model starts a fake model server and returns it with a Model that talks
+// to it over HTTP through go-openai.
+func Model(t testing.TB) (*fakellm.Server, agent.Model) {
+	t.Helper()
+	srv := fakellm.New()
+	url, stop, err := srv.Start()
+	if err != nil {
+		t.Fatalf("start fake model: %v", err)
+	}
+	t.Cleanup(stop)
+	return srv, agent.OpenAIChat{Client: agent.NewOpenAIClient("test-key", url), ID: "fake-model"}
+}
+
+// Worker starts a worker, stopped (gracefully, briefly) when the test ends.
+func Worker(t testing.TB, d *db.DB, cfg agent.WorkerConfig, agents ...*agent.Agent) *agent.Worker {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger
+	}
+	w, err := agent.NewWorker(d, cfg, agents...)
+	if err != nil {
+		t.Fatalf("new worker: %v", err)
+	}
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatalf("start worker: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := w.Stop(ctx); err != nil {
+			t.Errorf("stop worker: %v", err)
+		}
+	})
+	return w
+}
+
+// quietLogger keeps River's start/stop chatter out of test output while
+// still showing warnings and errors.
+var quietLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+// Context is a test context with a deadline, so a hang fails instead of
+// waiting for go test's global timeout.
+func Context(t testing.TB, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}

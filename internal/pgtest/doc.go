@@ -1,0 +1,21 @@
+// Package pgtest finds or starts a real Postgres server for tests and the
+// offline demo, and hands out isolated databases on it.
+//
+// A server is discovered once per process, in this order:
+//
+//  1. DATABASE_URL, an admin URL to a server where we may CREATE DATABASE;
+//  2. a testcontainers-go container, but only when a Docker engine answers
+//     a quick ping (set KERN_TEST_NO_DOCKER=1 to skip);
+//  3. a throwaway cluster built with the local initdb and pg_ctl.
+//
+// Tests get a fresh database each (NewDatabase), or a copy of a per-process
+// template that a migration function prepared once (NewMigratedDatabase), so
+// they can run in parallel without seeing each other's rows. Packages that use
+// pgtest should call Main from TestMain so the server this process started is
+// stopped and its templates dropped when the tests finish.
+//
+// Nothing is shared between processes: parallel `go test` packages each get
+// their own templates (and, without DATABASE_URL, their own server), so they
+// never contend for one template. Databases left behind by killed runs on a
+// DATABASE_URL server are dropped after two hours by the next run.
+package pgtest

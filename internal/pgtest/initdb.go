@@ -1,0 +1,305 @@
+package pgtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// serverSettings trade durability for speed: the cluster is thrown away.
+// max_wal_size is capped because the data dir may live in RAM.
+// max_connections is passed separately so it can be lowered where the OS
+// cannot give 500 connections' worth of semaphores (stock macOS).
+const serverSettings = `
+listen_addresses = '127.0.0.1'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 128MB
+max_wal_size = 256MB
+`
+
+// binGlobs are where distributions put versioned Postgres binaries that are
+// not on PATH (Debian/Ubuntu, RHEL, Homebrew).
+var binGlobs = []string{
+	"/usr/lib/postgresql/*/bin/initdb",
+	"/usr/pgsql-*/bin/initdb",
+	"/opt/homebrew/opt/postgresql@*/bin/initdb",
+	"/usr/local/opt/postgresql@*/bin/initdb",
+	"/usr/local/pgsql/bin/initdb",
+}
+
+// cluster is a throwaway Postgres cluster living entirely in dir.
+type cluster struct {
+	bin  string // directory holding initdb, pg_ctl and postgres
+	as   *account
+	dir  string // temp dir: data dir, unix socket, logs
+	data string
+
+	watchdog     *exec.Cmd
+	watchdogPipe *os.File
+}
+
+// startInitdb builds and starts a fresh cluster in a new temp dir, so a
+// cluster orphaned by a killed run can never get in the way of this one.
+func startInitdb(ctx context.Context) (s *Server, err error) {
+	bin, err := findPostgresBin()
+	if err != nil {
+		return nil, err
+	}
+	as, err := unprivilegedAccount()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(as.tempRoot(), "kern-pgtest-")
+	if err != nil {
+		return nil, fmt.Errorf("create cluster dir: %w", err)
+	}
+	c := &cluster{bin: bin, as: as, dir: dir, data: filepath.Join(dir, "data")}
+	defer func() {
+		if err != nil {
+			_ = c.stop(context.WithoutCancel(ctx))
+		}
+	}()
+	if err := as.chown(dir); err != nil {
+		return nil, fmt.Errorf("hand cluster dir to %s: %w", as.name, err)
+	}
+
+	if err := c.run(ctx, "initdb", false,
+		"-D", c.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--no-locale",
+	); err != nil {
+		return nil, err
+	}
+	conf := serverSettings + "unix_socket_directories = " + quoteConf(dir) + "\n"
+	if err := appendFile(filepath.Join(c.data, "postgresql.conf"), conf); err != nil {
+		return nil, err
+	}
+	port, err := c.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.startWatchdog()
+
+	s = &Server{
+		AdminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
+		Kind:     KindInitdb,
+		stop:     c.stop,
+	}
+	if err := s.probe(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// start runs pg_ctl start on a free port, retrying when another process
+// grabbed the port between our probe and the postmaster's bind.
+func (c *cluster) start(ctx context.Context) (int, error) {
+	maxConns := 500
+	var err error
+	for attempt := 0; attempt < 4; attempt++ {
+		var port int
+		port, err = freePort()
+		if err != nil {
+			return 0, err
+		}
+		err = c.run(ctx, "pg_ctl", true,
+			"-D", c.data, "-l", filepath.Join(c.dir, "postgres.log"), "-w", "-t", "60",
+			"-o", fmt.Sprintf("-p %d -c max_connections=%d", port, maxConns),
+			"start",
+		)
+		if err == nil {
+			return port, nil
+		}
+		log, _ := os.ReadFile(filepath.Join(c.dir, "postgres.log"))
+		_ = os.Truncate(filepath.Join(c.dir, "postgres.log"), 0)
+		switch {
+		case bytes.Contains(log, []byte("already in use")):
+		case bytes.Contains(log, []byte("semaphore")) && maxConns > 100:
+			maxConns = 100
+		default:
+			return 0, fmt.Errorf("%w\npostgres.log:\n%s", err, tail(log))
+		}
+	}
+	return 0, err
+}
+
+// stop shuts the cluster down hard and deletes it; nothing in it is worth a
+// clean shutdown.
+func (c *cluster) stop(ctx context.Context) error {
+	if c.watchdog != nil {
+		// We clean up ourselves now; the watchdog is only for when we die.
+		_ = c.watchdog.Process.Kill()
+		_ = c.watchdog.Wait()
+		_ = c.watchdogPipe.Close()
+		c.watchdog = nil
+	}
+	var stopErr error
+	if _, err := os.Stat(filepath.Join(c.data, "postmaster.pid")); err == nil {
+		stopErr = c.run(ctx, "pg_ctl", false, "-D", c.data, "-m", "immediate", "-w", "stop")
+	}
+	// Even if pg_ctl failed, removing the dir makes the postmaster notice its
+	// lock file is gone and shut itself down.
+	if err := os.RemoveAll(c.dir); err != nil {
+		stopErr = errors.Join(stopErr, fmt.Errorf("remove cluster dir: %w", err))
+	}
+	return stopErr
+}
+
+// watchdogScript waits for EOF on stdin, which the kernel delivers when this
+// process dies (it holds the only write end), then kills and deletes the
+// cluster so killed test runs do not leave postmasters behind.
+const watchdogScript = `read -r _
+pidfile="$1/postmaster.pid"
+if [ -f "$pidfile" ]; then
+	pid=$(head -n 1 "$pidfile")
+	kill -QUIT "$pid" 2>/dev/null
+	i=0
+	while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+fi
+rm -rf "$2"
+`
+
+// startWatchdog is best effort: without sh we only lose crash cleanup.
+func (c *cluster) startWatchdog() {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		return
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return
+	}
+	defer r.Close()
+	cmd := exec.Command(sh, "-c", watchdogScript, "kern-pgtest-watchdog", c.data, c.dir)
+	cmd.Stdin = r
+	// Own process group so the Ctrl-C that kills go test does not kill the
+	// watchdog before it has cleaned up; stdout/stderr stay /dev/null so go
+	// test does not wait on it.
+	cmd.SysProcAttr = (*account)(nil).sysProcAttr(true)
+	if err := cmd.Start(); err != nil {
+		_ = w.Close()
+		return
+	}
+	c.watchdog, c.watchdogPipe = cmd, w
+}
+
+// run runs one of the Postgres binaries as the cluster's account. Output goes
+// to a file, not a pipe: pg_ctl start leaves a postmaster that would hold a
+// pipe open and make Wait hang.
+func (c *cluster) run(ctx context.Context, name string, newGroup bool, args ...string) error {
+	out, err := os.CreateTemp(c.dir, name+"-*.out")
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	defer func() {
+		out.Close()
+		os.Remove(out.Name())
+	}()
+	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, name), args...)
+	cmd.Dir = c.dir // the unprivileged user may not be able to read our cwd
+	cmd.Env = childEnv()
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = c.as.sysProcAttr(newGroup)
+	if err := cmd.Run(); err != nil {
+		msg, _ := os.ReadFile(out.Name())
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, tail(msg))
+	}
+	return nil
+}
+
+// childEnv drops PG* variables, which would point pg_ctl and friends at some
+// other cluster, and pins the C locale so messages are English.
+func childEnv() []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "PG") || strings.HasPrefix(kv, "LC_ALL=")
+	})
+	return append(env, "LC_ALL=C")
+}
+
+var binVersion = regexp.MustCompile(`(\d+)/bin/initdb$`)
+
+// findPostgresBin returns a directory that has both initdb and pg_ctl,
+// preferring PATH, then the newest versioned install.
+func findPostgresBin() (string, error) {
+	var candidates []string
+	if p, err := exec.LookPath("initdb"); err == nil {
+		candidates = append(candidates, p)
+	}
+	for _, g := range binGlobs {
+		matches, _ := filepath.Glob(g)
+		slices.SortFunc(matches, func(a, b string) int { return versionOf(b) - versionOf(a) })
+		candidates = append(candidates, matches...)
+	}
+	for _, p := range candidates {
+		// PATH often has symlinks (or wrappers) in a directory without the
+		// other binaries; the real directory has all of them.
+		dirs := []string{filepath.Dir(p)}
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			dirs = append([]string{filepath.Dir(real)}, dirs...)
+		}
+		for _, d := range dirs {
+			if isExecutable(filepath.Join(d, "pg_ctl")) && isExecutable(filepath.Join(d, "initdb")) {
+				return d, nil
+			}
+		}
+	}
+	return "", errors.New("initdb and pg_ctl not found on PATH or in " + strings.Join(binGlobs, ", "))
+}
+
+func versionOf(path string) int {
+	m := binVersion.FindStringSubmatch(path)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.Atoi(m[1])
+	return v
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.IsDir() && fi.Mode().Perm()&0o111 != 0
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func appendFile(path, text string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(text); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// quoteConf quotes a postgresql.conf string value.
+func quoteConf(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// tail keeps error messages readable when a log is long.
+func tail(b []byte) string {
+	const max = 4 << 10
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return strings.TrimSpace(string(b))
+}

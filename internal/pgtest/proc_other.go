@@ -1,0 +1,19 @@
+//go:build !unix
+
+package pgtest
+
+import (
+	"os"
+	"syscall"
+)
+
+// account is a placeholder: outside unix we never switch users.
+type account struct{ name string }
+
+func unprivilegedAccount() (*account, error) { return nil, nil }
+
+func (a *account) sysProcAttr(bool) *syscall.SysProcAttr { return nil }
+
+func (a *account) chown(string) error { return nil }
+
+func (a *account) tempRoot() string { return os.TempDir() }

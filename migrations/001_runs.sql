@@ -1,0 +1,75 @@
+-- One row per run: never a JSON array of runs, so concurrent runs of one
+-- session never overwrite each other.
+CREATE TABLE kern_run (
+    id              text        PRIMARY KEY,
+    session_id      text        NOT NULL DEFAULT '',
+    agent_name      text        NOT NULL,
+    name            text        NOT NULL DEFAULT '',
+    status          text        NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'running', 'completed', 'error', 'cancelled')),
+    input           text        NOT NULL,
+    content         text        NOT NULL DEFAULT '',
+    error           text        NOT NULL DEFAULT '',
+    metadata        jsonb       NOT NULL DEFAULT '{}',
+    -- The execution that owns the row. Every write of a worker is fenced by
+    -- it, so a zombie from an earlier attempt cannot touch a run that moved on.
+    attempt         integer     NOT NULL DEFAULT 0,
+    timeout_ms      bigint      NOT NULL DEFAULT 0,
+    job_id          bigint,
+    input_tokens    integer     NOT NULL DEFAULT 0,
+    output_tokens   integer     NOT NULL DEFAULT 0,
+    total_tokens    integer     NOT NULL DEFAULT 0,
+    ttft_us         bigint      NOT NULL DEFAULT 0,
+    duration_us     bigint      NOT NULL DEFAULT 0,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    heartbeat_at    timestamptz,
+    finished_at     timestamptz,
+    CHECK (char_length(id) BETWEEN 1 AND 255)
+);
+
+CREATE INDEX kern_run_session_idx ON kern_run (session_id, created_at DESC) WHERE session_id <> '';
+CREATE INDEX kern_run_created_idx ON kern_run (created_at DESC, id DESC);
+CREATE INDEX kern_run_heartbeat_idx ON kern_run (heartbeat_at) WHERE status = 'running';
+
+-- A cancel request. A row may exist before its run does (cancel-before-start),
+-- which is why it is not a foreign key.
+CREATE TABLE kern_run_cancel (
+    run_id       text        PRIMARY KEY,
+    requested_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Waiters (WaitRun) are woken by one notification per terminal transition,
+-- whichever code path made it; payloads carry the id only.
+CREATE FUNCTION kern_notify_run_done() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('kern_run_done', NEW.id);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER kern_run_done
+    AFTER INSERT OR UPDATE OF status ON kern_run
+    FOR EACH ROW
+    WHEN (NEW.status IN ('completed', 'error', 'cancelled'))
+    EXECUTE FUNCTION kern_notify_run_done();
+
+-- Executing workers are told at once that their run was cancelled.
+CREATE FUNCTION kern_notify_cancel() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('kern_cancel', NEW.run_id);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER kern_run_cancel_requested
+    AFTER INSERT ON kern_run_cancel
+    FOR EACH ROW
+    EXECUTE FUNCTION kern_notify_cancel();
+
+---- create above / drop below ----
+
+DROP TABLE kern_run_cancel;
+DROP TABLE kern_run;
+DROP FUNCTION kern_notify_cancel();
+DROP FUNCTION kern_notify_run_done();

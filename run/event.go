@@ -1,0 +1,40 @@
+package run
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// EventType names what happened in a run.
+type EventType string
+
+const (
+	EventRunStarted   EventType = "run.started"
+	EventContentDelta EventType = "content.delta"
+	EventToolCall     EventType = "tool.call"
+	EventToolResult   EventType = "tool.result"
+	EventRunRetrying  EventType = "run.retrying"
+	EventRunCompleted EventType = "run.completed"
+	EventRunError     EventType = "run.error"
+	EventRunCancelled EventType = "run.cancelled"
+)
+
+// Terminal reports whether t ends a run's event stream.
+func (t EventType) Terminal() bool {
+	switch t {
+	case EventRunCompleted, EventRunError, EventRunCancelled:
+		return true
+	}
+	return false
+}
+
+// Event is one entry of a run's ordered event log.
+type Event struct {
+	RunID string
+	Seq   int64 // 1, 2, 3 … per run, gap-free, in commit order
+	Type  EventType
+	// Data depends on Type: content.delta {"delta": text}; tool.call
+	// {"id","name","arguments"}; tool.result {"id","name","output"}.
+	Data json.RawMessage
+	At   time.Time
+}
