@@ -1,0 +1,86 @@
+// Command kern-bench measures kern's figures on this machine: submit
+// latency, end-to-end background runs/s, CancelRun latency (to cancelled and
+// to the model's HTTP stream closing) and WaitRun wake-up, against a real
+// Postgres (DATABASE_URL, else a throwaway one) and the fake model over HTTP.
+//
+//	go run ./cmd/kern-bench -runs 5000 -samples 500
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/bench"
+	"github.com/kern-go/kern/internal/fakellm"
+	"github.com/kern-go/kern/internal/pgtest"
+)
+
+func main() {
+	var cfg bench.Config
+	flag.IntVar(&cfg.Runs, "runs", 5000, "end-to-end runs")
+	flag.IntVar(&cfg.Submitters, "submitters", 8, "concurrent submitters")
+	flag.IntVar(&cfg.Concurrency, "concurrency", 50, "worker MaxConcurrentRuns")
+	flag.IntVar(&cfg.Samples, "samples", 500, "samples per latency figure")
+	flag.Parse()
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := run(context.Background(), cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "kern-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg bench.Config) error {
+	srv, err := pgtest.Start(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = srv.Stop(context.Background()) }()
+
+	fake := fakellm.New()
+	fake.SetLogLimit(1000)
+	base, stop, err := fake.Start()
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	env := bench.Env{
+		Fake:  fake,
+		Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", base), ID: "fake-model"},
+		NewDB: func(ctx context.Context) (*db.DB, func(), error) {
+			url, err := srv.CreateDatabase(ctx, "kern_bench")
+			if err != nil {
+				return nil, nil, err
+			}
+			d, err := db.Open(ctx, url)
+			if err == nil {
+				err = d.Migrate(ctx)
+			}
+			if err != nil {
+				_ = srv.DropDatabase(context.Background(), url)
+				return nil, nil, err
+			}
+			return d, func() { d.Close(); _ = srv.DropDatabase(context.Background(), url) }, nil
+		},
+	}
+	start := time.Now()
+	results, err := bench.Run(ctx, env, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("kern-bench on %d CPUs, %s, Postgres from %s, %v total\n\n", runtime.NumCPU(), runtime.Version(), srv.Kind, time.Since(start).Round(time.Second))
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "figure\tvalue\tconditions")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, r.Value, r.Note)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,274 @@
+// Package bench measures kern's figures against a real Postgres and the fake
+// model over real HTTP: submit latency, cancel latency, WaitRun wake-up and
+// end-to-end throughput. cmd/kern-bench prints them; a smoke test runs them
+// small so they cannot rot.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/fakellm"
+	"github.com/kern-go/kern/run"
+)
+
+// Config sizes a benchmark run.
+type Config struct {
+	Runs        int // end-to-end runs
+	Submitters  int // concurrent submitters for the end-to-end figure
+	Concurrency int // WorkerConfig.MaxConcurrentRuns
+	Samples     int // samples for each latency figure
+	Logger      *slog.Logger
+}
+
+// Result is one figure.
+type Result struct {
+	Name  string
+	Value string
+	Note  string
+}
+
+// Env is what the benchmark runs against: a migrated database per figure
+// comes from NewDB, the model server is shared.
+type Env struct {
+	NewDB func(ctx context.Context) (*db.DB, func(), error)
+	Fake  *fakellm.Server
+	Model agent.Model
+}
+
+// Run measures every figure and returns them in print order.
+func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
+	var out []Result
+	for _, f := range []func(context.Context, Env, Config) ([]Result, error){
+		submitLatency, endToEnd, cancelLatency, waitWakeup,
+	} {
+		res, err := f(ctx, env, cfg)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res...)
+	}
+	return out, nil
+}
+
+func newWorker(ctx context.Context, d *db.DB, env Env, cfg Config, a *agent.Agent) (func(), error) {
+	w, err := agent.NewWorker(d, agent.WorkerConfig{MaxConcurrentRuns: cfg.Concurrency, Logger: cfg.Logger}, a)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Start(ctx); err != nil {
+		return nil, err
+	}
+	return func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = w.Stop(stopCtx)
+	}, nil
+}
+
+// submitLatency: background submits one after another, no worker running,
+// so the figure is the submit itself (row + job in one transaction).
+func submitLatency(ctx context.Context, env Env, cfg Config) ([]Result, error) {
+	d, done, err := env.NewDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	a := &agent.Agent{Name: "bench", Model: env.Model, DB: d}
+	lat := make([]time.Duration, 0, cfg.Samples)
+	for range cfg.Samples {
+		start := time.Now()
+		if _, err := a.Run(ctx, "hello", agent.Background(true)); err != nil {
+			return nil, err
+		}
+		lat = append(lat, time.Since(start))
+	}
+	return []Result{
+		{"submit latency p50", ms(pct(lat, 50)), fmt.Sprintf("%d sequential background submits", cfg.Samples)},
+		{"submit latency p99", ms(pct(lat, 99)), ""},
+	}, nil
+}
+
+// endToEnd: Runs background runs from Submitters goroutines against a
+// zero-latency model, timed from the first submit to the last terminal run.
+func endToEnd(ctx context.Context, env Env, cfg Config) ([]Result, error) {
+	d, done, err := env.NewDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	env.Fake.Script(func(fakellm.Request) fakellm.Reply { return fakellm.Reply{Content: "The capital of France is Paris."} })
+	a := &agent.Agent{Name: "bench", Model: env.Model, DB: d}
+	stop, err := newWorker(ctx, d, env, cfg, a)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, cfg.Submitters)
+	for range cfg.Submitters {
+		wg.Go(func() {
+			for next.Add(1) <= int64(cfg.Runs) {
+				if _, err := a.Run(ctx, "What is the capital of France?", agent.Background(true)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	for {
+		var finished, completed int
+		err := d.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE status IN ('completed','error','cancelled')),
+			count(*) FILTER (WHERE status = 'completed') FROM kern_run`).Scan(&finished, &completed)
+		if err != nil {
+			return nil, err
+		}
+		if finished == cfg.Runs {
+			if completed != cfg.Runs {
+				return nil, fmt.Errorf("end-to-end: %d of %d runs completed", completed, cfg.Runs)
+			}
+			break
+		}
+		if err := sleep(ctx, 5*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+	elapsed := time.Since(start)
+	return []Result{{
+		"end-to-end runs/s", fmt.Sprintf("%.0f", float64(cfg.Runs)/elapsed.Seconds()),
+		fmt.Sprintf("%d runs, %d submitters, %d concurrent runs, zero-latency fake model over HTTP", cfg.Runs, cfg.Submitters, cfg.Concurrency),
+	}}, nil
+}
+
+// cancelLatency: a run hangs in the model; CancelRun is timed until the run
+// is cancelled (the call returns with the status written) and until the
+// model server sees the HTTP stream close.
+func cancelLatency(ctx context.Context, env Env, cfg Config) ([]Result, error) {
+	d, done, err := env.NewDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	env.Fake.Script(func(fakellm.Request) fakellm.Reply { return fakellm.Reply{Hang: true} })
+	a := &agent.Agent{Name: "bench", Model: env.Model, DB: d}
+	stop, err := newWorker(ctx, d, env, cfg, a)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+
+	var toCancelled, toClosed []time.Duration
+	base := env.Fake.Count()
+	for i := range cfg.Samples {
+		out, err := a.Run(ctx, "hang", agent.Background(true))
+		if err != nil {
+			return nil, err
+		}
+		if err := env.Fake.WaitRequests(ctx, base+i+1); err != nil {
+			return nil, err
+		}
+		seq := base + i + 1
+		start := time.Now()
+		ok, err := a.CancelRun(ctx, out.RunID)
+		if err != nil || !ok {
+			return nil, fmt.Errorf("cancel: %v, %w", ok, err)
+		}
+		toCancelled = append(toCancelled, time.Since(start))
+		got, err := a.GetRunOutput(ctx, out.RunID)
+		if err != nil || got.Status != run.StatusCancelled {
+			return nil, fmt.Errorf("cancelled run is %v (%w)", got, err)
+		}
+		req, err := env.Fake.WaitClientGone(ctx, seq)
+		if err != nil {
+			return nil, fmt.Errorf("stream of request %d not closed: %w", seq, err)
+		}
+		toClosed = append(toClosed, max(0, req.ClientGoneAt.Sub(start)))
+	}
+	return []Result{
+		{"CancelRun → cancelled p50", ms(pct(toCancelled, 50)), fmt.Sprintf("%d runs cancelled mid-stream", cfg.Samples)},
+		{"CancelRun → cancelled p99", ms(pct(toCancelled, 99)), ""},
+		{"CancelRun → model stream closed p50", ms(pct(toClosed, 50)), "seen by the model server"},
+		{"CancelRun → model stream closed p99", ms(pct(toClosed, 99)), ""},
+	}, nil
+}
+
+// waitWakeup: WaitRun sleeps on a running run; the lag is from the start of
+// the finishing statement to WaitRun's return (commit, NOTIFY, listener
+// fan-out, re-read).
+func waitWakeup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
+	d, done, err := env.NewDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	lags := make([]time.Duration, 0, cfg.Samples)
+	for i := range cfg.Samples {
+		id := fmt.Sprintf("wait-%d", i)
+		if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: id, AgentName: "bench", Input: "x"}); err != nil {
+			return nil, err
+		}
+		if _, err := d.StartRun(ctx, id, 1); err != nil {
+			return nil, err
+		}
+		woke := make(chan time.Time, 1)
+		waiting := make(chan struct{})
+		go func() {
+			sub := d.SubscribeDone(id) // what WaitRun does first; lets us know it is asleep
+			close(waiting)
+			_, _ = d.WaitRun(ctx, id)
+			sub.Close()
+			woke <- time.Now()
+		}()
+		<-waiting
+		if err := sleep(ctx, 2*time.Millisecond); err != nil { // let WaitRun read the run and sleep
+			return nil, err
+		}
+		start := time.Now()
+		if err := d.FinishRun(ctx, id, 1, db.Finish{Status: run.StatusCompleted, Tail: "done"}); err != nil {
+			return nil, err
+		}
+		lags = append(lags, (<-woke).Sub(start))
+	}
+	return []Result{
+		{"WaitRun wake-up p50", ms(pct(lags, 50)), "from the finishing UPDATE to WaitRun returning"},
+		{"WaitRun wake-up p99", ms(pct(lags, 99)), ""},
+	}, nil
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := (len(s)*p + 99) / 100
+	return s[max(0, min(len(s)-1, i-1))]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
