@@ -1,0 +1,42 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kern-go/kern/db"
+)
+
+type rootFlags struct {
+	databaseURL string
+}
+
+func newRootCmd() *cobra.Command {
+	flags := &rootFlags{}
+	root := &cobra.Command{
+		Use:           "kern",
+		Short:         "Durable background LLM agent runs on Postgres",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&flags.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "Postgres URL (default $DATABASE_URL)")
+	root.AddCommand(newMigrateCmd(flags), newWorkerCmd(flags), newRunsCmd(flags))
+	return root
+}
+
+func (f *rootFlags) open(ctx context.Context) (*db.DB, error) {
+	if f.databaseURL == "" {
+		return nil, errors.New("no database: set DATABASE_URL or pass --database-url")
+	}
+	return db.Open(ctx, f.databaseURL)
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/db"
+)
+
+func newRunsCmd(flags *rootFlags) *cobra.Command {
+	runs := &cobra.Command{Use: "runs", Short: "Submit, inspect, wait for and cancel runs"}
+	withDB := func(fn func(cmd *cobra.Command, d *db.DB, args []string) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			d, err := flags.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			return fn(cmd, d, args)
+		}
+	}
+
+	var agentName, sessionID, runID string
+	var timeout time.Duration
+	submit := &cobra.Command{
+		Use:   "submit PROMPT",
+		Short: "Submit a background run; prints it (pending)",
+		Args:  cobra.ExactArgs(1),
+		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
+			// The submitting side needs no model: a worker does the work.
+			a := &agent.Agent{Name: agentName, Model: agent.OpenAIChat{}, DB: d}
+			out, err := a.Run(cmd.Context(), args[0], agent.Background(true),
+				agent.WithRunID(runID), agent.WithSessionID(sessionID), agent.WithTimeout(timeout))
+			if err != nil {
+				return err
+			}
+			return printJSON(out)
+		}),
+	}
+	submit.Flags().StringVar(&agentName, "agent", "assistant", "agent name")
+	submit.Flags().StringVar(&sessionID, "session", "", "session id")
+	submit.Flags().StringVar(&runID, "run-id", "", "run id (default: a new UUIDv7)")
+	submit.Flags().DurationVar(&timeout, "timeout", 0, "run timeout (default: the worker's)")
+
+	get := &cobra.Command{
+		Use:   "get RUN_ID",
+		Short: "Print a run",
+		Args:  cobra.ExactArgs(1),
+		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
+			out, err := d.GetRun(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(out)
+		}),
+	}
+	wait := &cobra.Command{
+		Use:   "wait RUN_ID",
+		Short: "Wait until a run is terminal, then print it",
+		Args:  cobra.ExactArgs(1),
+		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
+			out, err := d.WaitRun(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printJSON(out)
+		}),
+	}
+	cancel := &cobra.Command{
+		Use:   "cancel RUN_ID",
+		Short: "Cancel a run (also one not submitted yet); prints true if it ends cancelled",
+		Args:  cobra.ExactArgs(1),
+		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
+			ok, err := d.CancelRun(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), ok)
+			return nil
+		}),
+	}
+	runs.AddCommand(submit, get, wait, cancel)
+	return runs
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kern-go/kern/agent"
+)
+
+func newWorkerCmd(flags *rootFlags) *cobra.Command {
+	var (
+		name, model, instructions string
+		cfg                       agent.WorkerConfig
+		shutdown                  time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Work background runs of one agent until SIGINT/SIGTERM",
+		Long: `Runs a worker process. Start as many as you like, on any hosts, against the
+same database: River hands each run to exactly one of them. On SIGINT or
+SIGTERM the worker stops taking runs, lets running ones finish for
+--shutdown-timeout, then hands the rest back to pending for another worker.
+
+The model is reached through OPENAI_API_KEY and OPENAI_BASE_URL (any
+OpenAI-compatible endpoint: OpenAI, Ollama, vLLM, cmd/fakellm).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Getenv("OPENAI_API_KEY") == "" {
+				return errors.New("OPENAI_API_KEY is not set (any value works for a local endpoint)")
+			}
+			ctx := cmd.Context()
+			d, err := flags.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+			a := &agent.Agent{Name: name, Instructions: instructions, Model: agent.OpenAIChat{ID: model}, DB: d}
+			w, err := agent.NewWorker(d, cfg, a)
+			if err != nil {
+				return err
+			}
+			// The worker's own context must outlive the signal: the signal
+			// starts a graceful stop, it does not cut running runs.
+			if err := w.Start(context.WithoutCancel(ctx)); err != nil {
+				return err
+			}
+			cfg.Logger.Info("kern worker started", slog.String("agent", name), slog.String("model", model))
+			<-ctx.Done()
+			cfg.Logger.Info("kern worker stopping", slog.Duration("grace", shutdown))
+			stopCtx, cancel := context.WithTimeout(context.Background(), shutdown)
+			defer cancel()
+			return w.Stop(stopCtx)
+		},
+	}
+	cmd.Flags().StringVar(&name, "agent", "assistant", "agent name (must match the submitting side)")
+	cmd.Flags().StringVar(&model, "model", envOr("KERN_MODEL", "gpt-5-mini"), "model id (default $KERN_MODEL or gpt-5-mini)")
+	cmd.Flags().StringVar(&instructions, "instructions", "", "system instructions")
+	cmd.Flags().IntVar(&cfg.MaxConcurrentRuns, "concurrency", 5, "runs executed at once")
+	cmd.Flags().DurationVar(&cfg.DefaultTimeout, "timeout", 5*time.Minute, "default run timeout")
+	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "grace period for running runs on SIGTERM")
+	return cmd
+}
+
+func envOr(key, fallback string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}
