@@ -19,6 +19,10 @@ const (
 	channelCancel  = "kern_cancel"   // a cancel request was recorded
 )
 
+// ListenerApplicationName names the listener's connection in
+// pg_stat_activity, so operators (and tests) can tell it apart.
+const ListenerApplicationName = "kern_listener"
+
 // recheckInterval bounds how long a lost notification can delay a waiter:
 // while anyone is subscribed, the listener re-reads the watched runs this
 // often. It is also the listener's reconnect pace.
@@ -175,6 +179,7 @@ func (l *listener) run(ctx context.Context, done chan struct{}) {
 
 func (l *listener) listen(ctx context.Context) error {
 	cfg := l.pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = ListenerApplicationName
 	// Interrupt a wait by deadline only: a cancel request sent to an idle
 	// backend could hit the next statement on this connection instead.
 	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {

@@ -101,8 +101,9 @@ func noServerError(reasons []error) error {
 	return fmt.Errorf(`pgtest: no Postgres server available for tests; do one of:
   - set DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/postgres?sslmode=disable
     (a server where that role may CREATE DATABASE; it is never dropped)
-  - install PostgreSQL so initdb and pg_ctl are on PATH
-    (Debian/Ubuntu: apt-get install postgresql; macOS: brew install postgresql@16)
+  - install the PostgreSQL server so initdb and pg_ctl are on PATH or in
+    /usr/lib/postgresql/*/bin (Debian/Ubuntu: apt-get install postgresql;
+    macOS: brew install postgresql@16)
   - start a Docker engine (testcontainers then runs %s; unset KERN_TEST_NO_DOCKER)
 what was tried: %w`, containerImage, errors.Join(reasons...))
 }

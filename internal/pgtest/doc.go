@@ -6,7 +6,9 @@
 //  1. DATABASE_URL, an admin URL to a server where we may CREATE DATABASE;
 //  2. a testcontainers-go container, but only when a Docker engine answers
 //     a quick ping (set KERN_TEST_NO_DOCKER=1 to skip);
-//  3. a throwaway cluster built with the local initdb and pg_ctl.
+//  3. a throwaway cluster built with the local initdb and pg_ctl, in
+//     /dev/shm when that is a roomy tmpfs, deleted by Stop or, if the
+//     process is killed, by a small watchdog process.
 //
 // Tests get a fresh database each (NewDatabase), or a copy of a per-process
 // template that a migration function prepared once (NewMigratedDatabase), so

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // templates are this process's migrated template databases, one per key.
@@ -33,7 +35,12 @@ func (s *Server) migratedDatabase(ctx context.Context, prefix, key string, migra
 	}
 	s.templates.copyMu.Lock()
 	defer s.templates.copyMu.Unlock()
-	return s.createDatabase(ctx, prefix, tmpl)
+	dbURL, err := s.createDatabase(ctx, prefix, tmpl)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "55006" {
+		return "", fmt.Errorf("%w (is the migrate func for %q leaving a connection open?)", err, key)
+	}
+	return dbURL, err
 }
 
 // template returns the name of key's template, building it on first use.
