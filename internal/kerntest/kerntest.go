@@ -92,3 +92,35 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// ExampleDB is DB for runnable examples, which have no testing.TB: a fresh
+// migrated database, and a func that closes and drops it.
+func ExampleDB() (*db.DB, func()) {
+	ctx := context.Background()
+	srv, _, err := pgtest.Shared()
+	if err != nil {
+		panic(err) // an example cannot report errors otherwise
+	}
+	url, err := srv.CreateDatabase(ctx, "kern_example")
+	if err != nil {
+		panic(err)
+	}
+	d, err := db.Open(ctx, url)
+	if err == nil {
+		err = d.Migrate(ctx)
+	}
+	if err != nil {
+		panic(err)
+	}
+	return d, func() { d.Close(); _ = srv.DropDatabase(ctx, url) }
+}
+
+// ExampleModel is Model for runnable examples.
+func ExampleModel() (*fakellm.Server, agent.Model, func()) {
+	srv := fakellm.New()
+	url, stop, err := srv.Start()
+	if err != nil {
+		panic(err)
+	}
+	return srv, agent.OpenAIChat{Client: agent.NewOpenAIClient("example", url), ID: "fake-model"}, stop
+}

@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -26,15 +27,14 @@ var shared struct {
 	err    error
 }
 
-// sharedServer returns the process's server, starting it on first use, and
-// fails t with the same helpful error for every caller if that failed.
-func sharedServer(t testing.TB) *Server {
-	t.Helper()
+// Shared returns the process's server, starting it on first use. Tests use
+// NewDatabase or NewMigratedDatabase; Shared is for code with no testing.TB,
+// such as runnable examples.
+func Shared() (srv *Server, startedNow bool, err error) {
 	shared.mu.Lock()
-	startedNow := false
+	defer shared.mu.Unlock()
 	if shared.closed {
-		shared.mu.Unlock()
-		t.Fatal("pgtest: used after Main stopped the shared server")
+		return nil, false, errors.New("pgtest: used after Main stopped the shared server")
 	}
 	if !shared.tried {
 		shared.tried, startedNow = true, true
@@ -42,9 +42,14 @@ func sharedServer(t testing.TB) *Server {
 		shared.srv, shared.err = Start(ctx)
 		cancel()
 	}
-	srv, err := shared.srv, shared.err
-	shared.mu.Unlock()
+	return shared.srv, startedNow, shared.err
+}
 
+// sharedServer is Shared for tests: it fails t with the same helpful error
+// for every caller if the server could not be had.
+func sharedServer(t testing.TB) *Server {
+	t.Helper()
+	srv, startedNow, err := Shared()
 	if err != nil {
 		t.Fatal(err)
 	}
