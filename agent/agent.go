@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -78,6 +80,10 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		return out, err
 	}
 
+	if cfg.onEvent != nil {
+		stopEvents := a.forwardEvents(ctx, out.RunID, cfg.onEvent)
+		defer stopEvents()
+	}
 	exec := &executor{
 		db:             a.DB,
 		logger:         slog.Default(),
@@ -89,6 +95,38 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		return nil, err
 	}
 	return a.DB.GetRun(context.WithoutCancel(ctx), out.RunID)
+}
+
+// forwardEvents follows the run's events into fn until the terminal event.
+// The returned func waits for that, bounded, so every event of the run has
+// been delivered when Run returns.
+func (a *Agent) forwardEvents(ctx context.Context, runID string, fn func(run.Event)) (wait func()) {
+	followCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev, err := range a.DB.Events(followCtx, runID, 0) {
+			if err != nil {
+				return
+			}
+			fn(ev)
+		}
+	}()
+	return func() {
+		timer := time.AfterFunc(finalWriteTimeout, cancel)
+		<-done
+		timer.Stop()
+		cancel()
+	}
+}
+
+// Events replays the run's events after afterSeq and follows it live until
+// its terminal event; see db.DB.Events.
+func (a *Agent) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2[run.Event, error] {
+	if err := a.requireDB(); err != nil {
+		return func(yield func(run.Event, error) bool) { yield(run.Event{}, err) }
+	}
+	return a.DB.Events(ctx, runID, afterSeq)
 }
 
 // GetRunOutput reads a run: its status, and its content so far.

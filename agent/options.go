@@ -44,10 +44,12 @@ func WithMetadata(m map[string]any) RunOption { return func(c *runConfig) { c.me
 // DefaultTimeout). A timed-out run ends as error.
 func WithTimeout(d time.Duration) RunOption { return func(c *runConfig) { c.timeout = d } }
 
-// OnEvent receives the live events of a foreground run.
-func OnEvent(fn func(run.Event)) RunOption {
-	return func(c *runConfig) { c.onEvent = fn; c.unsupported = append(c.unsupported, "OnEvent") }
-}
+// OnEvent receives the live events of a foreground run, as they are
+// committed: the same events, with the same seqs, that Events replays later.
+// fn is called from one goroutine, in seq order, and every call has
+// returned before Run does. It is ignored for a background run: follow
+// those with Events.
+func OnEvent(fn func(run.Event)) RunOption { return func(c *runConfig) { c.onEvent = fn } }
 
 // WithIdempotencyKey makes a second submit with the same key return the
 // existing run.

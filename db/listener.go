@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,7 +18,10 @@ import (
 const (
 	channelRunDone = "kern_run_done" // a run reached a terminal status
 	channelCancel  = "kern_cancel"   // a cancel request was recorded
+	channelEvent   = "kern_event"    // a run has new events
 )
+
+var channels = []string{channelRunDone, channelCancel, channelEvent}
 
 // ListenerApplicationName names the listener's connection in
 // pg_stat_activity, so operators (and tests) can tell it apart.
@@ -54,6 +58,9 @@ type Subscription struct {
 	c        chan struct{}
 	topic    topic
 	listener *listener
+	// position is the last event seq an event follower has read; the
+	// re-check wakes it only when the run has events past it.
+	position atomic.Int64
 }
 
 // C is signalled when the subscribed event may have happened.
@@ -68,6 +75,15 @@ func (s *Subscription) signal() {
 	default: // already signalled; the receiver re-reads anyway
 	}
 }
+
+// SubscribeEvents signals when the run may have events past the position
+// the follower reports with SetPosition.
+func (d *DB) SubscribeEvents(runID string) *Subscription {
+	return d.listener.subscribe(topic{channelEvent, runID})
+}
+
+// SetPosition records the last event seq the follower has read.
+func (s *Subscription) SetPosition(seq int64) { s.position.Store(seq) }
 
 func newListener(pool *pgxpool.Pool, logger *slog.Logger) *listener {
 	return &listener{pool: pool, logger: logger, subs: make(map[topic]map[*Subscription]struct{})}
@@ -143,19 +159,39 @@ func (l *listener) notify(t topic) {
 	}
 }
 
-// watched lists the run ids with subscribers, per channel.
-func (l *listener) watched() (done, cancel []string) {
+// watchList is what the re-check looks at: run ids per channel, and for
+// event followers the lowest position read.
+type watchList struct {
+	done, cancel, event []string
+	eventSeq            []int64
+}
+
+func (w *watchList) empty() bool {
+	return len(w.done) == 0 && len(w.cancel) == 0 && len(w.event) == 0
+}
+
+func (l *listener) watched() watchList {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for t := range l.subs {
+	var w watchList
+	for t, set := range l.subs {
 		switch t.channel {
 		case channelRunDone:
-			done = append(done, t.runID)
+			w.done = append(w.done, t.runID)
 		case channelCancel:
-			cancel = append(cancel, t.runID)
+			w.cancel = append(w.cancel, t.runID)
+		case channelEvent:
+			lowest := int64(-1)
+			for s := range set {
+				if p := s.position.Load(); lowest < 0 || p < lowest {
+					lowest = p
+				}
+			}
+			w.event = append(w.event, t.runID)
+			w.eventSeq = append(w.eventSeq, lowest)
 		}
 	}
-	return done, cancel
+	return w
 }
 
 // run keeps a LISTEN connection up until ctx ends, reconnecting after any
@@ -190,7 +226,7 @@ func (l *listener) listen(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, ch := range []string{channelRunDone, channelCancel} {
+	for _, ch := range channels {
 		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
 			return err
 		}
@@ -221,11 +257,11 @@ func (l *listener) listen(ctx context.Context) error {
 // recheck wakes subscribers whose event happened without a notification
 // reaching us (a dropped connection, a notification sent before LISTEN).
 func (l *listener) recheck(ctx context.Context, conn *pgx.Conn) error {
-	doneIDs, cancelIDs := l.watched()
-	if len(doneIDs) == 0 && len(cancelIDs) == 0 {
+	w := l.watched()
+	if w.empty() {
 		return nil
 	}
-	rows, err := conn.Query(ctx, sqlRecheck, doneIDs, cancelIDs)
+	rows, err := conn.Query(ctx, sqlRecheck, w.done, w.cancel, w.event, w.eventSeq)
 	if err != nil {
 		return err
 	}
@@ -236,10 +272,13 @@ func (l *listener) recheck(ctx context.Context, conn *pgx.Conn) error {
 			rows.Close()
 			return err
 		}
-		if kind == "done" {
+		switch kind {
+		case "done":
 			hits = append(hits, topic{channelRunDone, id})
-		} else {
+		case "cancel":
 			hits = append(hits, topic{channelCancel, id})
+		case "event":
+			hits = append(hits, topic{channelEvent, id})
 		}
 	}
 	rows.Close()

@@ -62,19 +62,7 @@ func TestWaitersSurviveListenerConnectionKill(t *testing.T) {
 		done <- out
 	}()
 
-	// Wait for the listener to be connected, then kill it.
-	var killed bool
-	for !killed {
-		err := d.Pool().QueryRow(ctx, `SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity
-			WHERE application_name = $1 AND datname = current_database()`, db.ListenerApplicationName).Scan(&killed)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ctx.Err() != nil {
-			t.Fatal("the listener never connected")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	killListener(t, ctx, d)
 	if err := d.FinishRun(ctx, "survivor", 1, db.Finish{Status: run.StatusCompleted, Tail: "ok"}); err != nil {
 		t.Fatal(err)
 	}

@@ -20,42 +20,69 @@ const sqlGetRun = `SELECT ` + runColumns + ` FROM kern_run WHERE id = $1`
 // sqlStartRun moves a pending run to running, or straight to cancelled when
 // a cancel request is on file. A run still "running" from an earlier attempt
 // (its worker died or gave it back) may be taken over by a later attempt.
-// Content starts afresh: an attempt never appends to another's text.
+// Content starts afresh: an attempt never appends to another's text, and its
+// run.started event tells event readers to start afresh too.
 const sqlStartRun = `
 WITH cancel AS (
 	SELECT EXISTS (SELECT 1 FROM kern_run_cancel WHERE run_id = $1) AS requested
+), started AS (
+	UPDATE kern_run SET
+		status       = CASE WHEN cancel.requested THEN 'cancelled' ELSE 'running' END,
+		attempt      = $2,
+		content      = CASE WHEN cancel.requested THEN content ELSE '' END,
+		error        = '',
+		started_at   = now(),
+		heartbeat_at = now(),
+		finished_at  = CASE WHEN cancel.requested THEN now() END,
+		event_seq    = event_seq + 1
+	FROM cancel
+	WHERE id = $1
+	  AND (status = 'pending' OR (status = 'running' AND attempt < $2))
+	RETURNING ` + runColumns + `, event_seq
+), event AS (
+	INSERT INTO kern_run_event (run_id, seq, type, data)
+	SELECT id, event_seq, CASE WHEN status = 'cancelled' THEN 'run.cancelled' ELSE 'run.started' END,
+		jsonb_build_object('attempt', attempt)
+	FROM started
 )
-UPDATE kern_run SET
-	status       = CASE WHEN cancel.requested THEN 'cancelled' ELSE 'running' END,
-	attempt      = $2,
-	content      = CASE WHEN cancel.requested THEN content ELSE '' END,
-	error        = '',
-	started_at   = now(),
-	heartbeat_at = now(),
-	finished_at  = CASE WHEN cancel.requested THEN now() END
-FROM cancel
-WHERE id = $1
-  AND (status = 'pending' OR (status = 'running' AND attempt < $2))
-RETURNING ` + runColumns
+SELECT ` + runColumns + ` FROM started`
 
-// sqlAppendContent persists a flushed chunk of streamed content.
+// sqlAppendContent persists a flushed chunk of streamed content and its
+// content.delta event, in one statement: the events always add up to the
+// content.
 const sqlAppendContent = `
-UPDATE kern_run SET content = content || $3, heartbeat_at = now()
-WHERE id = $1 AND attempt = $2 AND status = 'running'`
+WITH appended AS (
+	UPDATE kern_run SET content = content || $3, heartbeat_at = now(), event_seq = event_seq + 1
+	WHERE id = $1 AND attempt = $2 AND status = 'running'
+	RETURNING id, event_seq
+)
+INSERT INTO kern_run_event (run_id, seq, type, data)
+SELECT id, event_seq, 'content.delta', jsonb_build_object('delta', $3::text) FROM appended`
 
-// sqlFinishRun writes a terminal status for the attempt that owns the run.
+// sqlFinishRun writes a terminal status for the attempt that owns the run,
+// with the unflushed tail of the content ($4) and the terminal event: a
+// content.delta for a non-empty tail, then run.completed, run.error or
+// run.cancelled.
 const sqlFinishRun = `
-UPDATE kern_run SET
-	status        = $3,
-	content       = content || $4,
-	error         = $5,
-	input_tokens  = $6,
-	output_tokens = $7,
-	total_tokens  = $8,
-	ttft_us       = $9,
-	duration_us   = $10,
-	finished_at   = now()
-WHERE id = $1 AND attempt = $2 AND status = 'running'`
+WITH finished AS (
+	UPDATE kern_run SET
+		status        = $3,
+		content       = content || $4,
+		error         = $5,
+		input_tokens  = $6,
+		output_tokens = $7,
+		total_tokens  = $8,
+		ttft_us       = $9,
+		duration_us   = $10,
+		finished_at   = now(),
+		event_seq     = event_seq + CASE WHEN $4 = '' THEN 1 ELSE 2 END
+	WHERE id = $1 AND attempt = $2 AND status = 'running'
+	RETURNING id, event_seq
+)
+INSERT INTO kern_run_event (run_id, seq, type, data)
+SELECT id, event_seq - 1, 'content.delta', jsonb_build_object('delta', $4::text) FROM finished WHERE $4 <> ''
+UNION ALL
+SELECT id, event_seq, 'run.' || $3, jsonb_strip_nulls(jsonb_build_object('error', NULLIF($5, ''))) FROM finished`
 
 // sqlReleaseRun hands a running run back to pending (worker shutdown), so
 // another worker can take it without it counting as a failed attempt.
@@ -71,12 +98,18 @@ INSERT INTO kern_run_cancel (run_id) VALUES ($1)
 ON CONFLICT (run_id) DO NOTHING
 RETURNING true`
 
-// sqlCancelRun cancels the run if it is not terminal yet. Both this and
-// sqlFinishRun lock the row and re-check the status under the lock, so
-// exactly one of them wins and the loser changes nothing.
+// sqlCancelRun cancels the run if it is not terminal yet, with its
+// run.cancelled event. Both this and sqlFinishRun lock the row and re-check
+// the status under the lock, so exactly one of them wins and the loser
+// changes nothing.
 const sqlCancelRun = `
-UPDATE kern_run SET status = 'cancelled', finished_at = now()
-WHERE id = $1 AND status IN ('pending', 'running')`
+WITH cancelled AS (
+	UPDATE kern_run SET status = 'cancelled', finished_at = now(), event_seq = event_seq + 1
+	WHERE id = $1 AND status IN ('pending', 'running')
+	RETURNING id, event_seq
+)
+INSERT INTO kern_run_event (run_id, seq, type)
+SELECT id, event_seq, 'run.cancelled' FROM cancelled`
 
 // sqlRunStatus reads the status of a run that sqlCancelRun did not change.
 const sqlRunStatus = `SELECT status FROM kern_run WHERE id = $1`
@@ -86,9 +119,24 @@ const sqlRunStatus = `SELECT status FROM kern_run WHERE id = $1`
 const sqlDeleteCancel = `DELETE FROM kern_run_cancel WHERE run_id = $1`
 
 // sqlRecheck is the listener's safety net for lost notifications: which of
-// the watched runs are terminal ($1), and which have a cancel request ($2).
+// the watched runs are terminal ($1), which have a cancel request ($2), and
+// which have events past the position a follower has read ($3, $4).
 const sqlRecheck = `
 SELECT 'done', id FROM kern_run
 WHERE id = ANY($1) AND status IN ('completed', 'error', 'cancelled')
 UNION ALL
-SELECT 'cancel', run_id FROM kern_run_cancel WHERE run_id = ANY($2)`
+SELECT 'cancel', run_id FROM kern_run_cancel WHERE run_id = ANY($2)
+UNION ALL
+SELECT 'event', r.id FROM kern_run r JOIN unnest($3::text[], $4::bigint[]) AS w(id, seq) ON r.id = w.id
+WHERE r.event_seq > w.seq`
+
+// sqlEvents reads a page of a run's events after a seq.
+const sqlEvents = `
+SELECT run_id, seq, type, data, at FROM kern_run_event
+WHERE run_id = $1 AND seq > $2
+ORDER BY seq
+LIMIT $3`
+
+// sqlEventPosition tells a follower that found no new events whether more
+// can come: the run's status and its last event's seq.
+const sqlEventPosition = `SELECT status, event_seq FROM kern_run WHERE id = $1`

@@ -1,0 +1,120 @@
+package db
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kern-go/kern/run"
+)
+
+// eventPage bounds one read of a follower, so a long backlog streams in
+// pages instead of one huge result.
+const eventPage = 500
+
+// Events replays the run's stored events after afterSeq, then follows new
+// ones live until the terminal event (run.completed, run.error or
+// run.cancelled), and then ends. Resume after a dropped connection by
+// passing the last Seq you saw: nothing is lost or repeated. Seqs are 1, 2,
+// 3 … per run, gap-free, and a reader never sees a seq before all lower ones
+// are committed.
+//
+// An unknown run yields run.ErrNotFound (a follower does not wait for an id
+// to be submitted). When ctx ends, the iteration yields ctx's error and
+// stops. Followers share the DB's one LISTEN connection.
+//
+// A run that is retried starts over with a run.started event: its content
+// is the concatenation of the content.delta events after the last
+// run.started.
+func (d *DB) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2[run.Event, error] {
+	return func(yield func(run.Event, error) bool) {
+		if err := run.ValidateID(runID); err != nil {
+			yield(run.Event{}, err)
+			return
+		}
+		sub := d.SubscribeEvents(runID)
+		defer sub.Close()
+		for {
+			sub.SetPosition(afterSeq)
+			events, err := d.readEvents(ctx, runID, afterSeq)
+			if err != nil {
+				yield(run.Event{}, err)
+				return
+			}
+			for _, ev := range events {
+				if !yield(ev, nil) {
+					return
+				}
+				afterSeq = ev.Seq
+				if ev.Type.Terminal() {
+					return
+				}
+			}
+			if len(events) == eventPage {
+				continue
+			}
+			if len(events) == 0 {
+				more, err := d.moreEventsCanCome(ctx, runID, afterSeq)
+				if err != nil {
+					yield(run.Event{}, err)
+					return
+				}
+				if !more {
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				yield(run.Event{}, fmt.Errorf("kern: events of run %q: %w", runID, context.Cause(ctx)))
+				return
+			case <-sub.C():
+			}
+		}
+	}
+}
+
+type eventRow struct {
+	RunID string
+	Seq   int64
+	Type  string
+	Data  json.RawMessage
+	At    time.Time
+}
+
+func (d *DB) readEvents(ctx context.Context, runID string, afterSeq int64) ([]run.Event, error) {
+	rows, err := d.pool.Query(ctx, sqlEvents, runID, afterSeq, eventPage)
+	if err != nil {
+		return nil, fmt.Errorf("kern: events of run %q: %w", runID, err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[eventRow])
+	if err != nil {
+		return nil, fmt.Errorf("kern: events of run %q: %w", runID, err)
+	}
+	events := make([]run.Event, len(got))
+	for i, r := range got {
+		events[i] = run.Event{RunID: r.RunID, Seq: r.Seq, Type: run.EventType(r.Type), Data: r.Data, At: r.At}
+	}
+	return events, nil
+}
+
+// moreEventsCanCome reports whether a follower at afterSeq should wait: the
+// run exists and is not terminal, or it has events the follower has not
+// read. A terminal status and its event commit together, so a terminal run
+// whose last seq the follower has read has nothing more to come.
+func (d *DB) moreEventsCanCome(ctx context.Context, runID string, afterSeq int64) (bool, error) {
+	var status run.Status
+	var lastSeq int64
+	err := d.pool.QueryRow(ctx, sqlEventPosition, runID).Scan(&status, &lastSeq)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("kern: events of run %q: %w", runID, run.ErrNotFound)
+	}
+	if err != nil {
+		return false, fmt.Errorf("kern: events of run %q: %w", runID, err)
+	}
+	return !status.Terminal() || lastSeq > afterSeq, nil
+}

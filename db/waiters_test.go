@@ -1,0 +1,120 @@
+package db_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/kerntest"
+	"github.com/kern-go/kern/run"
+)
+
+// A thousand concurrent WaitRun callers share the DB's one listener
+// connection; they do not hold a connection each.
+func TestThousandWaitersShareOneListener(t *testing.T) {
+	t.Parallel()
+	const waiters = 1000
+	d := kerntest.DB(t)
+	ctx := kerntest.Context(t, 2*time.Minute)
+	if _, err := d.Pool().Exec(ctx, `INSERT INTO kern_run (id, agent_name, input, status, attempt)
+		SELECT 'w' || i, 'a', 'x', 'running', 1 FROM generate_series(1, $1) i`, waiters); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	var woke atomic.Int64
+	for i := 1; i <= waiters; i++ {
+		wg.Go(func() {
+			out, err := d.WaitRun(ctx, fmt.Sprintf("w%d", i))
+			if err != nil || out.Status != run.StatusCompleted {
+				t.Errorf("waiter %d: %+v, %v", i, out, err)
+				return
+			}
+			woke.Add(1)
+		})
+	}
+	// While they all wait: count connections to this database.
+	time.Sleep(500 * time.Millisecond) // let the waiters reach their sleep; the bound holds either way
+	var listeners, total int
+	err := d.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE application_name = $1), count(*)
+		FROM pg_stat_activity WHERE datname = current_database()`, db.ListenerApplicationName).Scan(&listeners, &total)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if listeners > 2 || total > int(d.Pool().Config().MaxConns)+2 {
+		t.Fatalf("%d waiters hold %d connections (%d listeners); want ≤ 2 listeners and the pool", waiters, total, listeners)
+	}
+	if woke.Load() != 0 {
+		t.Fatalf("%d waiters returned before their runs finished", woke.Load())
+	}
+
+	if _, err := d.Pool().Exec(ctx, `UPDATE kern_run SET status = 'completed' WHERE id LIKE 'w%'`); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if woke.Load() != waiters {
+		t.Fatalf("%d of %d waiters woke", woke.Load(), waiters)
+	}
+	t.Logf("%d waiters: %d connections to the database, %d of them listeners", waiters, total, listeners)
+}
+
+// An events follower survives its listener connection being killed.
+func TestFollowerSurvivesListenerKill(t *testing.T) {
+	t.Parallel()
+	d := kerntest.DB(t)
+	ctx := kerntest.Context(t, 30*time.Second)
+	submit(t, d, "f")
+	if _, err := d.StartRun(ctx, "f", 1); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []run.Event, 1)
+	go func() {
+		var events []run.Event
+		for ev, err := range d.Events(ctx, "f", 0) {
+			if err != nil {
+				break
+			}
+			events = append(events, ev)
+		}
+		got <- events
+	}()
+	killListener(t, ctx, d)
+	if err := d.AppendContent(ctx, "f", 1, "hello "); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.FinishRun(ctx, "f", 1, db.Finish{Status: run.StatusCompleted, Tail: "world"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case events := <-got:
+		if len(events) != 4 || events[3].Type != run.EventRunCompleted {
+			t.Fatalf("follower after a listener kill saw %+v", events)
+		}
+	case <-ctx.Done():
+		t.Fatal("the follower never finished after its listener was killed")
+	}
+}
+
+// killListener waits for the DB's listener connection and terminates it.
+func killListener(t *testing.T, ctx context.Context, d *db.DB) {
+	t.Helper()
+	for {
+		var killed bool
+		err := d.Pool().QueryRow(ctx, `SELECT coalesce(bool_or(pg_terminate_backend(pid)), false) FROM pg_stat_activity
+			WHERE application_name = $1 AND datname = current_database()`, db.ListenerApplicationName).Scan(&killed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if killed {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the listener never connected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
