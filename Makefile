@@ -12,6 +12,7 @@ test: vet
 ## unless DATABASE_URL is set).
 demo:
 	$(GO) run ./cookbook/background_execution
+	$(GO) run ./cookbook/streaming
 
 vet:
 	$(GO) vet ./...

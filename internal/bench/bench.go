@@ -47,7 +47,7 @@ type Env struct {
 func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	var out []Result
 	for _, f := range []func(context.Context, Env, Config) ([]Result, error){
-		submitLatency, endToEnd, cancelLatency, waitWakeup,
+		submitLatency, endToEnd, cancelLatency, waitWakeup, eventLag,
 	} {
 		res, err := f(ctx, env, cfg)
 		if err != nil {
@@ -247,6 +247,57 @@ func waitWakeup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	return []Result{
 		{"WaitRun wake-up p50", ms(pct(lags, 50)), "from the finishing UPDATE to WaitRun returning"},
 		{"WaitRun wake-up p99", ms(pct(lags, 99)), ""},
+	}, nil
+}
+
+// eventLag: a follower reads a running run's events live; the lag is from
+// the start of the statement that appends content (and its content.delta
+// event) to the follower receiving that event.
+func eventLag(ctx context.Context, env Env, cfg Config) ([]Result, error) {
+	d, done, err := env.NewDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	const id = "events"
+	if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: id, AgentName: "bench", Input: "x"}); err != nil {
+		return nil, err
+	}
+	if _, err := d.StartRun(ctx, id, 1); err != nil {
+		return nil, err
+	}
+	received := make(chan time.Time, 1)
+	followCtx, stopFollowing := context.WithCancel(ctx)
+	defer stopFollowing()
+	go func() {
+		for ev, err := range d.Events(followCtx, id, 1) { // after run.started
+			if err != nil {
+				return
+			}
+			if ev.Type == run.EventContentDelta {
+				received <- time.Now()
+			}
+		}
+	}()
+	if err := sleep(ctx, 50*time.Millisecond); err != nil { // let the follower subscribe
+		return nil, err
+	}
+	lags := make([]time.Duration, 0, cfg.Samples)
+	for range cfg.Samples {
+		start := time.Now()
+		if err := d.AppendContent(ctx, id, 1, "token "); err != nil {
+			return nil, err
+		}
+		select {
+		case at := <-received:
+			lags = append(lags, at.Sub(start))
+		case <-time.After(10 * time.Second):
+			return nil, fmt.Errorf("event lag: a content.delta never reached the follower")
+		}
+	}
+	return []Result{
+		{"event delivery lag p50", ms(pct(lags, 50)), "from the appending UPDATE to the follower receiving the event"},
+		{"event delivery lag p99", ms(pct(lags, 99)), ""},
 	}, nil
 }
 
