@@ -75,8 +75,11 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		Metadata:  cfg.metadata,
 		Timeout:   cfg.timeout,
 		Enqueue:   cfg.background,
+		// The key's run may be foreground or background, running or done:
+		// it is returned as it is, never executed a second time.
+		IdempotencyKey: cfg.idemKey,
 	})
-	if err != nil || cfg.background {
+	if err != nil || cfg.background || out.Status != run.StatusPending || out.Attempt > 0 {
 		return out, err
 	}
 
@@ -84,17 +87,35 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		stopEvents := a.forwardEvents(ctx, out.RunID, cfg.onEvent)
 		defer stopEvents()
 	}
-	exec := &executor{
-		db:             a.DB,
-		logger:         slog.Default(),
-		defaultTimeout: defaultTimeout,
-		flushEvery:     defaultFlushEvery,
-		flushBytes:     defaultFlushBytes,
-	}
-	if err := exec.execute(ctx, a, out.RunID, 1); err != nil && !errors.Is(err, errHandedBack) {
+	if err := a.executeForeground(ctx, out.RunID); err != nil {
 		return nil, err
 	}
 	return a.DB.GetRun(context.WithoutCancel(ctx), out.RunID)
+}
+
+// executeForeground runs the run's attempts in the caller's goroutine,
+// waiting out retry delays (a cancel during one ends the wait at once).
+func (a *Agent) executeForeground(ctx context.Context, runID string) error {
+	exec := newExecutor(a.DB, slog.Default())
+	for {
+		err := exec.execute(ctx, a, runID, nil)
+		var retry *retryLater
+		if !errors.As(err, &retry) {
+			return err
+		}
+		done := a.DB.SubscribeDone(runID)
+		select {
+		case <-time.After(retry.delay):
+		case <-done.C(): // cancelled while waiting: the next start finds out
+		case <-ctx.Done(): // the next start ends it cancelled
+		}
+		done.Close()
+		if ctx.Err() != nil {
+			// Nobody is left to run it: end it as the caller's going away.
+			_, err := a.DB.CancelRun(context.WithoutCancel(ctx), runID)
+			return err
+		}
+	}
 }
 
 // forwardEvents follows the run's events into fn until the terminal event.

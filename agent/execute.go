@@ -17,15 +17,26 @@ var (
 	errCancelled  = errors.New("run cancelled")
 	errTimedOut   = errors.New("run timed out")
 	errOwnerLost  = errors.New("run no longer owned by this attempt")
+	errTooLarge   = errors.New("answer too large")
 	errHandedBack = errors.New("run handed back for another worker")
 )
 
+// retryLater is execute's answer for a run put back to pending after a
+// retryable failure: execute it again after delay.
+type retryLater struct{ delay time.Duration }
+
+func (r *retryLater) Error() string { return fmt.Sprintf("run retries in %v", r.delay) }
+
 // Defaults of execution, shared by workers and foreground runs.
 const (
-	defaultTimeout    = 5 * time.Minute
-	defaultFlushEvery = 100 * time.Millisecond
-	defaultFlushBytes = 4 << 10
-	finalWriteTimeout = 30 * time.Second
+	defaultTimeout         = 5 * time.Minute
+	defaultMaxAttempts     = 3
+	defaultRetryBase       = time.Second
+	defaultHeartbeat       = 5 * time.Second
+	defaultMaxContentBytes = 4 << 20
+	defaultFlushEvery      = 100 * time.Millisecond
+	defaultFlushBytes      = 4 << 10
+	finalWriteTimeout      = 2 * time.Minute
 )
 
 // executor runs one attempt of a run: claim it, call the model, stream
@@ -33,32 +44,52 @@ const (
 // runs share it, which is what makes a foreground run persisted exactly like
 // a background one.
 type executor struct {
-	db             *db.DB
-	logger         *slog.Logger
-	defaultTimeout time.Duration
-	flushEvery     time.Duration
-	flushBytes     int
+	db              *db.DB
+	logger          *slog.Logger
+	defaultTimeout  time.Duration
+	maxAttempts     int
+	retryBase       time.Duration
+	heartbeat       time.Duration
+	maxContentBytes int
+	flushEvery      time.Duration
+	flushBytes      int
 	// handBack: when the caller's context ends, release the run to pending
 	// (a stopping worker) instead of ending it cancelled (a foreground caller).
 	handBack bool
 }
 
-// execute runs attempt of the run. agent is nil when no agent of the run's
-// name is known here; the run then ends as error. It returns errHandedBack
-// when the run was released to another worker, and other errors only when
-// Postgres could not be written (the caller may retry).
-func (e *executor) execute(ctx context.Context, agent *Agent, runID string, attempt int) error {
+func newExecutor(d *db.DB, logger *slog.Logger) *executor {
+	return &executor{
+		db:              d,
+		logger:          logger,
+		defaultTimeout:  defaultTimeout,
+		maxAttempts:     defaultMaxAttempts,
+		retryBase:       defaultRetryBase,
+		heartbeat:       defaultHeartbeat,
+		maxContentBytes: defaultMaxContentBytes,
+		flushEvery:      defaultFlushEvery,
+		flushBytes:      defaultFlushBytes,
+	}
+}
+
+// execute runs the next attempt of the run; jobID is the River job doing so
+// (nil for a foreground run). agent is nil when no agent of the run's name
+// is known here; the run then ends as error. It returns *retryLater when
+// the run was put back for a retry, errHandedBack when it was released to
+// another worker, and other errors only when Postgres could not be written.
+func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobID *int64) error {
 	// Subscribe before claiming, so a cancel right after the claim is heard.
 	cancelSub := e.db.SubscribeCancel(runID)
 	defer cancelSub.Close()
 
-	out, err := e.db.StartRun(ctx, runID, attempt)
-	if errors.Is(err, run.ErrNotRunning) {
-		return nil // terminal already, or a newer attempt owns it
+	out, err := e.db.StartRun(ctx, runID, jobID)
+	if errors.Is(err, run.ErrNotRunning) || errors.Is(err, run.ErrNotFound) {
+		return nil // terminal already, running elsewhere, or not this job's
 	}
 	if err != nil {
 		return err
 	}
+	attempt := out.Attempt
 	log := e.logger.With(slog.String("run_id", runID), slog.String("agent", out.AgentName), slog.Int("attempt", attempt))
 	if out.Status != run.StatusRunning {
 		log.DebugContext(ctx, "kern: run cancelled before start")
@@ -80,13 +111,7 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, atte
 	defer stopRun(nil)
 	runCtx, stopTimer := context.WithTimeoutCause(runCtx, timeout, fmt.Errorf("%w after %v", errTimedOut, timeout))
 	defer stopTimer()
-	go func() {
-		select {
-		case <-cancelSub.C():
-			stopRun(errCancelled)
-		case <-runCtx.Done():
-		}
-	}()
+	go e.watch(runCtx, log, runID, attempt, cancelSub, stopRun)
 
 	buf := newContentBuffer(e.flushEvery, e.flushBytes,
 		func(ctx context.Context, delta string) error { return e.db.AppendContent(ctx, runID, attempt, delta) },
@@ -99,10 +124,15 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, atte
 		})
 
 	var ttft time.Duration
+	var size int
 	callStart := time.Now()
 	resp, modelErr := agent.Model.Stream(runCtx, agent.request(out.Input), func(delta string) {
 		if ttft == 0 {
 			ttft = max(time.Since(callStart), time.Microsecond)
+		}
+		if size += len(delta); size > e.maxContentBytes {
+			stopRun(errTooLarge)
+			return
 		}
 		buf.add(delta)
 	})
@@ -116,44 +146,96 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, atte
 	}
 	cause := context.Cause(runCtx)
 	switch {
-	case modelErr == nil:
+	case modelErr == nil && size <= e.maxContentBytes:
 		fin.Status = run.StatusCompleted
 	case errors.Is(cause, errCancelled):
 		fin.Status = run.StatusCancelled
 	case errors.Is(cause, errTimedOut):
 		fin.Status, fin.Error = run.StatusError, cause.Error()
+	case errors.Is(cause, errTooLarge) || size > e.maxContentBytes:
+		fin.Status, fin.Tail = run.StatusError, ""
+		fin.Error = fmt.Sprintf("the answer exceeded the limit of %d bytes (WorkerConfig.MaxContentBytes)", e.maxContentBytes)
 	case errors.Is(cause, errOwnerLost):
+		log.InfoContext(ctx, "kern: run lost to a cancel or a rescue; stopping")
 		return nil
 	case ctx.Err() != nil && e.handBack:
-		if err := e.db.ReleaseRun(context.WithoutCancel(ctx), runID, attempt); err != nil {
+		if err := e.db.ReleaseRun(context.WithoutCancel(ctx), runID, attempt); err != nil && !errors.Is(err, run.ErrNotRunning) {
 			return err
 		}
 		log.InfoContext(ctx, "kern: run handed back")
 		return errHandedBack
 	case ctx.Err() != nil:
 		fin.Status = run.StatusCancelled
+	case Retryable(modelErr) && attempt < e.maxAttempts:
+		delay := retryDelay(modelErr, attempt, e.retryBase)
+		err := e.db.RetryRun(context.WithoutCancel(ctx), runID, attempt, modelErr.Error(), delay)
+		if errors.Is(err, run.ErrNotRunning) {
+			return nil // cancelled meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		log.InfoContext(ctx, "kern: run will be retried", slog.Any("error", modelErr), slog.Duration("delay", delay))
+		return &retryLater{delay: delay}
 	default:
 		fin.Status, fin.Error = run.StatusError, modelErr.Error()
+		if Retryable(modelErr) {
+			fin.Error = fmt.Sprintf("%s (attempt %d of %d)", fin.Error, attempt, e.maxAttempts)
+		}
 	}
 	fin.Metrics.Duration = time.Since(started)
 	return e.finish(ctx, log, runID, attempt, fin)
 }
 
-// finish writes the terminal status. Losing to a cancel is not an error:
-// the row says cancelled, which is the truth.
+// watch interrupts the run when a cancel request arrives or when a
+// heartbeat finds the run no longer ours, and heartbeats meanwhile so
+// rescuers can tell a live attempt from a dead one.
+func (e *executor) watch(ctx context.Context, log *slog.Logger, runID string, attempt int, cancelSub *db.Subscription, stop context.CancelCauseFunc) {
+	beat := time.NewTicker(e.heartbeat)
+	defer beat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-cancelSub.C():
+			stop(errCancelled)
+			return
+		case <-beat.C:
+			err := e.db.Heartbeat(ctx, runID, attempt)
+			switch {
+			case errors.Is(err, run.ErrNotRunning):
+				stop(errOwnerLost)
+				return
+			case err != nil && ctx.Err() == nil:
+				log.WarnContext(ctx, "kern: heartbeat failed", slog.Any("error", err))
+			}
+		}
+	}
+}
+
+// finish writes the terminal status, retrying while Postgres is away (a
+// restart must not strand a finished run). Losing to a cancel or a rescue
+// is not an error: the row tells the truth either way.
 func (e *executor) finish(ctx context.Context, log *slog.Logger, runID string, attempt int, fin db.Finish) error {
 	writeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
 	defer cancel()
-	err := e.db.FinishRun(writeCtx, runID, attempt, fin)
-	if errors.Is(err, run.ErrNotRunning) {
-		log.DebugContext(ctx, "kern: run ended elsewhere first", slog.String("wanted", string(fin.Status)))
-		return nil
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := e.db.FinishRun(writeCtx, runID, attempt, fin)
+		switch {
+		case err == nil:
+			log.DebugContext(ctx, "kern: run finished", slog.String("status", string(fin.Status)))
+			return nil
+		case errors.Is(err, run.ErrNotRunning):
+			log.DebugContext(ctx, "kern: run ended elsewhere first", slog.String("wanted", string(fin.Status)))
+			return nil
+		}
+		log.WarnContext(ctx, "kern: writing the final status failed; retrying", slog.Any("error", err))
+		select {
+		case <-writeCtx.Done():
+			return err
+		case <-time.After(wait):
+		}
 	}
-	if err != nil {
-		return err
-	}
-	log.DebugContext(ctx, "kern: run finished", slog.String("status", string(fin.Status)))
-	return nil
 }
 
 // request builds the model turn of a run.

@@ -57,6 +57,7 @@ type ModelError struct {
 	StatusCode int           // the HTTP status, 0 when none was received
 	Message    string        // the provider's message, or what went wrong
 	RetryAfter time.Duration // from a Retry-After header, 0 when absent
+	Retryable  bool          // another attempt may succeed; see Retryable
 	Err        error         // the underlying error, if any
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	openai "github.com/sashabaranov/go-openai"
 )
@@ -29,6 +31,8 @@ func NewOpenAIClient(apiKey, baseURL string) *openai.Client {
 	if baseURL != "" {
 		cfg.BaseURL = strings.TrimRight(baseURL, "/")
 	}
+	// The transport reads Retry-After, which go-openai's errors do not carry.
+	cfg.HTTPClient = &http.Client{Transport: retryAfterTransport{base: http.DefaultTransport}}
 	return openai.NewClientWithConfig(cfg)
 }
 
@@ -52,7 +56,8 @@ func (m OpenAIChat) Stream(ctx context.Context, req *ModelRequest, onDelta func(
 	if err != nil {
 		return nil, &ModelError{Message: err.Error(), Err: err}
 	}
-	stream, err := client.CreateChatCompletionStream(ctx, openai.ChatCompletionRequest{
+	callCtx, retryAfter := withRetryAfterRecord(ctx)
+	stream, err := client.CreateChatCompletionStream(callCtx, openai.ChatCompletionRequest{
 		Model:         m.ID,
 		Messages:      toOpenAIMessages(req.Messages),
 		Tools:         toOpenAITools(req.Tools),
@@ -60,7 +65,7 @@ func (m OpenAIChat) Stream(ctx context.Context, req *ModelRequest, onDelta func(
 		StreamOptions: &openai.StreamOptions{IncludeUsage: true},
 	})
 	if err != nil {
-		return nil, modelError(ctx, err)
+		return nil, withRetryAfter(modelError(ctx, err), retryAfter)
 	}
 	defer stream.Close()
 
@@ -106,7 +111,7 @@ func (m OpenAIChat) Stream(ctx context.Context, req *ModelRequest, onDelta func(
 	// go-openai reports a connection cut between events as a clean EOF; a
 	// real answer always carries a finish reason, a truncated one does not.
 	if resp.FinishReason == "" {
-		return &resp, &ModelError{Message: errStreamCut}
+		return &resp, &ModelError{Message: errStreamCut, Retryable: true}
 	}
 	return &resp, nil
 }
@@ -157,7 +162,7 @@ func modelError(ctx context.Context, err error) error {
 		return context.Cause(ctx)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return &ModelError{Message: errStreamCut, Err: err}
+		return &ModelError{Message: errStreamCut, Retryable: true, Err: err}
 	}
 	var apiErr *openai.APIError
 	if errors.As(err, &apiErr) {
@@ -165,7 +170,7 @@ func modelError(ctx context.Context, err error) error {
 		if msg == "" {
 			msg = apiErr.HTTPStatus
 		}
-		return &ModelError{StatusCode: apiErr.HTTPStatusCode, Message: msg, Err: err}
+		return &ModelError{StatusCode: apiErr.HTTPStatusCode, Message: msg, Retryable: retryableStatus(apiErr.HTTPStatusCode), Err: err}
 	}
 	var reqErr *openai.RequestError
 	if errors.As(err, &reqErr) {
@@ -176,9 +181,18 @@ func modelError(ctx context.Context, err error) error {
 		if msg == "" {
 			msg = reqErr.HTTPStatus
 		}
-		return &ModelError{StatusCode: reqErr.HTTPStatusCode, Message: msg, Err: err}
+		return &ModelError{StatusCode: reqErr.HTTPStatusCode, Message: msg, Retryable: retryableStatus(reqErr.HTTPStatusCode), Err: err}
 	}
-	return &ModelError{Message: err.Error(), Err: err}
+	// No HTTP status: the connection failed (refused, reset, DNS).
+	return &ModelError{Message: err.Error(), Retryable: true, Err: err}
+}
+
+func withRetryAfter(err error, rec *retryAfterRecord) error {
+	var me *ModelError
+	if errors.As(err, &me) {
+		me.RetryAfter = time.Duration(rec.d.Load())
+	}
+	return err
 }
 
 func toOpenAIMessages(msgs []Message) []openai.ChatCompletionMessage {

@@ -18,6 +18,7 @@ type runConfig struct {
 	metadata   map[string]any
 	timeout    time.Duration
 	onEvent    func(run.Event)
+	idemKey    string
 	// unsupported names an option this release accepts for API stability but
 	// cannot honour yet; Run refuses it rather than silently ignoring it.
 	unsupported []string
@@ -51,11 +52,11 @@ func WithTimeout(d time.Duration) RunOption { return func(c *runConfig) { c.time
 // those with Events.
 func OnEvent(fn func(run.Event)) RunOption { return func(c *runConfig) { c.onEvent = fn } }
 
-// WithIdempotencyKey makes a second submit with the same key return the
-// existing run.
-func WithIdempotencyKey(key string) RunOption {
-	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithIdempotencyKey") }
-}
+// WithIdempotencyKey makes a second submit with the same key, for the same
+// agent, return the existing run (as it is now) instead of creating one —
+// across processes and concurrent submits. Use it to make a retried HTTP
+// request or a redelivered message submit once.
+func WithIdempotencyKey(key string) RunOption { return func(c *runConfig) { c.idemKey = key } }
 
 // WithConcurrencyKey limits live runs per key (WorkerConfig.MaxRunsPerKey).
 func WithConcurrencyKey(key string) RunOption {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,6 +29,14 @@ type WorkerConfig struct {
 	WebhookSecret     string                                     // operator release
 	Logger            *slog.Logger
 
+	// HeartbeatInterval is how often an executing run proves it is alive,
+	// and how often this worker looks for stale runs to rescue. Default 5s.
+	HeartbeatInterval time.Duration
+	// RetryBaseDelay is the backoff of the first retry; each further one
+	// doubles it, with jitter, unless the provider sends Retry-After.
+	// Default 1s.
+	RetryBaseDelay time.Duration
+
 	// FlushInterval and FlushBytes batch streamed content into the row:
 	// whichever comes first after the first unflushed delta. Defaults 100ms
 	// and 4 KiB.
@@ -37,7 +46,8 @@ type WorkerConfig struct {
 
 func (c *WorkerConfig) withDefaults() (WorkerConfig, error) {
 	out := *c
-	if out.MaxConcurrentRuns < 0 || out.DefaultTimeout < 0 || out.MaxAttempts < 0 || out.FlushInterval < 0 || out.FlushBytes < 0 {
+	if out.MaxConcurrentRuns < 0 || out.DefaultTimeout < 0 || out.MaxAttempts < 0 || out.FlushInterval < 0 || out.FlushBytes < 0 ||
+		out.RescueAfter < 0 || out.MaxContentBytes < 0 || out.HeartbeatInterval < 0 || out.RetryBaseDelay < 0 {
 		return out, fmt.Errorf("%w: worker config has a negative value", run.ErrInvalidArgument)
 	}
 	if out.MaxConcurrentRuns == 0 {
@@ -47,7 +57,22 @@ func (c *WorkerConfig) withDefaults() (WorkerConfig, error) {
 		out.DefaultTimeout = defaultTimeout
 	}
 	if out.MaxAttempts == 0 {
-		out.MaxAttempts = 3
+		out.MaxAttempts = defaultMaxAttempts
+	}
+	if out.RescueAfter == 0 {
+		out.RescueAfter = 30 * time.Second
+	}
+	if out.MaxContentBytes == 0 {
+		out.MaxContentBytes = defaultMaxContentBytes
+	}
+	if out.HeartbeatInterval == 0 {
+		out.HeartbeatInterval = min(defaultHeartbeat, out.RescueAfter/3)
+	}
+	if out.RetryBaseDelay == 0 {
+		out.RetryBaseDelay = defaultRetryBase
+	}
+	if out.HeartbeatInterval >= out.RescueAfter {
+		return out, fmt.Errorf("%w: HeartbeatInterval %v must be shorter than RescueAfter %v", run.ErrInvalidArgument, out.HeartbeatInterval, out.RescueAfter)
 	}
 	if out.FlushInterval == 0 {
 		out.FlushInterval = defaultFlushEvery
@@ -70,6 +95,10 @@ type Worker struct {
 	agents map[string]*Agent
 	exec   *executor
 	client *river.Client[pgx.Tx]
+
+	mu          sync.Mutex
+	stopRescuer context.CancelFunc
+	rescuerDone chan struct{}
 }
 
 // NewWorker prepares a worker for the given agents. Agents may leave DB nil:
@@ -99,22 +128,25 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 		}
 		w.agents[a.Name] = a
 	}
-	w.exec = &executor{
-		db:             d,
-		logger:         cfg.Logger,
-		defaultTimeout: cfg.DefaultTimeout,
-		flushEvery:     cfg.FlushInterval,
-		flushBytes:     cfg.FlushBytes,
-		handBack:       true,
-	}
+	w.exec = newExecutor(d, cfg.Logger)
+	w.exec.defaultTimeout = cfg.DefaultTimeout
+	w.exec.maxAttempts = cfg.MaxAttempts
+	w.exec.retryBase = cfg.RetryBaseDelay
+	w.exec.heartbeat = cfg.HeartbeatInterval
+	w.exec.maxContentBytes = cfg.MaxContentBytes
+	w.exec.flushEvery = cfg.FlushInterval
+	w.exec.flushBytes = cfg.FlushBytes
+	w.exec.handBack = true
 
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, &runWorker{w: w}); err != nil {
 		return nil, fmt.Errorf("kern: worker: %w", err)
 	}
 	w.client, err = river.NewClient(riverpgxv5.New(d.Pool()), &river.Config{
-		Logger:      cfg.Logger,
-		MaxAttempts: cfg.MaxAttempts,
+		Logger: cfg.Logger,
+		// kern counts a run's attempts itself; River's attempts only cover
+		// a Work that could not reach Postgres.
+		MaxAttempts: max(cfg.MaxAttempts, 5),
 		Queues:      map[string]river.QueueConfig{db.QueueName: {MaxWorkers: cfg.MaxConcurrentRuns}},
 		Workers:     workers,
 		// A run's own timeout is enforced by the executor, which can then
@@ -133,13 +165,62 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.client.Start(ctx); err != nil {
 		return fmt.Errorf("kern: start worker: %w", err)
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopRescuer == nil {
+		rescueCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		w.stopRescuer, w.rescuerDone = cancel, make(chan struct{})
+		go w.rescue(rescueCtx, ctx.Done())
+	}
 	return nil
+}
+
+// rescue looks for runs whose worker died, every HeartbeatInterval, until
+// the worker stops (or its start context ends).
+func (w *Worker) rescue(ctx context.Context, startDone <-chan struct{}) {
+	defer close(w.rescuerDone)
+	tick := time.NewTicker(w.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-startDone:
+			return
+		case <-tick.C:
+		}
+		res, err := w.db.RescueStale(ctx, w.cfg.RescueAfter, w.cfg.MaxAttempts)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.cfg.Logger.WarnContext(ctx, "kern: rescue of stale runs failed", slog.Any("error", err))
+			}
+			continue
+		}
+		for _, id := range res.Requeued {
+			w.cfg.Logger.WarnContext(ctx, "kern: rescued a run whose worker stopped heartbeating", slog.String("run_id", id))
+		}
+		for _, id := range res.Failed {
+			w.cfg.Logger.WarnContext(ctx, "kern: run lost its worker with no attempts left", slog.String("run_id", id))
+		}
+	}
+}
+
+func (w *Worker) stopRescue() {
+	w.mu.Lock()
+	stop, done := w.stopRescuer, w.rescuerDone
+	w.stopRescuer = nil
+	w.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
 }
 
 // Stop shuts the worker down gracefully: it stops taking runs and lets
 // running ones finish until ctx ends; runs still going then are handed back
 // to pending (not counted as an attempt) for another worker. None is lost.
 func (w *Worker) Stop(ctx context.Context) error {
+	w.stopRescue()
 	err := w.client.Stop(ctx)
 	if err == nil {
 		return nil
@@ -167,9 +248,14 @@ func (*runWorker) Timeout(*river.Job[db.RunJobArgs]) time.Duration { return -1 }
 
 func (rw *runWorker) Work(ctx context.Context, job *river.Job[db.RunJobArgs]) error {
 	w := rw.w
-	err := w.exec.execute(ctx, w.agents[job.Args.AgentName], job.Args.RunID, job.Attempt)
-	if errors.Is(err, errHandedBack) {
-		return river.JobSnooze(0) // not a failed attempt
+	err := w.exec.execute(ctx, w.agents[job.Args.AgentName], job.Args.RunID, &job.ID)
+	var retry *retryLater
+	switch {
+	case errors.As(err, &retry):
+		// kern counts the run's attempts itself; a snooze costs no River attempt.
+		return river.JobSnooze(retry.delay)
+	case errors.Is(err, errHandedBack):
+		return river.JobSnooze(0)
 	}
 	return err
 }

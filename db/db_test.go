@@ -3,6 +3,7 @@ package db_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,7 +172,7 @@ func TestCancelStates(t *testing.T) {
 
 	// completed → false, nothing changes
 	submit(t, d, "done")
-	if _, err := d.StartRun(ctx, "done", 1); err != nil {
+	if _, err := d.StartRun(ctx, "done", nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.FinishRun(ctx, "done", 1, db.Finish{Status: run.StatusCompleted, Tail: "answer"}); err != nil {
@@ -191,7 +192,7 @@ func TestCancelStates(t *testing.T) {
 
 	// running → cancelled; the worker's late finish is refused
 	submit(t, d, "running")
-	if _, err := d.StartRun(ctx, "running", 1); err != nil {
+	if _, err := d.StartRun(ctx, "running", nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.AppendContent(ctx, "running", 1, "part"); err != nil {
@@ -222,7 +223,7 @@ func TestCancelBeforeSubmit(t *testing.T) {
 	if out.Status != run.StatusPending {
 		t.Fatalf("submitted status %s", out.Status)
 	}
-	started, err := d.StartRun(ctx, "future", 1)
+	started, err := d.StartRun(ctx, "future", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,18 +237,30 @@ func TestAttemptFencing(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "fenced")
-	if _, err := d.StartRun(ctx, "fenced", 1); err != nil {
+	first, err := d.StartRun(ctx, "fenced", nil)
+	if err != nil || first.Attempt != 1 {
+		t.Fatalf("first start: %+v, %v", first, err)
+	}
+	if _, err := d.StartRun(ctx, "fenced", nil); !errors.Is(err, run.ErrNotRunning) {
+		t.Fatalf("second start of a running run: %v, want run.ErrNotRunning", err)
+	}
+	if err := d.RetryRun(ctx, "fenced", 1, "HTTP 503", time.Second); err != nil {
 		t.Fatal(err)
 	}
-	// attempt 2 takes over a run still marked running by attempt 1
-	if _, err := d.StartRun(ctx, "fenced", 2); err != nil {
-		t.Fatal(err)
+	pending, _ := d.GetRun(ctx, "fenced")
+	if pending.Status != run.StatusPending || pending.Error != "HTTP 503" || pending.Attempt != 1 {
+		t.Fatalf("run waiting for a retry: %+v", pending)
 	}
-	if _, err := d.StartRun(ctx, "fenced", 2); !errors.Is(err, run.ErrNotRunning) {
-		t.Fatalf("restart by the same attempt: %v, want run.ErrNotRunning", err)
+	second, err := d.StartRun(ctx, "fenced", nil)
+	if err != nil || second.Attempt != 2 || second.Error != "" {
+		t.Fatalf("second attempt: %+v, %v", second, err)
 	}
+	// Attempt 1 is a zombie now: every write of it is refused.
 	if err := d.AppendContent(ctx, "fenced", 1, "zombie"); !errors.Is(err, run.ErrNotRunning) {
 		t.Fatalf("zombie append: %v, want run.ErrNotRunning", err)
+	}
+	if err := d.Heartbeat(ctx, "fenced", 1); !errors.Is(err, run.ErrNotRunning) {
+		t.Fatalf("zombie heartbeat: %v, want run.ErrNotRunning", err)
 	}
 	if err := d.FinishRun(ctx, "fenced", 1, db.Finish{Status: run.StatusCompleted}); !errors.Is(err, run.ErrNotRunning) {
 		t.Fatalf("zombie finish: %v, want run.ErrNotRunning", err)
@@ -261,12 +274,82 @@ func TestAttemptFencing(t *testing.T) {
 	}
 }
 
+// A job may only start its own run: after a rescue re-queued the run with a
+// new job, the old job (River retries it eventually) must not start it.
+func TestStaleJobCannotStartRun(t *testing.T) {
+	t.Parallel()
+	d := kerntest.DB(t)
+	ctx := kerntest.Context(t, 30*time.Second)
+	out, err := d.SubmitRun(ctx, db.SubmitParams{RunID: "jobbed", AgentName: "a", Input: "x", Enqueue: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var jobID int64
+	if err := d.Pool().QueryRow(ctx, `SELECT job_id FROM kern_run WHERE id = $1`, out.RunID).Scan(&jobID); err != nil {
+		t.Fatal(err)
+	}
+	other := jobID + 1000
+	if _, err := d.StartRun(ctx, "jobbed", &other); !errors.Is(err, run.ErrNotRunning) {
+		t.Fatalf("start by a foreign job: %v, want run.ErrNotRunning", err)
+	}
+	if _, err := d.StartRun(ctx, "jobbed", nil); !errors.Is(err, run.ErrNotRunning) {
+		t.Fatalf("foreground start of a background run: %v, want run.ErrNotRunning", err)
+	}
+	if _, err := d.StartRun(ctx, "jobbed", &jobID); err != nil {
+		t.Fatalf("start by its own job: %v", err)
+	}
+}
+
+// A run whose worker stopped heartbeating is handed to another worker with a
+// new job, or ended as error once out of attempts.
+func TestRescueStale(t *testing.T) {
+	t.Parallel()
+	d := kerntest.DB(t)
+	ctx := kerntest.Context(t, 30*time.Second)
+	for _, id := range []string{"stale", "fresh", "spent"} {
+		submit(t, d, id)
+		if _, err := d.StartRun(ctx, id, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.Pool().Exec(ctx, `UPDATE kern_run SET heartbeat_at = now() - interval '1 minute' WHERE id IN ('stale', 'spent');
+		UPDATE kern_run SET attempt = 3 WHERE id = 'spent'`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.RescueStale(ctx, 30*time.Second, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Requeued) != 1 || res.Requeued[0] != "stale" || len(res.Failed) != 1 || res.Failed[0] != "spent" {
+		t.Fatalf("rescued %+v", res)
+	}
+	stale, _ := d.GetRun(ctx, "stale")
+	if stale.Status != run.StatusPending || !strings.Contains(stale.Error, "no heartbeat") {
+		t.Fatalf("rescued run: %+v", stale)
+	}
+	var jobs int
+	if err := d.Pool().QueryRow(ctx, `SELECT count(*) FROM river_job WHERE args->>'run_id' = 'stale'`).Scan(&jobs); err != nil || jobs != 1 {
+		t.Fatalf("jobs for the rescued run: %d, %v", jobs, err)
+	}
+	spent, _ := d.GetRun(ctx, "spent")
+	if spent.Status != run.StatusError || !strings.Contains(spent.Error, "attempt 3 of 3") {
+		t.Fatalf("run out of attempts: %+v", spent)
+	}
+	if fresh, _ := d.GetRun(ctx, "fresh"); fresh.Status != run.StatusRunning {
+		t.Fatalf("a live run was rescued: %+v", fresh)
+	}
+	// Nothing left to rescue: a second pass does nothing.
+	if res, err := d.RescueStale(ctx, 30*time.Second, 3); err != nil || len(res.Requeued)+len(res.Failed) != 0 {
+		t.Fatalf("second pass: %+v, %v", res, err)
+	}
+}
+
 func TestWaitRunWakesOnFinish(t *testing.T) {
 	t.Parallel()
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "w")
-	if _, err := d.StartRun(ctx, "w", 1); err != nil {
+	if _, err := d.StartRun(ctx, "w", nil); err != nil {
 		t.Fatal(err)
 	}
 

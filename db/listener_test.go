@@ -16,7 +16,7 @@ func TestListenerRecheckCoversLostNotifications(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "quiet")
-	if _, err := d.StartRun(ctx, "quiet", 1); err != nil {
+	if _, err := d.StartRun(ctx, "quiet", nil); err != nil {
 		t.Fatal(err)
 	}
 	// Silence both triggers: from here on nothing is notified.
@@ -53,7 +53,7 @@ func TestWaitersSurviveListenerConnectionKill(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "survivor")
-	if _, err := d.StartRun(ctx, "survivor", 1); err != nil {
+	if _, err := d.StartRun(ctx, "survivor", nil); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan *run.Output, 1)

@@ -11,33 +11,37 @@ const runColumns = `id, session_id, agent_name, name, status, input, content, er
 	created_at, started_at, finished_at`
 
 const sqlInsertRun = `
-INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING ` + runColumns
+
+// sqlGetByIdempotencyKey finds the run an earlier submit with the same key
+// created.
+const sqlGetByIdempotencyKey = `SELECT ` + runColumns + ` FROM kern_run WHERE agent_name = $1 AND idempotency_key = $2`
 
 const sqlGetRun = `SELECT ` + runColumns + ` FROM kern_run WHERE id = $1`
 
-// sqlStartRun moves a pending run to running, or straight to cancelled when
-// a cancel request is on file. A run still "running" from an earlier attempt
-// (its worker died or gave it back) may be taken over by a later attempt.
-// Content starts afresh: an attempt never appends to another's text, and its
-// run.started event tells event readers to start afresh too.
+// sqlStartRun claims a pending run for a new attempt ($2 is the River job
+// executing it, NULL for a foreground run: only the run's current job may
+// start it, so a stale job left over from a rescue cannot). It moves the
+// run to running, or straight to cancelled when a cancel request is on
+// file. Content starts afresh, and the run.started event tells event
+// readers to start afresh too.
 const sqlStartRun = `
 WITH cancel AS (
 	SELECT EXISTS (SELECT 1 FROM kern_run_cancel WHERE run_id = $1) AS requested
 ), started AS (
 	UPDATE kern_run SET
 		status       = CASE WHEN cancel.requested THEN 'cancelled' ELSE 'running' END,
-		attempt      = $2,
+		attempt      = CASE WHEN cancel.requested THEN attempt ELSE attempt + 1 END,
 		content      = CASE WHEN cancel.requested THEN content ELSE '' END,
 		error        = '',
-		started_at   = now(),
+		started_at   = COALESCE(started_at, now()),
 		heartbeat_at = now(),
 		finished_at  = CASE WHEN cancel.requested THEN now() END,
 		event_seq    = event_seq + 1
 	FROM cancel
-	WHERE id = $1
-	  AND (status = 'pending' OR (status = 'running' AND attempt < $2))
+	WHERE id = $1 AND status = 'pending' AND job_id IS NOT DISTINCT FROM $2::bigint
 	RETURNING ` + runColumns + `, event_seq
 ), event AS (
 	INSERT INTO kern_run_event (run_id, seq, type, data)
@@ -85,10 +89,71 @@ UNION ALL
 SELECT id, event_seq, 'run.' || $3, jsonb_strip_nulls(jsonb_build_object('error', NULLIF($5, ''))) FROM finished`
 
 // sqlReleaseRun hands a running run back to pending (worker shutdown), so
-// another worker can take it without it counting as a failed attempt.
+// another worker can take it. The attempt is given back too: a shutdown is
+// not a failure and must not use up the run's attempts.
 const sqlReleaseRun = `
-UPDATE kern_run SET status = 'pending', content = '', heartbeat_at = NULL
+WITH released AS (
+	UPDATE kern_run SET status = 'pending', content = '', attempt = attempt - 1,
+		heartbeat_at = NULL, event_seq = event_seq + 1
+	WHERE id = $1 AND attempt = $2 AND status = 'running'
+	RETURNING id, event_seq
+)
+INSERT INTO kern_run_event (run_id, seq, type)
+SELECT id, event_seq, 'run.released' FROM released`
+
+// sqlRetryRun puts a failed attempt's run back to pending for a retry, with
+// the error visible until the next attempt starts, and a run.retrying event.
+const sqlRetryRun = `
+WITH retried AS (
+	UPDATE kern_run SET status = 'pending', content = '', error = $3, heartbeat_at = NULL,
+		event_seq = event_seq + 1
+	WHERE id = $1 AND attempt = $2 AND status = 'running'
+	RETURNING id, event_seq, attempt
+)
+INSERT INTO kern_run_event (run_id, seq, type, data)
+SELECT id, event_seq, 'run.retrying',
+	jsonb_build_object('attempt', attempt, 'error', $3::text, 'retry_in_ms', $4::bigint)
+FROM retried`
+
+// sqlHeartbeat tells rescuers the attempt is alive. No row means the
+// attempt lost the run (cancelled, or rescued after a stall).
+const sqlHeartbeat = `
+UPDATE kern_run SET heartbeat_at = now()
 WHERE id = $1 AND attempt = $2 AND status = 'running'`
+
+// sqlStaleRuns locks running runs whose heartbeat is older than $1 seconds:
+// their worker died or is cut off. SKIP LOCKED lets rescuers on many
+// workers share the work without waiting on each other.
+const sqlStaleRuns = `
+SELECT id, agent_name, attempt FROM kern_run
+WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
+ORDER BY heartbeat_at
+LIMIT 100
+FOR UPDATE SKIP LOCKED`
+
+// sqlRequeueRun gives a rescued run a new job ($3) and puts it back to
+// pending for another worker; the dead attempt is fenced out by the attempt
+// the next start takes.
+const sqlRequeueRun = `
+WITH requeued AS (
+	UPDATE kern_run SET status = 'pending', content = '', error = $2, heartbeat_at = NULL,
+		job_id = $3, event_seq = event_seq + 1
+	WHERE id = $1 AND status = 'running'
+	RETURNING id, event_seq, attempt
+)
+INSERT INTO kern_run_event (run_id, seq, type, data)
+SELECT id, event_seq, 'run.retrying', jsonb_build_object('attempt', attempt, 'error', $2::text, 'retry_in_ms', 0)
+FROM requeued`
+
+// sqlFailRun ends a rescued run that has no attempts left.
+const sqlFailRun = `
+WITH failed AS (
+	UPDATE kern_run SET status = 'error', error = $2, finished_at = now(), event_seq = event_seq + 1
+	WHERE id = $1 AND status = 'running'
+	RETURNING id, event_seq
+)
+INSERT INTO kern_run_event (run_id, seq, type, data)
+SELECT id, event_seq, 'run.error', jsonb_build_object('error', $2::text) FROM failed`
 
 // Cancel is two statements in two transactions, in this order. The request
 // is committed first, so every worker that starts the run afterwards sees it;

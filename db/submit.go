@@ -26,6 +26,9 @@ type SubmitParams struct {
 	// Enqueue inserts the River job in the same transaction as the row: a
 	// background run. Without it the caller executes the run itself.
 	Enqueue bool
+	// IdempotencyKey, when set, makes a second submit with the same key for
+	// the same agent return the first run instead of creating one.
+	IdempotencyKey string
 }
 
 func (p *SubmitParams) validate() error {
@@ -40,7 +43,7 @@ func (p *SubmitParams) validate() error {
 	case p.Timeout < 0:
 		return fmt.Errorf("%w: timeout %v is negative", run.ErrInvalidArgument, p.Timeout)
 	}
-	for field, s := range map[string]string{"prompt": p.Input, "agent name": p.AgentName, "session id": p.SessionID, "name": p.Name} {
+	for field, s := range map[string]string{"prompt": p.Input, "agent name": p.AgentName, "session id": p.SessionID, "name": p.Name, "idempotency key": p.IdempotencyKey} {
 		if strings.IndexByte(s, 0) >= 0 {
 			return fmt.Errorf("%w: %s contains a NUL byte, which Postgres text cannot store", run.ErrInvalidArgument, field)
 		}
@@ -54,11 +57,33 @@ func (p *SubmitParams) validate() error {
 // SubmitRun inserts a pending run and, with Enqueue, its River job, in one
 // transaction: there is never a run row without its job, nor a job without
 // its row. A RunID that already has a run yields run.ErrAlreadyExists and
-// changes nothing.
+// changes nothing. With an IdempotencyKey that an earlier submit of the same
+// agent used, it returns that run (as it is now) and creates nothing; the
+// unique index makes this hold across processes and concurrent submits.
 func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error) {
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
+	out, err := d.submit(ctx, p)
+	if err == nil || p.IdempotencyKey == "" || !isUniqueViolation(err) {
+		return out, err
+	}
+	// The key (or the id) is taken: the winner of the race has committed.
+	rows, qerr := d.pool.Query(ctx, sqlGetByIdempotencyKey, p.AgentName, p.IdempotencyKey)
+	if qerr != nil {
+		return nil, fmt.Errorf("kern: submit run: %w", qerr)
+	}
+	existing, qerr := collectRun(rows)
+	if errors.Is(qerr, run.ErrNotFound) {
+		return nil, fmt.Errorf("kern: submit run %q: %w", p.RunID, run.ErrAlreadyExists)
+	}
+	if qerr != nil {
+		return nil, fmt.Errorf("kern: submit run: %w", qerr)
+	}
+	return existing.output(), nil
+}
+
+func (d *DB) submit(ctx context.Context, p SubmitParams) (*run.Output, error) {
 	metadata := p.Metadata
 	if metadata == nil {
 		metadata = map[string]any{}
@@ -78,15 +103,19 @@ func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error)
 		}
 		jobID = &res.Job.ID
 	}
+	var key *string
+	if p.IdempotencyKey != "" {
+		key = &p.IdempotencyKey
+	}
 	rows, err := tx.Query(ctx, sqlInsertRun, p.RunID, p.SessionID, p.AgentName, p.Name, p.Input,
-		metadata, p.Timeout.Milliseconds(), jobID)
+		metadata, p.Timeout.Milliseconds(), jobID, key)
 	if err != nil {
 		return nil, fmt.Errorf("kern: submit run: %w", err)
 	}
 	r, err := collectRun(rows)
 	if err != nil {
 		if isUniqueViolation(err) {
-			return nil, fmt.Errorf("kern: submit run %q: %w", p.RunID, run.ErrAlreadyExists)
+			return nil, fmt.Errorf("kern: submit run %q: %w: %w", p.RunID, run.ErrAlreadyExists, err)
 		}
 		return nil, fmt.Errorf("kern: submit run: %w", err)
 	}

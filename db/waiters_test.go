@@ -68,7 +68,7 @@ func TestFollowerSurvivesListenerKill(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "f")
-	if _, err := d.StartRun(ctx, "f", 1); err != nil {
+	if _, err := d.StartRun(ctx, "f", nil); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan []run.Event, 1)

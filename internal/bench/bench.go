@@ -222,7 +222,7 @@ func waitWakeup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: id, AgentName: "bench", Input: "x"}); err != nil {
 			return nil, err
 		}
-		if _, err := d.StartRun(ctx, id, 1); err != nil {
+		if _, err := d.StartRun(ctx, id, nil); err != nil {
 			return nil, err
 		}
 		woke := make(chan time.Time, 1)
@@ -263,7 +263,7 @@ func eventLag(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: id, AgentName: "bench", Input: "x"}); err != nil {
 		return nil, err
 	}
-	if _, err := d.StartRun(ctx, id, 1); err != nil {
+	if _, err := d.StartRun(ctx, id, nil); err != nil {
 		return nil, err
 	}
 	received := make(chan time.Time, 1)

@@ -1,0 +1,66 @@
+package db
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Rescued counts what RescueStale did.
+type Rescued struct {
+	Requeued []string // back to pending with a new job, for another worker
+	Failed   []string // out of attempts: ended as error
+}
+
+// RescueStale finds running runs whose heartbeat is older than staleAfter —
+// their worker was killed, or is cut off from Postgres — and hands each to
+// another worker with a new job (counted as an attempt), or ends it as error
+// when it has had maxAttempts already. Any number of workers may call it at
+// once: each stale run is rescued once. The dead attempt is fenced out: its
+// writes, should it wake up, match no row.
+//
+// River's own rescuer would only retry the job after RescueStuckJobsAfter
+// (an hour by default, and it must exceed the job timeout); heartbeats make
+// recovery independent of the timeout.
+func (d *DB) RescueStale(ctx context.Context, staleAfter time.Duration, maxAttempts int) (Rescued, error) {
+	var res Rescued
+	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, sqlStaleRuns, staleAfter.Seconds())
+		if err != nil {
+			return err
+		}
+		type stale struct {
+			ID, AgentName string
+			Attempt       int
+		}
+		runs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[stale])
+		if err != nil {
+			return err
+		}
+		for _, r := range runs {
+			msg := fmt.Sprintf("worker lost: no heartbeat for %v (attempt %d of %d)", staleAfter, r.Attempt, maxAttempts)
+			if r.Attempt >= maxAttempts {
+				if _, err := tx.Exec(ctx, sqlFailRun, r.ID, msg); err != nil {
+					return err
+				}
+				res.Failed = append(res.Failed, r.ID)
+				continue
+			}
+			job, err := d.river.InsertTx(ctx, tx, RunJobArgs{RunID: r.ID, AgentName: r.AgentName}, nil)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, sqlRequeueRun, r.ID, msg, job.Job.ID); err != nil {
+				return err
+			}
+			res.Requeued = append(res.Requeued, r.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return Rescued{}, fmt.Errorf("kern: rescue stale runs: %w", err)
+	}
+	return res, nil
+}
