@@ -38,9 +38,10 @@ func TestModelBadRequestEndsAsError(t *testing.T) {
 
 func TestTruncatedStreamIsNotCompleted(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, agent.WorkerConfig{})
+	e := newEnv(t, agent.WorkerConfig{MaxAttempts: 2, RetryBaseDelay: time.Millisecond})
+	full := fakellm.LoremWords(50)
 	e.model.Script(func(fakellm.Request) fakellm.Reply {
-		return fakellm.Reply{Content: fakellm.LoremWords(50), CutAfter: 10}
+		return fakellm.Reply{Content: full, CutAfter: 10}
 	})
 	ctx := kerntest.Context(t, 30*time.Second)
 	out, err := e.agent.Run(ctx, "cut me", agent.Background(true))
@@ -48,8 +49,11 @@ func TestTruncatedStreamIsNotCompleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	final := mustWait(t, e.agent, out.RunID)
-	if final.Status != run.StatusError || !strings.Contains(final.Error, "ended before") {
-		t.Fatalf("truncated stream gave %s %q", final.Status, final.Error)
+	if final.Status != run.StatusError || !strings.Contains(final.Error, "ended before") || !strings.HasPrefix(full, final.Content) || final.Content == full {
+		t.Fatalf("truncated stream gave %s %q (content %q)", final.Status, final.Error, final.Content)
+	}
+	if n := e.model.Count(); n != 2 {
+		t.Fatalf("a truncated stream is retryable: %d model calls, want 2", n)
 	}
 }
 
