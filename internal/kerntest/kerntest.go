@@ -36,7 +36,13 @@ func DatabaseURL(t testing.TB) string {
 // DB opens a fresh, migrated database, closed when the test ends.
 func DB(t testing.TB) *db.DB {
 	t.Helper()
-	d, err := db.Open(context.Background(), DatabaseURL(t))
+	return Open(t, DatabaseURL(t))
+}
+
+// Open opens url, closed when the test ends.
+func Open(t testing.TB, url string) *db.DB {
+	t.Helper()
+	d, err := db.Open(context.Background(), url)
 	if err != nil {
 		t.Fatalf("open db: %v", err)
 	}
@@ -48,13 +54,21 @@ func DB(t testing.TB) *db.DB {
 // to it over HTTP through go-openai.
 func Model(t testing.TB) (*fakellm.Server, agent.Model) {
 	t.Helper()
+	srv, url := ModelServer(t)
+	return srv, agent.OpenAIChat{Client: agent.NewOpenAIClient("test-key", url), ID: "fake-model"}
+}
+
+// ModelServer starts a fake model server and returns it with its base URL
+// (".../v1"), for models in other processes.
+func ModelServer(t testing.TB) (*fakellm.Server, string) {
+	t.Helper()
 	srv := fakellm.New()
 	url, stop, err := srv.Start()
 	if err != nil {
 		t.Fatalf("start fake model: %v", err)
 	}
 	t.Cleanup(stop)
-	return srv, agent.OpenAIChat{Client: agent.NewOpenAIClient("test-key", url), ID: "fake-model"}
+	return srv, url
 }
 
 // Worker starts a worker, stopped (gracefully, briefly) when the test ends.

@@ -1,0 +1,140 @@
+package agent_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/db"
+)
+
+// Worker processes: the test binary re-executed with these variables set
+// runs one worker until SIGTERM (graceful stop) or SIGKILL.
+const (
+	workerProcessEnv = "KERN_TEST_WORKER_PROCESS"
+	workerDBEnv      = "KERN_TEST_WORKER_DB"
+	workerModelEnv   = "KERN_TEST_WORKER_MODEL_URL"
+	workerRescueEnv  = "KERN_TEST_WORKER_RESCUE_AFTER"
+)
+
+// processAgent is the agent every worker process serves.
+const processAgent = "assistant"
+
+func runWorkerProcess() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	d, err := db.Open(ctx, os.Getenv(workerDBEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer d.Close()
+	rescueAfter, err := time.ParseDuration(os.Getenv(workerRescueEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	a := &agent.Agent{
+		Name: processAgent,
+		// The model id names the process, so tests can tell which worker
+		// made a request.
+		Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("k", os.Getenv(workerModelEnv)), ID: os.Getenv(workerProcessEnv)},
+		DB:    d,
+	}
+	w, err := agent.NewWorker(d, agent.WorkerConfig{
+		MaxConcurrentRuns: 20,
+		MaxAttempts:       5,
+		RescueAfter:       rescueAfter,
+		HeartbeatInterval: rescueAfter / 5,
+		RetryBaseDelay:    10 * time.Millisecond,
+		Logger:            logger,
+	}, a)
+	if err == nil {
+		err = w.Start(context.WithoutCancel(ctx))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("ready")
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.Stop(stopCtx); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// workerProcess is a running worker process.
+type workerProcess struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startWorkerProcess starts a worker process and waits until it works.
+func startWorkerProcess(t *testing.T, name, dbURL, modelURL string, rescueAfter time.Duration) *workerProcess {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(),
+		workerProcessEnv+"="+name, workerDBEnv+"="+dbURL, workerModelEnv+"="+modelURL,
+		workerRescueEnv+"="+rescueAfter.String())
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &workerProcess{name: name, cmd: cmd, done: make(chan struct{})}
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.TrimSpace(sc.Text()) == "ready" {
+				ready <- true
+			}
+		}
+		ready <- false
+	}()
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.kill() })
+	select {
+	case ok := <-ready:
+		if !ok {
+			t.Fatalf("worker process %s exited before it was ready", name)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("worker process %s not ready after 30s", name)
+	}
+	return p
+}
+
+// kill ends the process at once, as a crash or the OOM killer would.
+func (p *workerProcess) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// terminate asks for a graceful stop and waits for it.
+func (p *workerProcess) terminate() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.kill()
+	}
+}
