@@ -131,6 +131,22 @@ ORDER BY heartbeat_at
 LIMIT 100
 FOR UPDATE SKIP LOCKED`
 
+// sqlOrphanedRuns locks pending runs whose job can no longer start them:
+// the job is gone, finished, or was taken by a worker that died before
+// claiming the run (River would only rescue that job after an hour). A job
+// legitimately holds a pending run for milliseconds only, so anything older
+// than $1 seconds is an orphan.
+const sqlOrphanedRuns = `
+SELECT r.id, r.agent_name, r.attempt FROM kern_run r
+LEFT JOIN river_job j ON j.id = r.job_id
+WHERE r.status = 'pending' AND r.job_id IS NOT NULL
+  AND r.created_at < now() - make_interval(secs => $1)
+  AND (j.id IS NULL
+    OR (j.state = 'running' AND j.attempted_at < now() - make_interval(secs => $1))
+    OR (j.state IN ('completed', 'discarded', 'cancelled') AND j.finalized_at < now() - make_interval(secs => $1)))
+LIMIT 100
+FOR UPDATE OF r SKIP LOCKED`
+
 // sqlRequeueRun gives a rescued run a new job ($3) and puts it back to
 // pending for another worker; the dead attempt is fenced out by the attempt
 // the next start takes.
@@ -138,7 +154,7 @@ const sqlRequeueRun = `
 WITH requeued AS (
 	UPDATE kern_run SET status = 'pending', content = '', error = $2, heartbeat_at = NULL,
 		job_id = $3, event_seq = event_seq + 1
-	WHERE id = $1 AND status = 'running'
+	WHERE id = $1 AND status IN ('running', 'pending')
 	RETURNING id, event_seq, attempt
 )
 INSERT INTO kern_run_event (run_id, seq, type, data)
