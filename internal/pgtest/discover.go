@@ -39,6 +39,8 @@ type Server struct {
 	stop     func(ctx context.Context) error
 	stopOnce sync.Once
 	stopErr  error
+	// cluster is set for KindInitdb servers, the only ones Restart handles.
+	cluster *cluster
 
 	templates templates
 }

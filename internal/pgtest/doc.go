@@ -16,6 +16,11 @@
 // pgtest should call Main from TestMain so the server this process started is
 // stopped and its templates dropped when the tests finish.
 //
+// Tests that must control the server itself use StartLocal, which always
+// builds a private initdb cluster, and Server.Restart, which takes it down
+// (dropping every client connection) and brings it back on the same port to
+// simulate an outage.
+//
 // Nothing is shared between processes: parallel `go test` packages each get
 // their own templates (and, without DATABASE_URL, their own server), so they
 // never contend for one template. Databases left behind by killed runs on a

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // serverSettings trade durability for speed: the cluster is thrown away.
@@ -45,6 +46,18 @@ type cluster struct {
 	dir  string // temp dir: data dir, unix socket, logs
 	data string
 
+	// port and maxConns are what the postmaster was started with, so that
+	// Restart brings it back on the same address with the same limits.
+	port, maxConns int
+
+	// mu serialises stop with the stop and start halves of restart; it is
+	// not held while a restart keeps the server down, so Stop need not wait
+	// that out. restartMu serialises restarts.
+	mu        sync.Mutex
+	restartMu sync.Mutex
+	stopped   bool
+	done      chan struct{} // closed by stop, to cut a restart's downtime short
+
 	watchdog     *exec.Cmd
 	watchdogPipe *os.File
 }
@@ -64,7 +77,7 @@ func startInitdb(ctx context.Context) (s *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create cluster dir: %w", err)
 	}
-	c := &cluster{bin: bin, as: as, dir: dir, data: filepath.Join(dir, "data")}
+	c := &cluster{bin: bin, as: as, dir: dir, data: filepath.Join(dir, "data"), done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			_ = c.stop(context.WithoutCancel(ctx))
@@ -83,16 +96,16 @@ func startInitdb(ctx context.Context) (s *Server, err error) {
 	if err := appendFile(filepath.Join(c.data, "postgresql.conf"), conf); err != nil {
 		return nil, err
 	}
-	port, err := c.start(ctx)
-	if err != nil {
+	if err := c.start(ctx); err != nil {
 		return nil, err
 	}
 	c.startWatchdog()
 
 	s = &Server{
-		AdminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
+		AdminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port),
 		Kind:     KindInitdb,
 		stop:     c.stop,
+		cluster:  c,
 	}
 	if err := s.probe(ctx); err != nil {
 		return nil, err
@@ -102,39 +115,61 @@ func startInitdb(ctx context.Context) (s *Server, err error) {
 
 // start runs pg_ctl start on a free port, retrying when another process
 // grabbed the port between our probe and the postmaster's bind.
-func (c *cluster) start(ctx context.Context) (int, error) {
-	maxConns := 500
+func (c *cluster) start(ctx context.Context) error {
+	c.maxConns = 500
 	var err error
 	for attempt := 0; attempt < 4; attempt++ {
-		var port int
-		port, err = freePort()
+		c.port, err = freePort()
 		if err != nil {
-			return 0, err
+			return err
 		}
-		err = c.run(ctx, "pg_ctl", true,
-			"-D", c.data, "-l", filepath.Join(c.dir, "postgres.log"), "-w", "-t", "60",
-			"-o", fmt.Sprintf("-p %d -c max_connections=%d", port, maxConns),
-			"start",
-		)
-		if err == nil {
-			return port, nil
-		}
-		log, _ := os.ReadFile(filepath.Join(c.dir, "postgres.log"))
-		_ = os.Truncate(filepath.Join(c.dir, "postgres.log"), 0)
+		var log []byte
+		log, err = c.pgCtlStart(ctx)
 		switch {
+		case err == nil:
+			return nil
 		case bytes.Contains(log, []byte("already in use")):
-		case bytes.Contains(log, []byte("semaphore")) && maxConns > 100:
-			maxConns = 100
+		case bytes.Contains(log, []byte("semaphore")) && c.maxConns > 100:
+			c.maxConns = 100
 		default:
-			return 0, fmt.Errorf("%w\npostgres.log:\n%s", err, tail(log))
+			return fmt.Errorf("%w\npostgres.log:\n%s", err, tail(log))
 		}
 	}
-	return 0, err
+	return err
+}
+
+// pgCtlStart starts the postmaster on c.port and waits until it accepts
+// connections. On failure it returns what the attempt added to postgres.log.
+func (c *cluster) pgCtlStart(ctx context.Context) ([]byte, error) {
+	logPath := filepath.Join(c.dir, "postgres.log")
+	var offset int64
+	if fi, err := os.Stat(logPath); err == nil {
+		offset = fi.Size()
+	}
+	err := c.run(ctx, "pg_ctl", true,
+		"-D", c.data, "-l", logPath, "-w", "-t", "60",
+		"-o", fmt.Sprintf("-p %d -c max_connections=%d", c.port, c.maxConns),
+		"start",
+	)
+	if err == nil {
+		return nil, nil
+	}
+	log, _ := os.ReadFile(logPath)
+	if int64(len(log)) >= offset {
+		log = log[offset:]
+	}
+	return log, err
 }
 
 // stop shuts the cluster down hard and deletes it; nothing in it is worth a
 // clean shutdown.
 func (c *cluster) stop(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.stopped {
+		c.stopped = true
+		close(c.done)
+	}
 	if c.watchdog != nil {
 		// We clean up ourselves now; the watchdog is only for when we die.
 		_ = c.watchdog.Process.Kill()
@@ -252,7 +287,7 @@ func findPostgresBin() (string, error) {
 			}
 		}
 	}
-	return "", errors.New("initdb and pg_ctl not found on PATH or in " + strings.Join(binGlobs, ", "))
+	return "", fmt.Errorf("%w: initdb and pg_ctl not found on PATH or in %s", ErrNoLocalPostgres, strings.Join(binGlobs, ", "))
 }
 
 func versionOf(path string) int {

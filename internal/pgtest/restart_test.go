@@ -1,0 +1,238 @@
+package pgtest
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// startLocal starts a private cluster for t, skipping t when this machine
+// has no Postgres server binaries.
+func startLocal(t *testing.T) *Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	srv, err := StartLocal(ctx)
+	if errors.Is(err, ErrNoLocalPostgres) {
+		t.Skipf("needs a local PostgreSQL server install (initdb, pg_ctl); "+
+			"Debian/Ubuntu: apt-get install postgresql, macOS: brew install postgresql@16: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	if srv.Kind != KindInitdb {
+		t.Fatalf("StartLocal gave a %s server", srv.Kind)
+	}
+	return srv
+}
+
+func TestRestart(t *testing.T) {
+	t.Parallel()
+	srv := startLocal(t)
+	ctx := t.Context()
+
+	old, err := pgx.Connect(ctx, srv.AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close(context.Background())
+	if _, err := old.Exec(ctx, "CREATE TABLE survives (v text); INSERT INTO survives VALUES ('before')"); err != nil {
+		t.Fatal(err)
+	}
+	oldPID := postmasterPID(t, srv)
+
+	// A client in the middle of a query must be cut off too.
+	busy, err := pgx.Connect(ctx, srv.AdminURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close(context.Background())
+	busyErr := make(chan error, 1)
+	go func() {
+		qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		_, err := busy.Exec(qctx, "SELECT pg_sleep(15)")
+		busyErr <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // let the query reach the server
+
+	const down = 500 * time.Millisecond
+	start := time.Now()
+	if err := srv.Restart(ctx, down); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("Restart(%v) took %v (%v beyond the downtime)", down, took.Round(time.Millisecond), (took - down).Round(time.Millisecond))
+	if took < down {
+		t.Errorf("Restart returned after %v, before the %v downtime", took, down)
+	}
+	if pid := postmasterPID(t, srv); pid == oldPID {
+		t.Errorf("postmaster pid %d unchanged: the server was not restarted", pid)
+	}
+
+	select {
+	case err := <-busyErr:
+		if err == nil {
+			t.Error("query running across the restart succeeded")
+		} else {
+			t.Logf("in-flight query: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("query running across the restart did not fail")
+	}
+	if _, err := old.Exec(ctx, "SELECT 1"); err == nil {
+		t.Error("connection opened before the restart still works")
+	} else {
+		t.Logf("old connection: %v", err)
+	}
+
+	// Same URL, so same port; the data dir kept the table.
+	if got := query[string](t, srv.AdminURL, "SELECT string_agg(v, ',') FROM survives"); got != "before" {
+		t.Errorf("after restart survives = %q, want %q", got, "before")
+	}
+
+	start = time.Now()
+	if err := srv.Restart(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Restart(0) took %v", time.Since(start).Round(time.Millisecond))
+
+	dir := srv.cluster.dir
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cluster dir %s still there after Stop (stat: %v)", dir, err)
+	}
+	if conn, err := pgx.Connect(ctx, srv.AdminURL); err == nil {
+		conn.Close(ctx)
+		t.Error("server still accepts connections after Stop")
+	}
+	if err := srv.Restart(ctx, 0); err == nil {
+		t.Error("Restart after Stop succeeded")
+	}
+}
+
+// TestWatchdogAfterRestart checks that the watchdog neither kills the
+// restarted postmaster nor loses track of it: when this process "dies" (its
+// end of the pipe closes), the new postmaster is stopped and the dir removed.
+func TestWatchdogAfterRestart(t *testing.T) {
+	t.Parallel()
+	srv := startLocal(t)
+	c := srv.cluster
+	if c.watchdog == nil {
+		t.Skip("no watchdog: sh not found")
+	}
+	ctx := t.Context()
+	// Also covers a Restart whose context ends while the server is down: it
+	// must bring the server back anyway.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := srv.Restart(short, 10*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Restart with a context ending during the downtime: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Restart waited %v despite its context ending", took)
+	}
+	time.Sleep(200 * time.Millisecond) // a watchdog that wrongly fired would act now
+	query[int](t, srv.AdminURL, "SELECT 1")
+
+	// What the kernel does to the pipe when this process dies.
+	if err := c.watchdogPipe.Close(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := os.Stat(c.dir)
+		if errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("watchdog did not remove %s (stat: %v)", c.dir, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if conn, err := pgx.Connect(ctx, srv.AdminURL); err == nil {
+		conn.Close(ctx)
+		t.Error("restarted server still accepts connections after the watchdog ran")
+	}
+}
+
+// TestStopDuringRestart: Stop must not wait out the downtime, and the
+// interrupted Restart must not bring the deleted cluster back.
+func TestStopDuringRestart(t *testing.T) {
+	t.Parallel()
+	srv := startLocal(t)
+	ctx := t.Context()
+	done := make(chan error, 1)
+	go func() { done <- srv.Restart(ctx, 5*time.Second) }()
+	time.Sleep(time.Second) // well into the downtime
+	start := time.Now()
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("Stop during Restart took %v", took)
+	}
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Restart did not return soon after Stop")
+	}
+	if err == nil {
+		t.Error("Restart interrupted by Stop succeeded")
+	} else {
+		t.Logf("interrupted Restart: %v", err)
+	}
+	if _, err := os.Stat(srv.cluster.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("cluster dir still there (stat: %v)", err)
+	}
+}
+
+func TestRestartOtherKinds(t *testing.T) {
+	for _, kind := range []string{KindEnv, KindTestcontainers} {
+		err := (&Server{Kind: kind}).Restart(context.Background(), 0)
+		if !errors.Is(err, ErrCannotRestart) {
+			t.Errorf("Restart on a %s server: %v, want ErrCannotRestart", kind, err)
+		}
+	}
+}
+
+func postmasterPID(t *testing.T, srv *Server) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(srv.cluster.data, "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		t.Fatalf("postmaster.pid: %v", err)
+	}
+	return pid
+}
+
+func TestStartLocalWithoutBinaries(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	saved := binGlobs
+	binGlobs = nil
+	t.Cleanup(func() { binGlobs = saved })
+	srv, err := StartLocal(context.Background())
+	if !errors.Is(err, ErrNoLocalPostgres) {
+		if srv != nil {
+			_ = srv.Stop(context.Background())
+		}
+		t.Fatalf("StartLocal without binaries: %v, want ErrNoLocalPostgres", err)
+	}
+	t.Log(err)
+}
