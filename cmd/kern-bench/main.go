@@ -7,12 +7,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"runtime"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -29,7 +32,18 @@ func main() {
 	flag.IntVar(&cfg.Submitters, "submitters", 8, "concurrent submitters")
 	flag.IntVar(&cfg.Concurrency, "concurrency", 50, "worker MaxConcurrentRuns")
 	flag.IntVar(&cfg.Samples, "samples", 500, "samples per latency figure")
+	flag.IntVar(&cfg.RecoveryRounds, "recovery-rounds", 0, "worker processes to SIGKILL for the recovery figure (10 runs each, ~35s each)")
+	workerName := flag.String("worker", "", "internal: run as a worker process with this name")
+	workerDB := flag.String("worker-db", "", "internal: the worker process's database URL")
+	workerModel := flag.String("worker-model", "", "internal: the worker process's model base URL")
 	flag.Parse()
+	if *workerName != "" {
+		if err := runWorker(*workerName, *workerDB, *workerModel); err != nil {
+			fmt.Fprintln(os.Stderr, "kern-bench worker:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if err := run(context.Background(), cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "kern-bench:", err)
@@ -53,8 +67,11 @@ func run(ctx context.Context, cfg bench.Config) error {
 	defer stop()
 
 	env := bench.Env{
-		Fake:  fake,
-		Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", base), ID: "fake-model"},
+		Fake:        fake,
+		Model:       agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", base), ID: "fake-model"},
+		ModelURL:    base,
+		SpawnWorker: func(name, dbURL string) (func(), error) { return spawnWorker(name, dbURL, base) },
+		DatabaseURL: func(d *db.DB) string { return d.Pool().Config().ConnString() },
 		NewDB: func(ctx context.Context) (*db.DB, func(), error) {
 			url, err := srv.CreateDatabase(ctx, "kern_bench")
 			if err != nil {
@@ -83,4 +100,49 @@ func run(ctx context.Context, cfg bench.Config) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, r.Value, r.Note)
 	}
 	return tw.Flush()
+}
+
+// spawnWorker starts this binary as a worker process and waits until it
+// works; the returned func kills it with SIGKILL.
+func spawnWorker(name, dbURL, modelURL string) (func(), error) {
+	cmd := exec.Command(os.Args[0], "-worker", name, "-worker-db", dbURL, "-worker-model", modelURL)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("worker process %s did not start: %q %v", name, line, err)
+	}
+	return func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, nil
+}
+
+// runWorker is the worker process: default WorkerConfig, one agent
+// "bench" whose model id is the process's name, until killed.
+func runWorker(name, dbURL, modelURL string) error {
+	ctx := context.Background()
+	d, err := db.Open(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	a := &agent.Agent{Name: "bench", Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", modelURL), ID: name}, DB: d}
+	w, err := agent.NewWorker(d, agent.WorkerConfig{
+		MaxConcurrentRuns: 20,
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	}, a)
+	if err != nil {
+		return err
+	}
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	select {} // until SIGKILL
 }

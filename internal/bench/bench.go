@@ -26,6 +26,11 @@ type Config struct {
 	Concurrency int // WorkerConfig.MaxConcurrentRuns
 	Samples     int // samples for each latency figure
 	Logger      *slog.Logger
+	// RecoveryRounds > 0 measures recovery after SIGKILL: each round kills
+	// a worker process holding several runs. It needs Env.SpawnWorker.
+	RecoveryRounds int
+	// heartbeat overrides WorkerConfig.HeartbeatInterval (0: default).
+	heartbeat time.Duration
 }
 
 // Result is one figure.
@@ -41,13 +46,20 @@ type Env struct {
 	NewDB func(ctx context.Context) (*db.DB, func(), error)
 	Fake  *fakellm.Server
 	Model agent.Model
+	// ModelURL is the fake model's base URL, for worker processes.
+	ModelURL string
+	// SpawnWorker starts a worker process (default WorkerConfig, one agent
+	// "bench" whose model id is name) on dbURL; kill ends it with SIGKILL.
+	SpawnWorker func(name, dbURL string) (kill func(), err error)
+	// DatabaseURL returns the URL of a DB made by NewDB.
+	DatabaseURL func(d *db.DB) string
 }
 
 // Run measures every figure and returns them in print order.
 func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	var out []Result
 	for _, f := range []func(context.Context, Env, Config) ([]Result, error){
-		submitLatency, endToEnd, cancelLatency, waitWakeup, eventLag,
+		submitLatency, endToEnd, heartbeatCost, cancelLatency, waitWakeup, eventLag, recovery,
 	} {
 		res, err := f(ctx, env, cfg)
 		if err != nil {
@@ -59,7 +71,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 }
 
 func newWorker(ctx context.Context, d *db.DB, env Env, cfg Config, a *agent.Agent) (func(), error) {
-	w, err := agent.NewWorker(d, agent.WorkerConfig{MaxConcurrentRuns: cfg.Concurrency, Logger: cfg.Logger}, a)
+	w, err := agent.NewWorker(d, agent.WorkerConfig{MaxConcurrentRuns: cfg.Concurrency, HeartbeatInterval: cfg.heartbeat, Logger: cfg.Logger}, a)
 	if err != nil {
 		return nil, err
 	}
@@ -99,16 +111,29 @@ func submitLatency(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 // endToEnd: Runs background runs from Submitters goroutines against a
 // zero-latency model, timed from the first submit to the last terminal run.
 func endToEnd(ctx context.Context, env Env, cfg Config) ([]Result, error) {
-	d, done, err := env.NewDB(ctx)
+	rate, err := throughput(ctx, env, cfg, fakellm.Reply{Content: "The capital of France is Paris."})
 	if err != nil {
 		return nil, err
 	}
+	return []Result{{
+		"end-to-end runs/s", fmt.Sprintf("%.0f", rate),
+		fmt.Sprintf("%d runs, %d submitters, %d concurrent runs, zero-latency fake model over HTTP", cfg.Runs, cfg.Submitters, cfg.Concurrency),
+	}}, nil
+}
+
+// throughput submits cfg.Runs background runs answered with reply and
+// returns runs/s from the first submit to the last terminal run.
+func throughput(ctx context.Context, env Env, cfg Config, reply fakellm.Reply) (float64, error) {
+	d, done, err := env.NewDB(ctx)
+	if err != nil {
+		return 0, err
+	}
 	defer done()
-	env.Fake.Script(func(fakellm.Request) fakellm.Reply { return fakellm.Reply{Content: "The capital of France is Paris."} })
+	env.Fake.Script(func(fakellm.Request) fakellm.Reply { return reply })
 	a := &agent.Agent{Name: "bench", Model: env.Model, DB: d}
 	stop, err := newWorker(ctx, d, env, cfg, a)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	defer stop()
 
@@ -129,30 +154,45 @@ func endToEnd(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		return nil, err
+		return 0, err
 	}
 	for {
 		var finished, completed int
 		err := d.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE status IN ('completed','error','cancelled')),
 			count(*) FILTER (WHERE status = 'completed') FROM kern_run`).Scan(&finished, &completed)
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
 		if finished == cfg.Runs {
 			if completed != cfg.Runs {
-				return nil, fmt.Errorf("end-to-end: %d of %d runs completed", completed, cfg.Runs)
+				return 0, fmt.Errorf("throughput: %d of %d runs completed", completed, cfg.Runs)
 			}
-			break
+			return float64(cfg.Runs) / time.Since(start).Seconds(), nil
 		}
 		if err := sleep(ctx, 5*time.Millisecond); err != nil {
-			return nil, err
+			return 0, err
 		}
 	}
-	elapsed := time.Since(start)
-	return []Result{{
-		"end-to-end runs/s", fmt.Sprintf("%.0f", float64(cfg.Runs)/elapsed.Seconds()),
-		fmt.Sprintf("%d runs, %d submitters, %d concurrent runs, zero-latency fake model over HTTP", cfg.Runs, cfg.Submitters, cfg.Concurrency),
-	}}, nil
+}
+
+// heartbeatCost: throughput of runs that stream 20 tokens, with the default
+// heartbeat (5s: these runs never reach it) and with every run heartbeating
+// every millisecond — an exaggeration that bounds what heartbeats can cost.
+func heartbeatCost(ctx context.Context, env Env, cfg Config) ([]Result, error) {
+	reply := fakellm.Reply{Content: fakellm.LoremWords(20), Drip: time.Millisecond}
+	base, err := throughput(ctx, env, cfg, reply)
+	if err != nil {
+		return nil, err
+	}
+	cfg.heartbeat = time.Millisecond
+	busy, err := throughput(ctx, env, cfg, reply)
+	if err != nil {
+		return nil, err
+	}
+	return []Result{
+		{"runs/s, 20-token drip, default heartbeat", fmt.Sprintf("%.0f", base), "runs shorter than the 5s heartbeat never send one"},
+		{"runs/s, 20-token drip, heartbeat every 1ms", fmt.Sprintf("%.0f", busy), fmt.Sprintf("upper bound of the heartbeat cost: %.1f%%", 100*(1-busy/base))},
+	}, nil
 }
 
 // cancelLatency: a run hangs in the model; CancelRun is timed until the run
