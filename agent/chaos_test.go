@@ -218,7 +218,7 @@ func checkChaosLog(t *testing.T, events []run.Event, out *run.Output) {
 			return
 		}
 		switch ev.Type {
-		case run.EventRunStarted, run.EventRunRetrying, "run.released":
+		case run.EventRunStarted, run.EventRunRetrying, run.EventRunReleased:
 			content.Reset() // a new attempt starts its content afresh
 		case run.EventContentDelta:
 			content.WriteString(deltaText(t, ev))

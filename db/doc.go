@@ -46,9 +46,33 @@
 // trigger when the request row is inserted), with a once-a-second re-check
 // of the cancel table as the fallback when a notification is lost.
 //
-// # Attempts
+// # Attempts, retries and rescue
 //
-// Every write of an executing worker is fenced by the run's attempt (River's
-// attempt number of the job), so a worker that lost its run — to a cancel, a
-// timeout handled elsewhere or a later attempt — cannot write into it.
+// A run's attempt counts its executions. StartRun takes the next one, and
+// every later write of that execution (content, heartbeat, final status) is
+// fenced by it: a worker that lost its run — to a cancel, or to a rescue
+// after it stalled — matches no row and stops. A retryable failure puts the
+// run back to pending (RetryRun) with the error visible; a graceful shutdown
+// hands it back (ReleaseRun) and gives the attempt back too.
+//
+// Only the run's current River job may start it (job_id fencing), so a job
+// left over from a rescue never starts the run a second time.
+//
+// Workers heartbeat their running runs; RescueStale re-queues a running run
+// whose heartbeat is older than the worker's RescueAfter with a new job (or
+// ends it as error when its attempts are used up), and a pending run whose
+// job was lost before it could start it. River's own rescuer waits an hour.
+//
+// Model calls are therefore at least once: a worker killed mid-answer has
+// spent tokens that the rescuing attempt spends again. A run's status and
+// content, though, are written exactly once: by the attempt that owns it.
+//
+// # Events
+//
+// Every statement that changes a run also appends its event (run.started,
+// content.delta, run.retrying, run.released, and one terminal event),
+// taking the seq from the run's own counter under the row lock: seqs are
+// gap-free and commit in order, and the deltas add up to the content. A new
+// attempt starts its content afresh: it is the concatenation of the deltas
+// after the last run.started, run.retrying or run.released.
 package db

@@ -28,9 +28,9 @@ const eventPage = 500
 // to be submitted). When ctx ends, the iteration yields ctx's error and
 // stops. Followers share the DB's one LISTEN connection.
 //
-// A run that is retried starts over with a run.started event: its content
-// is the concatenation of the content.delta events after the last
-// run.started.
+// A run that is retried or handed back starts its content afresh: the
+// content is the concatenation of the content.delta events after the last
+// run.started, run.retrying or run.released.
 func (d *DB) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2[run.Event, error] {
 	return func(yield func(run.Event, error) bool) {
 		if err := run.ValidateID(runID); err != nil {

@@ -13,7 +13,8 @@ const (
 	EventContentDelta EventType = "content.delta"
 	EventToolCall     EventType = "tool.call"
 	EventToolResult   EventType = "tool.result"
-	EventRunRetrying  EventType = "run.retrying"
+	EventRunRetrying  EventType = "run.retrying" // back to pending after a failed attempt: {"attempt","error","retry_in_ms"}
+	EventRunReleased  EventType = "run.released" // handed back by a stopping worker
 	EventRunCompleted EventType = "run.completed"
 	EventRunError     EventType = "run.error"
 	EventRunCancelled EventType = "run.cancelled"

@@ -14,7 +14,9 @@ type Output struct {
 	// Content is the final answer once completed; while running, and after a
 	// cancel, it holds what has been streamed and persisted so far.
 	Content string
-	// Error is set when Status is StatusError: what went wrong, for a person.
+	// Error is set when Status is StatusError: what went wrong, for a
+	// person. While a run is pending for a retry it holds the last attempt's
+	// error.
 	Error    string
 	Metadata map[string]any
 	Metrics  Metrics
