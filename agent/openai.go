@@ -164,24 +164,35 @@ func modelError(ctx context.Context, err error) error {
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return &ModelError{Message: errStreamCut, Retryable: true, Err: err}
 	}
+	// go-openai wraps an error body it cannot fully parse (say {"error":
+	// "overloaded"}) as a RequestError around an APIError without status:
+	// take the status from whichever has it, the message likewise.
+	var status int
+	var msg string
 	var apiErr *openai.APIError
 	if errors.As(err, &apiErr) {
-		msg := apiErr.Message
-		if msg == "" {
-			msg = apiErr.HTTPStatus
-		}
-		return &ModelError{StatusCode: apiErr.HTTPStatusCode, Message: msg, Retryable: retryableStatus(apiErr.HTTPStatusCode), Err: err}
+		status, msg = apiErr.HTTPStatusCode, apiErr.Message
 	}
 	var reqErr *openai.RequestError
 	if errors.As(err, &reqErr) {
-		msg := strings.TrimSpace(string(reqErr.Body))
-		if msg == "" && reqErr.Err != nil {
-			msg = reqErr.Err.Error()
+		if status == 0 {
+			status = reqErr.HTTPStatusCode
 		}
 		if msg == "" {
-			msg = reqErr.HTTPStatus
+			msg = strings.TrimSpace(string(reqErr.Body))
 		}
-		return &ModelError{StatusCode: reqErr.HTTPStatusCode, Message: msg, Retryable: retryableStatus(reqErr.HTTPStatusCode), Err: err}
+		if msg == "" && reqErr.Err != nil && apiErr == nil {
+			msg = reqErr.Err.Error()
+		}
+	}
+	if apiErr != nil || reqErr != nil {
+		if msg == "" {
+			msg = http.StatusText(status)
+		}
+		if msg == "" {
+			msg = "the provider returned an error without a message"
+		}
+		return &ModelError{StatusCode: status, Message: msg, Retryable: retryableStatus(status), Err: err}
 	}
 	// No HTTP status: the connection failed (refused, reset, DNS).
 	return &ModelError{Message: err.Error(), Retryable: true, Err: err}

@@ -69,8 +69,12 @@ func collectRun(rows pgx.Rows) (*runRow, error) {
 	return r, err
 }
 
-// GetRun reads a run. An unknown id yields run.ErrNotFound.
+// GetRun reads a run. An unknown id yields run.ErrNotFound; a malformed
+// one (see run.ValidateID) run.ErrInvalidArgument.
 func (d *DB) GetRun(ctx context.Context, runID string) (*run.Output, error) {
+	if err := run.ValidateID(runID); err != nil {
+		return nil, err
+	}
 	rows, err := d.pool.Query(ctx, sqlGetRun, runID)
 	if err != nil {
 		return nil, fmt.Errorf("kern: get run %q: %w", runID, err)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -31,6 +32,15 @@ type SubmitParams struct {
 	IdempotencyKey string
 }
 
+// Limits on what a run carries. Ids and keys are indexed (a btree entry
+// must stay well under a page); a prompt is bounded so one submit cannot
+// exhaust memory.
+const (
+	maxKeyBytes    = 255
+	maxNameBytes   = 1024
+	maxPromptBytes = 16 << 20
+)
+
 func (p *SubmitParams) validate() error {
 	if err := run.ValidateID(p.RunID); err != nil {
 		return err
@@ -43,13 +53,67 @@ func (p *SubmitParams) validate() error {
 	case p.Timeout < 0:
 		return fmt.Errorf("%w: timeout %v is negative", run.ErrInvalidArgument, p.Timeout)
 	}
-	for field, s := range map[string]string{"prompt": p.Input, "agent name": p.AgentName, "session id": p.SessionID, "name": p.Name, "idempotency key": p.IdempotencyKey} {
-		if strings.IndexByte(s, 0) >= 0 {
-			return fmt.Errorf("%w: %s contains a NUL byte, which Postgres text cannot store", run.ErrInvalidArgument, field)
+	for _, f := range []struct {
+		name  string
+		value string
+		max   int
+	}{
+		{"prompt", p.Input, maxPromptBytes},
+		{"agent name", p.AgentName, maxKeyBytes},
+		{"session id", p.SessionID, maxKeyBytes},
+		{"idempotency key", p.IdempotencyKey, maxKeyBytes},
+		{"name", p.Name, maxNameBytes},
+	} {
+		if err := checkText(f.name, f.value, f.max); err != nil {
+			return err
 		}
+	}
+	if err := checkMetadata(p.Metadata); err != nil {
+		return err
 	}
 	if _, err := json.Marshal(p.Metadata); err != nil {
 		return fmt.Errorf("%w: metadata is not JSON-encodable: %w", run.ErrInvalidArgument, err)
+	}
+	return nil
+}
+
+// checkText refuses what Postgres text cannot store (NUL, invalid UTF-8)
+// with a clear error instead of a raw SQLSTATE.
+func checkText(field, s string, maxBytes int) error {
+	switch {
+	case len(s) > maxBytes:
+		return fmt.Errorf("%w: %s is %d bytes, more than %d", run.ErrInvalidArgument, field, len(s), maxBytes)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: %s is not valid UTF-8", run.ErrInvalidArgument, field)
+	case strings.IndexByte(s, 0) >= 0:
+		return fmt.Errorf("%w: %s contains a NUL byte, which Postgres text cannot store", run.ErrInvalidArgument, field)
+	}
+	return nil
+}
+
+// checkMetadata refuses strings that JSON encoding would silently change
+// (invalid UTF-8 becomes U+FFFD), so what is stored is what was given.
+func checkMetadata(v any) error {
+	switch v := v.(type) {
+	case string:
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("%w: metadata contains a string that is not valid UTF-8", run.ErrInvalidArgument)
+		}
+	case map[string]any:
+		for k, e := range v {
+			if err := checkMetadata(k); err != nil {
+				return err
+			}
+			if err := checkMetadata(e); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if err := checkMetadata(e); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -10,7 +10,8 @@ CREATE TABLE kern_run (
     input           text        NOT NULL,
     content         text        NOT NULL DEFAULT '',
     error           text        NOT NULL DEFAULT '',
-    metadata        jsonb       NOT NULL DEFAULT '{}',
+    -- json, not jsonb: it keeps metadata exactly as given, "\u0000" included.
+    metadata        json        NOT NULL DEFAULT '{}',
     -- The execution that owns the row. Every write of a worker is fenced by
     -- it, so a zombie from an earlier attempt cannot touch a run that moved on.
     attempt         integer     NOT NULL DEFAULT 0,
