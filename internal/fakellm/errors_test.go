@@ -155,8 +155,8 @@ func TestClientGone(t *testing.T) {
 			if r, _ := s.Request(1); r.ClientGone || !r.DoneAt.IsZero() {
 				t.Fatalf("in-flight request = %+v", r)
 			}
+			cancelAt := time.Now() // before cancel: the server may notice at once
 			cancel()
-			cancelAt := time.Now()
 			r, err := s.WaitClientGone(timeout(t, 5*time.Second), 1)
 			if err != nil {
 				t.Fatalf("WaitClientGone: %v", err)
