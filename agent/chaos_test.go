@@ -86,7 +86,8 @@ func TestChaosInvariants(t *testing.T) {
 			victim := procs[i]
 			procs = append(procs[:i], procs[i+1:]...)
 			procMu.Unlock()
-			if rand.IntN(3) == 0 {
+			// Two kills for every graceful stop, kills first.
+			if (kills.Load()+terms.Load())%3 == 2 {
 				victim.terminate()
 				terms.Add(1)
 			} else {

@@ -37,6 +37,13 @@ type WorkerConfig struct {
 	// Default 1s.
 	RetryBaseDelay time.Duration
 
+	// FetchCooldown and FetchPollInterval tune River's fetching (see
+	// river.Config): the shortest time between two fetches of new runs,
+	// and the longest wait for one when no notification arrives. River's
+	// defaults (100ms and 1s) when zero.
+	FetchCooldown     time.Duration
+	FetchPollInterval time.Duration
+
 	// FlushInterval and FlushBytes batch streamed content into the row:
 	// whichever comes first after the first unflushed delta. Defaults 100ms
 	// and 4 KiB.
@@ -146,9 +153,11 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 		Logger: cfg.Logger,
 		// kern counts a run's attempts itself; River's attempts only cover
 		// a Work that could not reach Postgres.
-		MaxAttempts: max(cfg.MaxAttempts, 5),
-		Queues:      map[string]river.QueueConfig{db.QueueName: {MaxWorkers: cfg.MaxConcurrentRuns}},
-		Workers:     workers,
+		MaxAttempts:       max(cfg.MaxAttempts, 5),
+		Queues:            map[string]river.QueueConfig{db.QueueName: {MaxWorkers: cfg.MaxConcurrentRuns}},
+		Workers:           workers,
+		FetchCooldown:     cfg.FetchCooldown,
+		FetchPollInterval: cfg.FetchPollInterval,
 		// A run's own timeout is enforced by the executor, which can then
 		// say in the run's Error that it timed out; River must not cut first.
 		JobTimeout: -1,

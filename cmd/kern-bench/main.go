@@ -32,6 +32,8 @@ func main() {
 	flag.IntVar(&cfg.Submitters, "submitters", 8, "concurrent submitters")
 	flag.IntVar(&cfg.Concurrency, "concurrency", 50, "worker MaxConcurrentRuns")
 	flag.IntVar(&cfg.Samples, "samples", 500, "samples per latency figure")
+	flag.DurationVar(&cfg.FetchCooldown, "fetch-cooldown", 0, "River FetchCooldown for kern and the floor (0: River's 100ms)")
+	flag.DurationVar(&cfg.FetchPollInterval, "fetch-poll", 0, "River FetchPollInterval (0: River's 1s)")
 	flag.IntVar(&cfg.RecoveryRounds, "recovery-rounds", 0, "worker processes to SIGKILL for the recovery figure (10 runs each, ~35s each)")
 	workerName := flag.String("worker", "", "internal: run as a worker process with this name")
 	workerDB := flag.String("worker-db", "", "internal: the worker process's database URL")

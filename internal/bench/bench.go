@@ -29,6 +29,10 @@ type Config struct {
 	// RecoveryRounds > 0 measures recovery after SIGKILL: each round kills
 	// a worker process holding several runs. It needs Env.SpawnWorker.
 	RecoveryRounds int
+	// FetchCooldown and FetchPollInterval are River's, for kern's worker
+	// and the floor alike (0: River's defaults).
+	FetchCooldown     time.Duration
+	FetchPollInterval time.Duration
 	// heartbeat overrides WorkerConfig.HeartbeatInterval (0: default).
 	heartbeat time.Duration
 }
@@ -71,7 +75,13 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 }
 
 func newWorker(ctx context.Context, d *db.DB, env Env, cfg Config, a *agent.Agent) (func(), error) {
-	w, err := agent.NewWorker(d, agent.WorkerConfig{MaxConcurrentRuns: cfg.Concurrency, HeartbeatInterval: cfg.heartbeat, Logger: cfg.Logger}, a)
+	w, err := agent.NewWorker(d, agent.WorkerConfig{
+		MaxConcurrentRuns: cfg.Concurrency,
+		HeartbeatInterval: cfg.heartbeat,
+		FetchCooldown:     cfg.FetchCooldown,
+		FetchPollInterval: cfg.FetchPollInterval,
+		Logger:            cfg.Logger,
+	}, a)
 	if err != nil {
 		return nil, err
 	}
@@ -115,10 +125,14 @@ func endToEnd(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Result{{
+	floorRate, err := floor(ctx, env, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return append([]Result{{
 		"end-to-end runs/s", fmt.Sprintf("%.0f", rate),
 		fmt.Sprintf("%d runs, %d submitters, %d concurrent runs, zero-latency fake model over HTTP", cfg.Runs, cfg.Submitters, cfg.Concurrency),
-	}}, nil
+	}}, floorResults(rate, floorRate)...), nil
 }
 
 // throughput submits cfg.Runs background runs answered with reply and
