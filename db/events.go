@@ -39,9 +39,14 @@ func (d *DB) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2
 		}
 		sub := d.SubscribeEvents(runID)
 		defer sub.Close()
-		for {
+		for failures := 0; ; {
 			sub.SetPosition(afterSeq)
 			events, err := d.readEvents(ctx, runID, afterSeq)
+			if transient(err) && pause(ctx, failures) {
+				failures++ // Postgres is briefly away: ride it out
+				continue
+			}
+			failures = 0
 			if err != nil {
 				yield(run.Event{}, err)
 				return
@@ -60,6 +65,10 @@ func (d *DB) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2
 			}
 			if len(events) == 0 {
 				more, err := d.moreEventsCanCome(ctx, runID, afterSeq)
+				if transient(err) && pause(ctx, failures) {
+					failures++
+					continue
+				}
 				if err != nil {
 					yield(run.Event{}, err)
 					return

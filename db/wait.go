@@ -10,15 +10,22 @@ import (
 // WaitRun blocks until the run is terminal and returns it, or until ctx
 // ends. It sleeps on the DB's shared LISTEN connection (no polling loop, no
 // connection per waiter); a re-check at most a second apart covers a lost
-// notification. An unknown id yields run.ErrNotFound at once.
+// notification. An unknown id yields run.ErrNotFound at once. While
+// Postgres is briefly away (a restart, a dropped connection) it keeps
+// waiting, until ctx ends.
 func (d *DB) WaitRun(ctx context.Context, runID string) (*run.Output, error) {
 	sub := d.SubscribeDone(runID)
 	defer sub.Close()
-	for {
+	for failures := 0; ; {
 		out, err := d.GetRun(ctx, runID)
+		if transient(err) && pause(ctx, failures) {
+			failures++
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
+		failures = 0
 		if out.Status.Terminal() {
 			return out, nil
 		}
