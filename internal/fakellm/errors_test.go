@@ -161,10 +161,13 @@ func TestClientGone(t *testing.T) {
 			if err != nil {
 				t.Fatalf("WaitClientGone: %v", err)
 			}
-			if lag := time.Since(cancelAt); lag > 500*time.Millisecond {
+			// Generous bounds: this checks the disconnect is noticed while
+			// waiting (not after the hour-long wait), on a loaded CI machine.
+			const prompt = 3 * time.Second
+			if lag := time.Since(cancelAt); lag > prompt {
 				t.Errorf("WaitClientGone returned %v after the cancel", lag)
 			}
-			if !r.ClientGone || r.Completed || r.ClientGoneAt.Before(cancelAt) || r.ClientGoneAt.Sub(cancelAt) > 500*time.Millisecond {
+			if !r.ClientGone || r.Completed || r.ClientGoneAt.Before(cancelAt) || r.ClientGoneAt.Sub(cancelAt) > prompt {
 				t.Errorf("request = %+v (cancel at %v)", r, cancelAt)
 			}
 			if err := <-errc; !errors.Is(err, context.Canceled) {
