@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -35,6 +36,8 @@ func main() {
 	flag.DurationVar(&cfg.FetchCooldown, "fetch-cooldown", 0, "River FetchCooldown for kern and the floor (0: River's 100ms)")
 	flag.DurationVar(&cfg.FetchPollInterval, "fetch-poll", 0, "River FetchPollInterval (0: River's 1s)")
 	flag.IntVar(&cfg.RecoveryRounds, "recovery-rounds", 0, "worker processes to SIGKILL for the recovery figure (10 runs each, ~35s each)")
+	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,recovery")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	workerName := flag.String("worker", "", "internal: run as a worker process with this name")
 	workerDB := flag.String("worker-db", "", "internal: the worker process's database URL")
 	workerModel := flag.String("worker-model", "", "internal: the worker process's model base URL")
@@ -46,8 +49,23 @@ func main() {
 		}
 		return
 	}
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kern-bench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if err := run(context.Background(), cfg); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "kern-bench:", err)
 		os.Exit(1)
 	}

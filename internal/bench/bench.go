@@ -29,6 +29,9 @@ type Config struct {
 	// RecoveryRounds > 0 measures recovery after SIGKILL: each round kills
 	// a worker process holding several runs. It needs Env.SpawnWorker.
 	RecoveryRounds int
+	// Only limits the figures to these groups: submit, e2e, heartbeat,
+	// cancel, wait, events, recovery. Empty: all.
+	Only []string
 	// FetchCooldown and FetchPollInterval are River's, for kern's worker
 	// and the floor alike (0: River's defaults).
 	FetchCooldown     time.Duration
@@ -62,10 +65,17 @@ type Env struct {
 // Run measures every figure and returns them in print order.
 func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	var out []Result
-	for _, f := range []func(context.Context, Env, Config) ([]Result, error){
-		submitLatency, endToEnd, heartbeatCost, cancelLatency, waitWakeup, eventLag, recovery,
+	for _, g := range []struct {
+		name string
+		run  func(context.Context, Env, Config) ([]Result, error)
+	}{
+		{"submit", submitLatency}, {"e2e", endToEnd}, {"heartbeat", heartbeatCost}, {"cancel", cancelLatency},
+		{"wait", waitWakeup}, {"events", eventLag}, {"recovery", recovery},
 	} {
-		res, err := f(ctx, env, cfg)
+		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
+			continue
+		}
+		res, err := g.run(ctx, env, cfg)
 		if err != nil {
 			return out, err
 		}
