@@ -161,6 +161,23 @@ func throughput(ctx context.Context, env Env, cfg Config, reply fakellm.Reply) (
 	}
 	defer stop()
 
+	return drive(ctx, cfg, func() error {
+		_, err := a.Run(ctx, "What is the capital of France?", agent.Background(true))
+		return err
+	}, func() (int, error) {
+		var finished, completed int
+		err := d.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE status IN ('completed','error','cancelled')),
+			count(*) FILTER (WHERE status = 'completed') FROM kern_run`).Scan(&finished, &completed)
+		if err == nil && finished == cfg.Runs && completed != cfg.Runs {
+			err = fmt.Errorf("throughput: %d of %d runs completed", completed, cfg.Runs)
+		}
+		return finished, err
+	})
+}
+
+// drive calls submit cfg.Runs times from cfg.Submitters goroutines, then
+// polls finished until all runs are done, and returns runs/s over the whole.
+func drive(ctx context.Context, cfg Config, submit func() error, finished func() (int, error)) (float64, error) {
 	start := time.Now()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -168,7 +185,7 @@ func throughput(ctx context.Context, env Env, cfg Config, reply fakellm.Reply) (
 	for range cfg.Submitters {
 		wg.Go(func() {
 			for next.Add(1) <= int64(cfg.Runs) {
-				if _, err := a.Run(ctx, "What is the capital of France?", agent.Background(true)); err != nil {
+				if err := submit(); err != nil {
 					errs <- err
 					return
 				}
@@ -181,16 +198,11 @@ func throughput(ctx context.Context, env Env, cfg Config, reply fakellm.Reply) (
 		return 0, err
 	}
 	for {
-		var finished, completed int
-		err := d.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE status IN ('completed','error','cancelled')),
-			count(*) FILTER (WHERE status = 'completed') FROM kern_run`).Scan(&finished, &completed)
+		n, err := finished()
 		if err != nil {
 			return 0, err
 		}
-		if finished == cfg.Runs {
-			if completed != cfg.Runs {
-				return 0, fmt.Errorf("throughput: %d of %d runs completed", completed, cfg.Runs)
-			}
+		if n == cfg.Runs {
 			return float64(cfg.Runs) / time.Since(start).Seconds(), nil
 		}
 		if err := sleep(ctx, 5*time.Millisecond); err != nil {

@@ -3,8 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -72,46 +70,21 @@ func floor(ctx context.Context, env Env, cfg Config) (float64, error) {
 		_ = client.Stop(stopCtx)
 	}()
 
-	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, cfg.Submitters)
-	for range cfg.Submitters {
-		wg.Go(func() {
-			for next.Add(1) <= int64(cfg.Runs) {
-				err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-					var id int64
-					if err := tx.QueryRow(ctx, `INSERT INTO bench_floor (status, input) VALUES ('pending', $1) RETURNING id`,
-						"What is the capital of France?").Scan(&id); err != nil {
-						return err
-					}
-					_, err := client.InsertTx(ctx, tx, floorArgs{RowID: id}, &river.InsertOpts{Queue: "floor"})
-					return err
-				})
-				if err != nil {
-					errs <- err
-					return
-				}
+	return drive(ctx, cfg, func() error {
+		return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			var id int64
+			if err := tx.QueryRow(ctx, `INSERT INTO bench_floor (status, input) VALUES ('pending', $1) RETURNING id`,
+				"What is the capital of France?").Scan(&id); err != nil {
+				return err
 			}
+			_, err := client.InsertTx(ctx, tx, floorArgs{RowID: id}, &river.InsertOpts{Queue: "floor"})
+			return err
 		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return 0, err
-	}
-	for {
+	}, func() (int, error) {
 		var n int
-		if err := pool.QueryRow(ctx, `SELECT count(*) FROM bench_floor WHERE status = 'completed'`).Scan(&n); err != nil {
-			return 0, err
-		}
-		if n == cfg.Runs {
-			return float64(cfg.Runs) / time.Since(start).Seconds(), nil
-		}
-		if err := sleep(ctx, 5*time.Millisecond); err != nil {
-			return 0, err
-		}
-	}
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM bench_floor WHERE status = 'completed'`).Scan(&n)
+		return n, err
+	})
 }
 
 // floorResults formats kern's throughput against the floor's.
