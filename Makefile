@@ -19,9 +19,12 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
-## bench: the Go benchmarks (figures in README.md).
+## bench: kern's figures side by side with the River floor, on a throwaway
+## Postgres (see BENCHMARKS.md). BENCH_FLAGS="-runs 500 -samples 50" for a
+## quick one; "-recovery-rounds 2" adds recovery after SIGKILL (~75s).
+BENCH_FLAGS ?= -runs 5000 -samples 300
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2000x ./agent/
+	$(GO) run ./cmd/kern-bench $(BENCH_FLAGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

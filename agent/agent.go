@@ -107,7 +107,7 @@ func (a *Agent) executeForeground(ctx context.Context, runID string) error {
 		select {
 		case <-time.After(retry.delay):
 		case <-done.C(): // cancelled while waiting: the next start finds out
-		case <-ctx.Done(): // the next start ends it cancelled
+		case <-ctx.Done():
 		}
 		done.Close()
 		if ctx.Err() != nil {
