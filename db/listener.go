@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,14 +15,20 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Notification channels. Payloads carry a run id only; readers read rows.
+// Notification channels. Payloads carry a run id; readers read rows.
 const (
-	channelRunDone = "kern_run_done" // a run reached a terminal status
-	channelCancel  = "kern_cancel"   // a cancel request was recorded
-	channelEvent   = "kern_event"    // a run has new events
+	channelCancel = "kern_cancel" // a cancel request was recorded
+	// channelEvent: a run has new events; with doneSuffix, one of them is
+	// terminal (see migrations/002_events.sql).
+	channelEvent = "kern_event"
+	doneSuffix   = "\x1fdone"
 )
 
-var channels = []string{channelRunDone, channelCancel, channelEvent}
+// channelRunDone is a topic only: waiters for a terminal status are woken
+// by the terminal event's notification.
+const channelRunDone = "kern_run_done"
+
+var channels = []string{channelCancel, channelEvent}
 
 // ListenerApplicationName names the listener's connection in
 // pg_stat_activity, so operators (and tests) can tell it apart.
@@ -150,6 +157,17 @@ func (l *listener) close() {
 	}
 }
 
+// dispatch wakes the subscribers a notification concerns.
+func (l *listener) dispatch(channel, payload string) {
+	if channel == channelEvent {
+		if runID, done := strings.CutSuffix(payload, doneSuffix); done {
+			l.notify(topic{channelRunDone, runID})
+			payload = runID
+		}
+	}
+	l.notify(topic{channel, payload})
+}
+
 // notify wakes the subscribers of one topic.
 func (l *listener) notify(t topic) {
 	l.mu.Lock()
@@ -249,7 +267,7 @@ func (l *listener) listen(ctx context.Context) error {
 				}
 				return err
 			}
-			l.notify(topic{n.Channel, n.Payload})
+			l.dispatch(n.Channel, n.Payload)
 		}
 	}
 }

@@ -20,7 +20,7 @@ func TestListenerRecheckCoversLostNotifications(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Silence both triggers: from here on nothing is notified.
-	if _, err := d.Pool().Exec(ctx, `ALTER TABLE kern_run DISABLE TRIGGER kern_run_done;
+	if _, err := d.Pool().Exec(ctx, `ALTER TABLE kern_run_event DISABLE TRIGGER kern_run_events_inserted;
 		ALTER TABLE kern_run_cancel DISABLE TRIGGER kern_run_cancel_requested`); err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,11 @@ func TestThousandWaitersShareOneListener(t *testing.T) {
 		t.Fatalf("%d waiters returned before their runs finished", woke.Load())
 	}
 
-	if _, err := d.Pool().Exec(ctx, `UPDATE kern_run SET status = 'completed' WHERE id LIKE 'w%'`); err != nil {
+	// Finish all of them in one statement, as FinishRun does one: status and
+	// terminal event together.
+	if _, err := d.Pool().Exec(ctx, `WITH f AS (
+			UPDATE kern_run SET status = 'completed', event_seq = event_seq + 1 WHERE id LIKE 'w%' RETURNING id, event_seq)
+		INSERT INTO kern_run_event (run_id, seq, type) SELECT id, event_seq, 'run.completed' FROM f`); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()

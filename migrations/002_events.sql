@@ -13,21 +13,33 @@ CREATE TABLE kern_run_event (
     PRIMARY KEY (run_id, seq)
 );
 
--- Followers are woken per run; the payload is the run id, they read rows.
-CREATE FUNCTION kern_notify_event() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Followers and waiters are woken by one notification per run per
+-- statement (not per event row): the payload is the run id, followed by
+-- U+001F and "done" when the statement wrote the run's terminal event —
+-- which every terminal transition does, whatever its code path. Readers
+-- read rows.
+CREATE FUNCTION kern_notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    r record;
 BEGIN
-    PERFORM pg_notify('kern_event', NEW.run_id);
+    FOR r IN
+        SELECT run_id, bool_or(type IN ('run.completed', 'run.error', 'run.cancelled')) AS done
+        FROM new_events GROUP BY run_id
+    LOOP
+        PERFORM pg_notify('kern_event', r.run_id || CASE WHEN r.done THEN E'\x1fdone' ELSE '' END);
+    END LOOP;
     RETURN NULL;
 END;
 $$;
 
-CREATE TRIGGER kern_run_event_inserted
+CREATE TRIGGER kern_run_events_inserted
     AFTER INSERT ON kern_run_event
-    FOR EACH ROW
-    EXECUTE FUNCTION kern_notify_event();
+    REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION kern_notify_events();
 
 ---- create above / drop below ----
 
 DROP TABLE kern_run_event;
-DROP FUNCTION kern_notify_event();
+DROP FUNCTION kern_notify_events();
 ALTER TABLE kern_run DROP COLUMN event_seq;
