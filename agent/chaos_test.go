@@ -18,7 +18,7 @@ import (
 // chaosAnswer is the whole answer the model gives to prompt.
 func chaosAnswer(prompt string) string { return "Answer to " + prompt + ": " + fakellm.LoremWords(10) }
 
-// TestChaosInvariants submits hundreds of runs to three worker processes
+// TestChaosInvariants submits 1,200 runs to three worker processes
 // while they are killed (SIGKILL) or stopped (SIGTERM) and replaced, the
 // model fails in every scripted way, and a third of the runs are cancelled
 // at random moments. After quiescence it checks kern's promises for every
@@ -27,7 +27,7 @@ func chaosAnswer(prompt string) string { return "Answer to " + prompt + ": " + f
 // adds up to its content; and no terminal status was ever seen to change.
 func TestChaosInvariants(t *testing.T) {
 	t.Parallel()
-	runs := 400
+	runs := 1200
 	if testing.Short() {
 		runs = 150
 	}
