@@ -63,6 +63,8 @@ OpenAI-compatible endpoint: OpenAI, Ollama, vLLM, cmd/fakellm).`,
 	cmd.Flags().StringVar(&instructions, "instructions", "", "system instructions")
 	cmd.Flags().IntVar(&cfg.MaxConcurrentRuns, "concurrency", 5, "runs executed at once")
 	cmd.Flags().DurationVar(&cfg.DefaultTimeout, "timeout", 5*time.Minute, "default run timeout")
+	cmd.Flags().IntVar(&cfg.MaxAttempts, "max-attempts", 3, "executions of a run (retries and rescues each use one)")
+	cmd.Flags().DurationVar(&cfg.RescueAfter, "rescue-after", 30*time.Second, "heartbeat age after which another worker takes a run over")
 	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "grace period for running runs on SIGTERM")
 	return cmd
 }
