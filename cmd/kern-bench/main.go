@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -41,9 +42,13 @@ func main() {
 	workerName := flag.String("worker", "", "internal: run as a worker process with this name")
 	workerDB := flag.String("worker-db", "", "internal: the worker process's database URL")
 	workerModel := flag.String("worker-model", "", "internal: the worker process's model base URL")
+	workerConcurrency := flag.Int("worker-concurrency", 20, "internal: the worker process's MaxConcurrentRuns")
+	flag.IntVar(&cfg.InFlight, "inflight", 1000, "streaming runs in flight in one worker process for the memory figure (0: skip)")
+	flag.IntVar(&cfg.RSSRuns, "rss-runs", 20000, "runs one worker process works for the RSS growth figure (0: skip)")
+	flag.IntVar(&cfg.ScaleRows, "scale-rows", 1000000, "finished runs in the table for the GetRun figure (0: skip)")
 	flag.Parse()
 	if *workerName != "" {
-		if err := runWorker(*workerName, *workerDB, *workerModel); err != nil {
+		if err := runWorker(*workerName, *workerDB, *workerModel, *workerConcurrency); err != nil {
 			fmt.Fprintln(os.Stderr, "kern-bench worker:", err)
 			os.Exit(1)
 		}
@@ -87,10 +92,12 @@ func run(ctx context.Context, cfg bench.Config) error {
 	defer stop()
 
 	env := bench.Env{
-		Fake:        fake,
-		Model:       agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", base), ID: "fake-model"},
-		ModelURL:    base,
-		SpawnWorker: func(name, dbURL string) (func(), error) { return spawnWorker(name, dbURL, base) },
+		Fake:     fake,
+		Model:    agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", base), ID: "fake-model"},
+		ModelURL: base,
+		SpawnWorker: func(name, dbURL string, concurrency int) (*bench.WorkerProcess, error) {
+			return spawnWorker(name, dbURL, base, concurrency)
+		},
 		DatabaseURL: func(d *db.DB) string { return d.Pool().Config().ConnString() },
 		NewDB: func(ctx context.Context) (*db.DB, func(), error) {
 			url, err := srv.CreateDatabase(ctx, "kern_bench")
@@ -124,8 +131,9 @@ func run(ctx context.Context, cfg bench.Config) error {
 
 // spawnWorker starts this binary as a worker process and waits until it
 // works; the returned func kills it with SIGKILL.
-func spawnWorker(name, dbURL, modelURL string) (func(), error) {
-	cmd := exec.Command(os.Args[0], "-worker", name, "-worker-db", dbURL, "-worker-model", modelURL)
+func spawnWorker(name, dbURL, modelURL string, concurrency int) (*bench.WorkerProcess, error) {
+	cmd := exec.Command(os.Args[0], "-worker", name, "-worker-db", dbURL, "-worker-model", modelURL,
+		"-worker-concurrency", strconv.Itoa(concurrency))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -140,12 +148,12 @@ func spawnWorker(name, dbURL, modelURL string) (func(), error) {
 		_ = cmd.Wait()
 		return nil, fmt.Errorf("worker process %s did not start: %q %v", name, line, err)
 	}
-	return func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, nil
+	return &bench.WorkerProcess{PID: cmd.Process.Pid, Kill: func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }}, nil
 }
 
 // runWorker is the worker process: default WorkerConfig, one agent
 // "bench" whose model id is the process's name, until killed.
-func runWorker(name, dbURL, modelURL string) error {
+func runWorker(name, dbURL, modelURL string, concurrency int) error {
 	ctx := context.Background()
 	d, err := db.Open(ctx, dbURL)
 	if err != nil {
@@ -154,7 +162,7 @@ func runWorker(name, dbURL, modelURL string) error {
 	defer d.Close()
 	a := &agent.Agent{Name: "bench", Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", modelURL), ID: name}, DB: d}
 	w, err := agent.NewWorker(d, agent.WorkerConfig{
-		MaxConcurrentRuns: 20,
+		MaxConcurrentRuns: concurrency,
 		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	}, a)
 	if err != nil {

@@ -30,8 +30,16 @@ type Config struct {
 	// a worker process holding several runs. It needs Env.SpawnWorker.
 	RecoveryRounds int
 	// Only limits the figures to these groups: submit, e2e, heartbeat,
-	// cancel, wait, events, recovery. Empty: all.
+	// cancel, wait, events, recovery, memory, scale. Empty: all.
 	Only []string
+	// InFlight is how many streaming runs one worker process holds for the
+	// memory figure, RSSRuns how many runs it works for the growth figure
+	// (0 skips the memory figures; they need Env.SpawnWorker).
+	InFlight int
+	RSSRuns  int
+	// ScaleRows is how many finished runs the table holds for the GetRun
+	// figure (0 skips it).
+	ScaleRows int
 	// FetchCooldown and FetchPollInterval are River's, for kern's worker
 	// and the floor alike (0: River's defaults).
 	FetchCooldown     time.Duration
@@ -47,6 +55,12 @@ type Result struct {
 	Note  string
 }
 
+// WorkerProcess is a worker started by Env.SpawnWorker.
+type WorkerProcess struct {
+	PID  int
+	Kill func() // SIGKILL, and wait for it
+}
+
 // Env is what the benchmark runs against: a migrated database per figure
 // comes from NewDB, the model server is shared.
 type Env struct {
@@ -55,9 +69,9 @@ type Env struct {
 	Model agent.Model
 	// ModelURL is the fake model's base URL, for worker processes.
 	ModelURL string
-	// SpawnWorker starts a worker process (default WorkerConfig, one agent
-	// "bench" whose model id is name) on dbURL; kill ends it with SIGKILL.
-	SpawnWorker func(name, dbURL string) (kill func(), err error)
+	// SpawnWorker starts a worker process (default WorkerConfig but for
+	// MaxConcurrentRuns, one agent "bench" whose model id is name) on dbURL.
+	SpawnWorker func(name, dbURL string, concurrency int) (*WorkerProcess, error)
 	// DatabaseURL returns the URL of a DB made by NewDB.
 	DatabaseURL func(d *db.DB) string
 }
@@ -70,7 +84,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		run  func(context.Context, Env, Config) ([]Result, error)
 	}{
 		{"submit", submitLatency}, {"e2e", endToEnd}, {"heartbeat", heartbeatCost}, {"cancel", cancelLatency},
-		{"wait", waitWakeup}, {"events", eventLag}, {"recovery", recovery},
+		{"wait", waitWakeup}, {"events", eventLag}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue

@@ -40,10 +40,11 @@ func recovery(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	var samples []time.Duration
 	var lost, doubled int
 	for round := range cfg.RecoveryRounds {
-		killVictim, err := env.SpawnWorker(fmt.Sprintf("victim-%d", round), url)
+		victim, err := env.SpawnWorker(fmt.Sprintf("victim-%d", round), url, 20)
 		if err != nil {
 			return nil, err
 		}
+		killVictim := victim.Kill
 		before := env.Fake.Count()
 		ids := make([]string, recoveryRunsPerRound)
 		for i := range ids {
@@ -58,11 +59,12 @@ func recovery(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 			killVictim()
 			return nil, err
 		}
-		killSurvivor, err := env.SpawnWorker(fmt.Sprintf("survivor-%d", round), url)
+		survivor, err := env.SpawnWorker(fmt.Sprintf("survivor-%d", round), url, 20)
 		if err != nil {
 			killVictim()
 			return nil, err
 		}
+		killSurvivor := survivor.Kill
 		killVictim()
 		killed := time.Now()
 		for _, id := range ids {

@@ -1,0 +1,180 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/fakellm"
+	"github.com/kern-go/kern/run"
+)
+
+// memory: the RSS of a worker process (a separate process, so the figure is
+// the worker's alone) holding InFlight slow-streaming runs at once; and its
+// RSS after 1,000 runs against after RSSRuns runs, which must not grow.
+func memory(ctx context.Context, env Env, cfg Config) ([]Result, error) {
+	if env.SpawnWorker == nil || (cfg.InFlight == 0 && cfg.RSSRuns == 0) {
+		return nil, nil
+	}
+	var out []Result
+	if cfg.InFlight > 0 {
+		rss, err := inFlightRSS(ctx, env, cfg)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Result{"worker RSS, runs in flight", mib(rss),
+			fmt.Sprintf("%d runs streaming at once (slow drip) in one worker process; target < 300 MB", cfg.InFlight)})
+	}
+	if cfg.RSSRuns > 1000 {
+		early, late, err := rssGrowth(ctx, env, cfg)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out,
+			Result{"worker RSS after 1k runs", mib(early), "zero-latency runs, 50 at a time"},
+			Result{fmt.Sprintf("worker RSS after %dk runs", cfg.RSSRuns/1000), mib(late),
+				fmt.Sprintf("%+.0f%% (target within 20%%)", 100*(float64(late)/float64(early)-1))})
+	}
+	return out, nil
+}
+
+func inFlightRSS(ctx context.Context, env Env, cfg Config) (int64, error) {
+	d, done, err := env.NewDB(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	env.Fake.Script(func(fakellm.Request) fakellm.Reply {
+		return fakellm.Reply{Content: fakellm.LoremWords(600), Drip: 50 * time.Millisecond} // ~30 s each
+	})
+	w, err := env.SpawnWorker("inflight", env.DatabaseURL(d), cfg.InFlight)
+	if err != nil {
+		return 0, err
+	}
+	defer w.Kill()
+	a := &agent.Agent{Name: "bench", Model: env.Model, DB: d}
+	before := env.Fake.Count()
+	for range cfg.InFlight {
+		if _, err := a.Run(ctx, "stream slowly", agent.Background(true)); err != nil {
+			return 0, err
+		}
+	}
+	if err := env.Fake.WaitRequests(ctx, before+cfg.InFlight); err != nil {
+		return 0, err
+	}
+	if err := sleep(ctx, 3*time.Second); err != nil { // a few flushes into every run
+		return 0, err
+	}
+	return rssOf(w.PID)
+}
+
+func rssGrowth(ctx context.Context, env Env, cfg Config) (early, late int64, err error) {
+	d, done, err := env.NewDB(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer done()
+	env.Fake.Script(func(fakellm.Request) fakellm.Reply { return fakellm.Reply{Content: "The capital of France is Paris."} })
+	w, err := env.SpawnWorker("growth", env.DatabaseURL(d), 50)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer w.Kill()
+	a := &agent.Agent{Name: "bench", Model: env.Model, DB: d}
+	// work runs n more runs; done counts them from the table, less those
+	// finished before.
+	work := func(n, before int) error {
+		c := cfg
+		c.Runs = n
+		_, err := drive(ctx, c, func() error {
+			_, err := a.Run(ctx, "q", agent.Background(true))
+			return err
+		}, func() (int, error) {
+			finished, err := countFinished(ctx, d)
+			return finished - before, err
+		})
+		return err
+	}
+	if err := work(1000, 0); err != nil {
+		return 0, 0, err
+	}
+	if early, err = rssOf(w.PID); err != nil {
+		return 0, 0, err
+	}
+	if err := work(cfg.RSSRuns-1000, 1000); err != nil {
+		return 0, 0, err
+	}
+	late, err = rssOf(w.PID)
+	return early, late, err
+}
+
+func countFinished(ctx context.Context, d *db.DB) (int, error) {
+	var n int
+	err := d.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_run WHERE status IN ('completed', 'error', 'cancelled')`).Scan(&n)
+	return n, err
+}
+
+// rssOf reads a process's resident set size from /proc (Linux).
+func rssOf(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("rss of %d: %w", pid, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("rss of %d: no VmRSS", pid)
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+// scale: GetRun p99 with ScaleRows finished runs in the table.
+func scale(ctx context.Context, env Env, cfg Config) ([]Result, error) {
+	if cfg.ScaleRows == 0 {
+		return nil, nil
+	}
+	d, done, err := env.NewDB(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	start := time.Now()
+	if _, err := d.Pool().Exec(ctx, `INSERT INTO kern_run (id, agent_name, input, status, content, attempt, started_at, finished_at)
+		SELECT 'scale-' || i, 'bench', 'What is the capital of France?', 'completed',
+			'The capital of France is Paris.', 1, now(), now()
+		FROM generate_series(1, $1) i`, cfg.ScaleRows); err != nil {
+		return nil, err
+	}
+	if _, err := d.Pool().Exec(ctx, `ANALYZE kern_run`); err != nil {
+		return nil, err
+	}
+	fill := time.Since(start)
+	lat := make([]time.Duration, 0, cfg.Samples)
+	for i := range cfg.Samples {
+		id := fmt.Sprintf("scale-%d", 1+(i*7919)%cfg.ScaleRows)
+		t0 := time.Now()
+		out, err := d.GetRun(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if out.Status != run.StatusCompleted {
+			return nil, fmt.Errorf("scale: %s is %s", id, out.Status)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	return []Result{
+		{"GetRun p50", ms(pct(lat, 50)), fmt.Sprintf("%d finished runs in the table (filled in %v)", cfg.ScaleRows, fill.Round(time.Second))},
+		{"GetRun p99", ms(pct(lat, 99)), "target ≤ 5 ms"},
+	}, nil
+}
