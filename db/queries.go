@@ -221,3 +221,29 @@ LIMIT $3`
 // sqlEventPosition tells a follower that found no new events whether more
 // can come: the run's status and its last event's seq.
 const sqlEventPosition = `SELECT status, event_seq FROM kern_run WHERE id = $1`
+
+// sqlListRuns pages runs newest first, by the keyset (created_at, id) of
+// the last row of the previous page ($5, $6); kern_run_created_idx serves it.
+const sqlListRuns = `
+SELECT ` + runColumns + ` FROM kern_run
+WHERE ($1::text[] IS NULL OR status = ANY($1))
+  AND ($2 = '' OR agent_name = $2)
+  AND ($3 = '' OR session_id = $3)
+  AND ($4 = '' OR name = $4)
+  AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::text))
+ORDER BY created_at DESC, id DESC
+LIMIT $7`
+
+// sqlDeleteRuns deletes finished runs ($1: terminal statuses only) that
+// finished at least $2 seconds ago, with their events and cancel requests.
+const sqlDeleteRuns = `
+WITH deleted AS (
+	DELETE FROM kern_run
+	WHERE status = ANY($1) AND finished_at <= now() - make_interval(secs => $2)
+	RETURNING id
+), events AS (
+	DELETE FROM kern_run_event e USING deleted d WHERE e.run_id = d.id
+), requests AS (
+	DELETE FROM kern_run_cancel c USING deleted d WHERE c.run_id = d.id
+)
+SELECT count(*) FROM deleted`

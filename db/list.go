@@ -1,0 +1,122 @@
+package db
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/kern-go/kern/run"
+)
+
+// List limits.
+const (
+	defaultListLimit = 50
+	maxListLimit     = 1000
+)
+
+// ListRuns returns runs newest first, filtered by p, one page at a time:
+// pass ListResult.NextCursor back as p.Cursor for the next page (empty on
+// the last). Pages are stable under inserts: a keyset, not an offset.
+func (d *DB) ListRuns(ctx context.Context, p run.ListParams) (*run.ListResult, error) {
+	limit := p.Limit
+	switch {
+	case limit == 0:
+		limit = defaultListLimit
+	case limit < 0 || limit > maxListLimit:
+		return nil, fmt.Errorf("%w: limit %d is not in 1..%d", run.ErrInvalidArgument, limit, maxListLimit)
+	}
+	statuses, err := statusStrings(p.Statuses, false)
+	if err != nil {
+		return nil, err
+	}
+	var afterAt *time.Time
+	var afterID string
+	if p.Cursor != "" {
+		at, id, err := decodeCursor(p.Cursor)
+		if err != nil {
+			return nil, err
+		}
+		afterAt, afterID = &at, id
+	}
+	rows, err := d.pool.Query(ctx, sqlListRuns, statuses, p.AgentName, p.SessionID, p.Name, afterAt, afterID, limit+1)
+	if err != nil {
+		return nil, fmt.Errorf("kern: list runs: %w", err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByPos[runRow])
+	if err != nil {
+		return nil, fmt.Errorf("kern: list runs: %w", err)
+	}
+	res := &run.ListResult{Runs: make([]*run.Output, 0, min(len(got), limit))}
+	for i, r := range got {
+		if i == limit {
+			last := got[limit-1]
+			res.NextCursor = encodeCursor(last.CreatedAt, last.ID)
+			break
+		}
+		res.Runs = append(res.Runs, r.output())
+	}
+	return res, nil
+}
+
+// DeleteRuns deletes finished runs — only terminal ones, ever — whose
+// status is in p.Statuses (all terminal statuses when empty) and that
+// finished at least p.OlderThan ago, with their events and cancel requests.
+// It returns how many runs it deleted.
+func (d *DB) DeleteRuns(ctx context.Context, p run.DeleteParams) (int, error) {
+	if p.OlderThan < 0 {
+		return 0, fmt.Errorf("%w: OlderThan %v is negative", run.ErrInvalidArgument, p.OlderThan)
+	}
+	statuses, err := statusStrings(p.Statuses, true)
+	if err != nil {
+		return 0, err
+	}
+	if statuses == nil {
+		statuses = []string{string(run.StatusCompleted), string(run.StatusError), string(run.StatusCancelled)}
+	}
+	var n int
+	if err := d.pool.QueryRow(ctx, sqlDeleteRuns, statuses, p.OlderThan.Seconds()).Scan(&n); err != nil {
+		return 0, fmt.Errorf("kern: delete runs: %w", err)
+	}
+	return n, nil
+}
+
+// statusStrings validates a status filter; nil for no filter.
+func statusStrings(statuses []run.Status, terminalOnly bool) ([]string, error) {
+	if len(statuses) == 0 {
+		return nil, nil
+	}
+	out := make([]string, 0, len(statuses))
+	for _, s := range statuses {
+		switch {
+		case !s.Valid():
+			return nil, fmt.Errorf("%w: unknown status %q", run.ErrInvalidArgument, s)
+		case terminalOnly && !s.Terminal():
+			return nil, fmt.Errorf("%w: status %q is not terminal; only finished runs are deleted", run.ErrInvalidArgument, s)
+		}
+		out = append(out, string(s))
+	}
+	return out, nil
+}
+
+// A cursor is the keyset of the last run of a page, opaque to callers.
+func encodeCursor(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixMicro(), 10) + "|" + id))
+}
+
+func decodeCursor(c string) (time.Time, string, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("%w: malformed cursor", run.ErrInvalidArgument)
+	}
+	micros, id, ok := strings.Cut(string(raw), "|")
+	us, err := strconv.ParseInt(micros, 10, 64)
+	if !ok || err != nil || run.ValidateID(id) != nil {
+		return time.Time{}, "", fmt.Errorf("%w: malformed cursor", run.ErrInvalidArgument)
+	}
+	return time.UnixMicro(us), id, nil
+}
