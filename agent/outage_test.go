@@ -37,7 +37,7 @@ func TestPostgresRestartWithRunsInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := kerntest.Open(t, url)
+	d := kerntest.Open(t, kerntest.WithPoolSize(url, 40)) // its own server: room for 200 streaming runs
 	if err := d.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kern-go/kern/agent"
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/kerntest"
 )
 
 // Worker processes: the test binary re-executed with these variables set
@@ -33,7 +34,9 @@ func runWorkerProcess() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	d, err := db.Open(ctx, os.Getenv(workerDBEnv))
+	// A small pool: tests start several worker processes against a server
+	// that other test packages share.
+	d, err := db.Open(ctx, kerntest.WithPoolSize(os.Getenv(workerDBEnv), 6))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -25,7 +25,7 @@ func TestSmoke(t *testing.T) {
 		Fake:  fake,
 		Model: model,
 		NewDB: func(ctx context.Context) (*db.DB, func(), error) {
-			d, err := db.Open(ctx, kerntest.DatabaseURL(t))
+			d, err := db.Open(ctx, kerntest.WithPoolSize(kerntest.DatabaseURL(t), kerntest.TestPoolSize))
 			if err != nil {
 				return nil, nil, err
 			}

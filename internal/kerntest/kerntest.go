@@ -8,6 +8,8 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,15 +41,37 @@ func DB(t testing.TB) *db.DB {
 	return Open(t, DatabaseURL(t))
 }
 
-// Open opens url, closed when the test ends.
+// Open opens url, closed when the test ends. Its pool is kept small
+// (TestPoolSize): tests run in parallel, in several packages and worker
+// processes at once, against one server whose max_connections may be 100.
 func Open(t testing.TB, url string) *db.DB {
 	t.Helper()
-	d, err := db.Open(context.Background(), url)
+	d, err := db.Open(context.Background(), WithPoolSize(url, TestPoolSize))
 	if err != nil {
 		t.Fatalf("open db: %v", err)
 	}
 	t.Cleanup(d.Close)
 	return d
+}
+
+// TestPoolSize is the pool size of a test's DB.
+const TestPoolSize = 8
+
+// WithPoolSize sets pgxpool's pool_max_conns on a URL or keyword/value DSN
+// that does not set it already.
+func WithPoolSize(url string, n int) string {
+	switch {
+	case strings.Contains(url, "pool_max_conns"):
+		return url
+	case strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://"):
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		return url + sep + "pool_max_conns=" + strconv.Itoa(n)
+	default:
+		return url + " pool_max_conns=" + strconv.Itoa(n)
+	}
 }
 
 // Model starts a fake model server and returns it with a Model that talks
@@ -119,7 +143,7 @@ func ExampleDB() (*db.DB, func()) {
 	if err != nil {
 		panic(err)
 	}
-	d, err := db.Open(ctx, url)
+	d, err := db.Open(ctx, WithPoolSize(url, TestPoolSize))
 	if err == nil {
 		err = d.Migrate(ctx)
 	}
