@@ -5,6 +5,8 @@
 //	kern worker --agent assistant --model gpt-5-mini --concurrency 10
 //	kern runs submit --agent assistant "What is the capital of France?"
 //	kern runs wait <run-id>
+//	kern runs list --status running
+//	kern runs clear --older-than 24h
 //
 // The database comes from --database-url or DATABASE_URL; the model from
 // OPENAI_API_KEY and OPENAI_BASE_URL.
@@ -15,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -22,7 +25,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "kern:", err)
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "kern:") { // kern's own errors say so already
+			msg = "kern: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kern-go/kern/agent"
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/run"
 )
 
 func newRunsCmd(flags *rootFlags) *cobra.Command {
@@ -82,6 +83,51 @@ func newRunsCmd(flags *rootFlags) *cobra.Command {
 			return nil
 		}),
 	}
-	runs.AddCommand(submit, get, wait, cancel)
+	var params run.ListParams
+	var statuses []string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List runs, newest first (--cursor for the next page)",
+		Args:  cobra.NoArgs,
+		RunE: withDB(func(cmd *cobra.Command, d *db.DB, _ []string) error {
+			for _, s := range statuses {
+				params.Statuses = append(params.Statuses, run.Status(s))
+			}
+			page, err := d.ListRuns(cmd.Context(), params)
+			if err != nil {
+				return err
+			}
+			return printJSON(page)
+		}),
+	}
+	list.Flags().StringSliceVar(&statuses, "status", nil, "only these statuses (pending,running,completed,error,cancelled)")
+	list.Flags().StringVar(&params.AgentName, "agent", "", "only this agent's runs")
+	list.Flags().StringVar(&params.SessionID, "session", "", "only this session's runs")
+	list.Flags().IntVar(&params.Limit, "limit", 50, "runs per page")
+	list.Flags().StringVar(&params.Cursor, "cursor", "", "NextCursor of the previous page")
+
+	var olderThan time.Duration
+	var clearStatuses []string
+	clear := &cobra.Command{
+		Use:   "clear",
+		Short: "Delete finished runs (never pending or running ones); prints how many",
+		Args:  cobra.NoArgs,
+		RunE: withDB(func(cmd *cobra.Command, d *db.DB, _ []string) error {
+			p := run.DeleteParams{OlderThan: olderThan}
+			for _, s := range clearStatuses {
+				p.Statuses = append(p.Statuses, run.Status(s))
+			}
+			n, err := d.DeleteRuns(cmd.Context(), p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), n)
+			return nil
+		}),
+	}
+	clear.Flags().DurationVar(&olderThan, "older-than", time.Hour, "only runs finished at least this long ago")
+	clear.Flags().StringSliceVar(&clearStatuses, "status", nil, "only these terminal statuses (default: all three)")
+
+	runs.AddCommand(submit, get, wait, cancel, list, clear)
 	return runs
 }
