@@ -14,8 +14,10 @@
 //  3. Streamed content is appended in batches (AppendContent), each write
 //     fenced by status = 'running' and the attempt.
 //  4. FinishRun writes the terminal status, fenced the same way.
-//  5. A trigger notifies kern_run_done on every terminal transition; WaitRun
-//     sleeps on it through the shared listener.
+//  5. Every terminal transition writes the run's terminal event, and a
+//     trigger on the event table notifies kern_event with the run id and a
+//     "done" mark; WaitRun and event followers sleep on it through the
+//     shared listener.
 //
 // # Why a cancel that answered true always ends cancelled
 //
