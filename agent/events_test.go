@@ -240,7 +240,7 @@ func TestForegroundOnEvent(t *testing.T) {
 	d := kerntest.DB(t)
 	srv, model := kerntest.Model(t)
 	srv.Script(func(fakellm.Request) fakellm.Reply {
-		return fakellm.Reply{Content: fakellm.LoremWords(100), Drip: time.Millisecond}
+		return fakellm.Reply{Content: fakellm.LoremWords(300), Drip: 2 * time.Millisecond} // streams ~0.6s: flushes while running
 	})
 	a := &agent.Agent{Name: "fg", Model: model, DB: d}
 	ctx := kerntest.Context(t, 30*time.Second)
