@@ -137,7 +137,7 @@ func TestChaosInvariants(t *testing.T) {
 	// Submitters; a third of the runs are cancelled at a random moment.
 	cancelled := make([]bool, runs)
 	var next atomic.Int64
-	var wg sync.WaitGroup
+	var wg, cancels sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
 			for {
@@ -152,19 +152,20 @@ func TestChaosInvariants(t *testing.T) {
 					return
 				}
 				if i%3 == 0 {
-					go func() {
+					cancels.Go(func() {
 						time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond) // the random moment
 						ok, err := submitter.CancelRun(ctx, id)
 						if err != nil {
 							t.Errorf("cancel %s: %v", id, err)
 						}
 						cancelled[i] = ok
-					}()
+					})
 				}
 			}
 		})
 	}
 	wg.Wait()
+	cancels.Wait()
 
 	// Quiescence: every run terminal (faults and kills only delay it).
 	waitFor(t, 2*time.Minute, "every run to be terminal", func() bool {
@@ -174,7 +175,6 @@ func TestChaosInvariants(t *testing.T) {
 	})
 	close(stopChaos)
 	<-chaosDone
-	time.Sleep(400 * time.Millisecond) // let in-flight cancel goroutines record their answer
 	close(stopObserving)
 	<-observerDone
 	observe()

@@ -26,9 +26,10 @@ func TestThousandWaitersShareOneListener(t *testing.T) {
 	}
 
 	var wg sync.WaitGroup
-	var woke atomic.Int64
+	var started, woke atomic.Int64
 	for i := 1; i <= waiters; i++ {
 		wg.Go(func() {
+			started.Add(1)
 			out, err := d.WaitRun(ctx, fmt.Sprintf("w%d", i))
 			if err != nil || out.Status != run.StatusCompleted {
 				t.Errorf("waiter %d: %+v, %v", i, out, err)
@@ -37,8 +38,15 @@ func TestThousandWaitersShareOneListener(t *testing.T) {
 			woke.Add(1)
 		})
 	}
-	// While they all wait: count connections to this database.
-	time.Sleep(500 * time.Millisecond) // let the waiters reach their sleep; the bound holds either way
+	// While they all wait — all started, none holding a pool connection any
+	// more (their first read is done) — count connections to this database.
+	deadline := time.Now().Add(30 * time.Second)
+	for started.Load() < waiters || d.Pool().Stat().AcquiredConns() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiters did not settle: %d started, %d connections acquired", started.Load(), d.Pool().Stat().AcquiredConns())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	var listeners, total int
 	err := d.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE application_name = $1), count(*)
 		FROM pg_stat_activity WHERE datname = current_database()`, db.ListenerApplicationName).Scan(&listeners, &total)
