@@ -7,7 +7,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -48,7 +47,7 @@ func main() {
 	flag.IntVar(&cfg.ScaleRows, "scale-rows", 1000000, "finished runs in the table for the GetRun figure (0: skip)")
 	flag.Parse()
 	if *workerName != "" {
-		if err := runWorker(*workerName, *workerDB, *workerModel, *workerConcurrency); err != nil {
+		if err := bench.RunWorkerProcess(*workerName, *workerDB, *workerModel, *workerConcurrency); err != nil {
 			fmt.Fprintln(os.Stderr, "kern-bench worker:", err)
 			os.Exit(1)
 		}
@@ -130,47 +129,8 @@ func run(ctx context.Context, cfg bench.Config) error {
 }
 
 // spawnWorker starts this binary as a worker process and waits until it
-// works; the returned func kills it with SIGKILL.
+// works.
 func spawnWorker(name, dbURL, modelURL string, concurrency int) (*bench.WorkerProcess, error) {
-	cmd := exec.Command(os.Args[0], "-worker", name, "-worker-db", dbURL, "-worker-model", modelURL,
-		"-worker-concurrency", strconv.Itoa(concurrency))
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ready" {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return nil, fmt.Errorf("worker process %s did not start: %q %v", name, line, err)
-	}
-	return &bench.WorkerProcess{PID: cmd.Process.Pid, Kill: func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }}, nil
-}
-
-// runWorker is the worker process: default WorkerConfig, one agent
-// "bench" whose model id is the process's name, until killed.
-func runWorker(name, dbURL, modelURL string, concurrency int) error {
-	ctx := context.Background()
-	d, err := db.Open(ctx, dbURL)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	a := &agent.Agent{Name: "bench", Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", modelURL), ID: name}, DB: d}
-	w, err := agent.NewWorker(d, agent.WorkerConfig{
-		MaxConcurrentRuns: concurrency,
-		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-	}, a)
-	if err != nil {
-		return err
-	}
-	if err := w.Start(ctx); err != nil {
-		return err
-	}
-	fmt.Println("ready")
-	select {} // until SIGKILL
+	return bench.StartProcess(name, exec.Command(os.Args[0], "-worker", name, "-worker-db", dbURL,
+		"-worker-model", modelURL, "-worker-concurrency", strconv.Itoa(concurrency)))
 }

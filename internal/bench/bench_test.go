@@ -2,28 +2,53 @@ package bench_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kern-go/kern/agent"
 	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/internal/bench"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+// The test binary doubles as the worker process of the memory figures.
+const workerEnv = "KERN_BENCH_TEST_WORKER"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(workerEnv); spec != "" {
+		// name|dbURL|modelURL|concurrency
+		f := strings.SplitN(spec, "|", 4)
+		n, _ := strconv.Atoi(f[3])
+		if err := bench.RunWorkerProcess(f[0], f[1], f[2], n); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	pgtest.Main(m)
+}
 
 // TestSmoke runs every figure small, so the benchmark cannot rot: it fails
 // if a run is lost, a cancel does not cancel, or a figure is missing.
 func TestSmoke(t *testing.T) {
 	t.Parallel()
-	fake, model := kerntest.Model(t)
+	fake, modelURL := kerntest.ModelServer(t)
 	env := bench.Env{
-		Fake:  fake,
-		Model: model,
+		Fake:        fake,
+		Model:       agent.OpenAIChat{Client: agent.NewOpenAIClient("k", modelURL), ID: "fake-model"},
+		DatabaseURL: func(d *db.DB) string { return d.Pool().Config().ConnString() },
+		SpawnWorker: func(name, dbURL string, concurrency int) (*bench.WorkerProcess, error) {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%s|%s|%d", workerEnv, name, dbURL, modelURL, concurrency))
+			return bench.StartProcess(name, cmd)
+		},
 		NewDB: func(ctx context.Context) (*db.DB, func(), error) {
 			d, err := db.Open(ctx, kerntest.WithPoolSize(kerntest.DatabaseURL(t), kerntest.TestPoolSize))
 			if err != nil {
@@ -34,13 +59,14 @@ func TestSmoke(t *testing.T) {
 	}
 	ctx := kerntest.Context(t, 2*time.Minute)
 	results, err := bench.Run(ctx, env, bench.Config{
-		Runs: 100, Submitters: 4, Concurrency: 10, Samples: 10, ScaleRows: 2000,
+		Runs: 100, Submitters: 4, Concurrency: 10, Samples: 10, ScaleRows: 2000, InFlight: 20, RSSRuns: 1500,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"submit latency p50", "end-to-end runs/s", "CancelRun → cancelled p99", "CancelRun → model stream closed p50", "WaitRun wake-up p50", "event delivery lag p50", "GetRun p99"}
+	want := []string{"submit latency p50", "end-to-end runs/s", "CancelRun → cancelled p99", "CancelRun → model stream closed p50", "WaitRun wake-up p50", "event delivery lag p50", "GetRun p99",
+		"worker RSS, runs in flight", "worker RSS after 1k runs"}
 	for _, name := range want {
 		found := false
 		for _, r := range results {

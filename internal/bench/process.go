@@ -1,0 +1,59 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/db"
+)
+
+// StartProcess starts cmd, a worker process that prints "ready" once it
+// works (see RunWorkerProcess), and waits for that.
+func StartProcess(name string, cmd *exec.Cmd) (*WorkerProcess, error) {
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || strings.TrimSpace(line) != "ready" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("worker process %s did not start: %q %v", name, line, err)
+	}
+	return &WorkerProcess{PID: cmd.Process.Pid, Kill: func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }}, nil
+}
+
+// RunWorkerProcess is the body of a worker process: default WorkerConfig
+// but for MaxConcurrentRuns, one agent "bench" whose model id is the
+// process's name. It prints "ready" and works until killed.
+func RunWorkerProcess(name, dbURL, modelURL string, concurrency int) error {
+	ctx := context.Background()
+	d, err := db.Open(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	a := &agent.Agent{Name: "bench", Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", modelURL), ID: name}, DB: d}
+	w, err := agent.NewWorker(d, agent.WorkerConfig{
+		MaxConcurrentRuns: concurrency,
+		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	}, a)
+	if err != nil {
+		return err
+	}
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	select {} // until SIGKILL
+}
