@@ -24,7 +24,6 @@ type DB struct {
 	ownsPool bool
 	river    *river.Client[pgx.Tx]
 	listener *listener
-	logger   *slog.Logger
 }
 
 // Open connects to databaseURL with a pgxpool of its own. It runs no
@@ -73,14 +72,13 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 		pool:     pool,
 		river:    rc,
 		listener: newListener(pool, logger),
-		logger:   logger,
 	}, nil
 }
 
-// SetLogger replaces the logger of background work (the listener).
+// SetLogger replaces the logger of background work (the listener). Call it
+// before the DB is first used.
 func (d *DB) SetLogger(l *slog.Logger) {
 	if l != nil {
-		d.logger = l
 		d.listener.logger = l
 	}
 }

@@ -91,9 +91,8 @@ func run(ctx context.Context, cfg bench.Config) error {
 	defer stop()
 
 	env := bench.Env{
-		Fake:     fake,
-		Model:    agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", base), ID: "fake-model"},
-		ModelURL: base,
+		Fake:  fake,
+		Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", base), ID: "fake-model"},
 		SpawnWorker: func(name, dbURL string, concurrency int) (*bench.WorkerProcess, error) {
 			return spawnWorker(name, dbURL, base, concurrency)
 		},

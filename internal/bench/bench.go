@@ -67,8 +67,6 @@ type Env struct {
 	NewDB func(ctx context.Context) (*db.DB, func(), error)
 	Fake  *fakellm.Server
 	Model agent.Model
-	// ModelURL is the fake model's base URL, for worker processes.
-	ModelURL string
 	// SpawnWorker starts a worker process (default WorkerConfig but for
 	// MaxConcurrentRuns, one agent "bench" whose model id is name) on dbURL.
 	SpawnWorker func(name, dbURL string, concurrency int) (*WorkerProcess, error)
