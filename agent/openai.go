@@ -32,8 +32,19 @@ func NewOpenAIClient(apiKey, baseURL string) *openai.Client {
 		cfg.BaseURL = strings.TrimRight(baseURL, "/")
 	}
 	// The transport reads Retry-After, which go-openai's errors do not carry.
-	cfg.HTTPClient = &http.Client{Transport: retryAfterTransport{base: http.DefaultTransport}}
+	cfg.HTTPClient = &http.Client{Transport: retryAfterTransport{base: newModelTransport()}}
 	return openai.NewClientWithConfig(cfg)
+}
+
+// newModelTransport is http.DefaultTransport with room to keep a connection
+// per concurrent stream: the default keeps 2 idle connections per host, so a
+// worker running dozens of runs against one model endpoint would open (and
+// leave in TIME_WAIT) a new TCP connection for almost every call.
+func newModelTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = 0 // no limit across hosts; per host below
+	t.MaxIdleConnsPerHost = 256
+	return t
 }
 
 func (m OpenAIChat) client() (*openai.Client, error) {

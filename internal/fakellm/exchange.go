@@ -20,6 +20,9 @@ type exchange struct {
 	timer   *time.Timer
 	buf     []byte
 	outcome outcome
+	// holdFlushes: write events without flushing each (a reply without a
+	// drip); the final event flushes them all.
+	holdFlushes bool
 	// record publishes the outcome to the request log; recorded says it was
 	// called by complete.
 	record   func(outcome)

@@ -25,6 +25,9 @@ func (x *exchange) stream(reply Reply) {
 		return
 	}
 
+	// Without a drip there is no moment between chunks at which a real
+	// server would be sending: the chunks go out together, as one flush.
+	x.holdFlushes = reply.Drip <= 0
 	empty := ""
 	if !x.event(x.chunk(delta{Role: "assistant", Content: &empty}, nil)) {
 		return
@@ -35,11 +38,13 @@ func (x *exchange) stream(reply Reply) {
 			return
 		}
 		if reply.CutAfter > 0 && i+1 >= reply.CutAfter {
+			x.flush()
 			x.outcome.cut = true
 			return
 		}
 	}
 	if reply.CutAfter > 0 { // fewer pieces than CutAfter: cut before finishing
+		x.flush()
 		x.outcome.cut = true
 		return
 	}
@@ -107,6 +112,9 @@ func (x *exchange) event(c chunk) bool {
 		panic(err)
 	}
 	x.buf = append(append(append(x.buf[:0], "data: "...), b...), "\n\n"...)
+	if x.holdFlushes {
+		return x.write(x.buf)
+	}
 	return x.send(x.buf)
 }
 
