@@ -24,6 +24,8 @@ type DB struct {
 	ownsPool bool
 	river    *river.Client[pgx.Tx]
 	listener *listener
+	exec     execBatchers
+	submits  *batcher[submitItem, *runRow]
 }
 
 // Open connects to databaseURL with a pgxpool of its own. It runs no
@@ -68,11 +70,14 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kern: river client: %w", err)
 	}
-	return &DB{
+	d := &DB{
 		pool:     pool,
 		river:    rc,
 		listener: newListener(pool, logger),
-	}, nil
+	}
+	d.exec = d.newExecBatchers()
+	d.submits = newBatcher(submitItem.key, d.submitBatch).withSize(submitItem.size)
+	return d, nil
 }
 
 // SetLogger replaces the logger of background work (the listener). Call it

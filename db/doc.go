@@ -69,6 +69,28 @@
 // spent tokens that the rescuing attempt spends again. A run's status and
 // content, though, are written exactly once: by the attempt that owns it.
 //
+// # Batched statements
+//
+// SubmitRun and the statements every executing run makes (StartRun,
+// AppendContent, FinishRun, Heartbeat) are group-committed. A call that
+// finds no statement of its kind in flight goes out at once, alone; calls
+// that arrive meanwhile wait (at most two are in flight per kind and DB)
+// and then go out together, up to 128 items or 4 MiB in one batch. A lone
+// run pays no extra latency; busy submitters and workers pay Postgres's
+// per-statement and per-commit costs, and the notification queue's lock,
+// once per batch instead of once per run. This is what puts kern's
+// throughput above the run-shaped River floor's (BENCHMARKS.md).
+//
+// Each item of a batch keeps its own conditions (status, attempt, job), so
+// everything above holds run by run. A batch of submits is one transaction
+// holding every run's row and job (River's InsertManyTx); any other batch
+// is one statement, so one transaction too. Items are sent in run-id order,
+// so two batches lock shared rows in the same order. A batch that fails for
+// any reason but Postgres being away is retried item by item, so one bad
+// item (a duplicate id, say) cannot fail the rest. A caller whose context
+// ends before its item is sent withdraws it; once sent, it waits for the
+// outcome, because the write may have happened.
+//
 // # Events
 //
 // Every statement that changes a run also appends its event (run.started,

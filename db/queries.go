@@ -10,9 +10,19 @@ const runColumns = `id, session_id, agent_name, name, status, input, content, er
 	attempt, timeout_ms, input_tokens, output_tokens, total_tokens, ttft_us, duration_us,
 	created_at, started_at, finished_at`
 
+// sqlInsertRun inserts one run: a lone submit, which this single-row form
+// serves faster than sqlInsertRuns' unnest.
 const sqlInsertRun = `
 INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9)
+RETURNING ` + runColumns
+
+// sqlInsertRuns inserts the runs of a batch of submits, one element of
+// each array per run.
+const sqlInsertRuns = `
+INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::json[],
+	$7::bigint[], $8::bigint[], $9::text[])
 RETURNING ` + runColumns
 
 // sqlGetByIdempotencyKey finds the run an earlier submit with the same key
@@ -21,27 +31,33 @@ const sqlGetByIdempotencyKey = `SELECT ` + runColumns + ` FROM kern_run WHERE ag
 
 const sqlGetRun = `SELECT ` + runColumns + ` FROM kern_run WHERE id = $1`
 
-// sqlStartRun claims a pending run for a new attempt ($2 is the River job
-// executing it, NULL for a foreground run: only the run's current job may
-// start it, so a stale job left over from a rescue cannot). It moves the
-// run to running, or straight to cancelled when a cancel request is on
-// file. Content starts afresh, and the run.started event tells event
-// readers to start afresh too.
-const sqlStartRun = `
-WITH cancel AS (
-	SELECT EXISTS (SELECT 1 FROM kern_run_cancel WHERE run_id = $1) AS requested
+// The four statements of a run's execution that every run makes, or makes
+// often, are batched (see batcher): each takes arrays, one element per run,
+// unnested into a req relation whose columns are prefixed "req_" so they
+// never shadow kern_run's own. Each element is fenced on its own; the
+// statement returns the ids it applied to.
+
+// sqlStartRuns claims pending runs for a new attempt. req_job is the River
+// job executing it, NULL for a foreground run: only the run's current job
+// may start it, so a stale job left over from a rescue cannot. A run moves
+// to running, or straight to cancelled when a cancel request is on file.
+// Content starts afresh, and the run.started event tells event readers to
+// start afresh too.
+const sqlStartRuns = `
+WITH req AS (
+	SELECT * FROM unnest($1::text[], $2::bigint[]) AS r(req_id, req_job)
 ), started AS (
 	UPDATE kern_run SET
-		status       = CASE WHEN cancel.requested THEN 'cancelled' ELSE 'running' END,
-		attempt      = CASE WHEN cancel.requested THEN attempt ELSE attempt + 1 END,
-		content      = CASE WHEN cancel.requested THEN content ELSE '' END,
+		status       = CASE WHEN c.run_id IS NOT NULL THEN 'cancelled' ELSE 'running' END,
+		attempt      = CASE WHEN c.run_id IS NOT NULL THEN attempt ELSE attempt + 1 END,
+		content      = CASE WHEN c.run_id IS NOT NULL THEN content ELSE '' END,
 		error        = '',
 		started_at   = COALESCE(started_at, now()),
 		heartbeat_at = now(),
-		finished_at  = CASE WHEN cancel.requested THEN now() END,
+		finished_at  = CASE WHEN c.run_id IS NOT NULL THEN now() END,
 		event_seq    = event_seq + 1
-	FROM cancel
-	WHERE id = $1 AND status = 'pending' AND job_id IS NOT DISTINCT FROM $2::bigint
+	FROM req LEFT JOIN kern_run_cancel c ON c.run_id = req.req_id
+	WHERE id = req.req_id AND status = 'pending' AND job_id IS NOT DISTINCT FROM req.req_job
 	RETURNING ` + runColumns + `, event_seq
 ), event AS (
 	INSERT INTO kern_run_event (run_id, seq, type, data)
@@ -51,42 +67,64 @@ WITH cancel AS (
 )
 SELECT ` + runColumns + ` FROM started`
 
-// sqlAppendContent persists a flushed chunk of streamed content and its
-// content.delta event, in one statement: the events always add up to the
-// content.
-const sqlAppendContent = `
-WITH appended AS (
-	UPDATE kern_run SET content = content || $3, heartbeat_at = now(), event_seq = event_seq + 1
-	WHERE id = $1 AND attempt = $2 AND status = 'running'
-	RETURNING id, event_seq
+// sqlAppendContents persists flushed chunks of streamed content, each with
+// its content.delta event in the same statement: the events always add up
+// to the content.
+const sqlAppendContents = `
+WITH req AS (
+	SELECT * FROM unnest($1::text[], $2::int[], $3::text[]) AS r(req_id, req_attempt, req_delta)
+), appended AS (
+	UPDATE kern_run SET content = content || req.req_delta, heartbeat_at = now(), event_seq = event_seq + 1
+	FROM req
+	WHERE id = req.req_id AND attempt = req.req_attempt AND status = 'running'
+	RETURNING id, event_seq, req.req_delta
+), event AS (
+	INSERT INTO kern_run_event (run_id, seq, type, data)
+	SELECT id, event_seq, 'content.delta', jsonb_build_object('delta', req_delta) FROM appended
 )
-INSERT INTO kern_run_event (run_id, seq, type, data)
-SELECT id, event_seq, 'content.delta', jsonb_build_object('delta', $3::text) FROM appended`
+SELECT id FROM appended`
 
-// sqlFinishRun writes a terminal status for the attempt that owns the run,
-// with the unflushed tail of the content ($4) and the terminal event: a
+// sqlFinishRuns writes terminal statuses for the attempts that own their
+// runs, with the unflushed tail of the content and the terminal event: a
 // content.delta for a non-empty tail, then run.completed, run.error or
 // run.cancelled.
-const sqlFinishRun = `
-WITH finished AS (
+const sqlFinishRuns = `
+WITH req AS (
+	SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
+		$6::int[], $7::int[], $8::int[], $9::bigint[], $10::bigint[])
+	AS r(req_id, req_attempt, req_status, req_tail, req_error,
+		req_input_tokens, req_output_tokens, req_total_tokens, req_ttft_us, req_duration_us)
+), finished AS (
 	UPDATE kern_run SET
-		status        = $3,
-		content       = content || $4,
-		error         = $5,
-		input_tokens  = $6,
-		output_tokens = $7,
-		total_tokens  = $8,
-		ttft_us       = $9,
-		duration_us   = $10,
+		status        = req.req_status,
+		content       = content || req.req_tail,
+		error         = req.req_error,
+		input_tokens  = req.req_input_tokens,
+		output_tokens = req.req_output_tokens,
+		total_tokens  = req.req_total_tokens,
+		ttft_us       = req.req_ttft_us,
+		duration_us   = req.req_duration_us,
 		finished_at   = now(),
-		event_seq     = event_seq + CASE WHEN $4 = '' THEN 1 ELSE 2 END
-	WHERE id = $1 AND attempt = $2 AND status = 'running'
-	RETURNING id, event_seq
+		event_seq     = event_seq + CASE WHEN req.req_tail = '' THEN 1 ELSE 2 END
+	FROM req
+	WHERE id = req.req_id AND attempt = req.req_attempt AND status = 'running'
+	RETURNING id, event_seq, req.req_status, req.req_tail, req.req_error
+), event AS (
+	INSERT INTO kern_run_event (run_id, seq, type, data)
+	SELECT id, event_seq - 1, 'content.delta', jsonb_build_object('delta', req_tail) FROM finished WHERE req_tail <> ''
+	UNION ALL
+	SELECT id, event_seq, 'run.' || req_status, jsonb_strip_nulls(jsonb_build_object('error', NULLIF(req_error, '')))
+	FROM finished
 )
-INSERT INTO kern_run_event (run_id, seq, type, data)
-SELECT id, event_seq - 1, 'content.delta', jsonb_build_object('delta', $4::text) FROM finished WHERE $4 <> ''
-UNION ALL
-SELECT id, event_seq, 'run.' || $3, jsonb_strip_nulls(jsonb_build_object('error', NULLIF($5, ''))) FROM finished`
+SELECT id FROM finished`
+
+// sqlHeartbeats tells rescuers the attempts are alive. A run not returned
+// was lost by its attempt (cancelled, or rescued after a stall).
+const sqlHeartbeats = `
+UPDATE kern_run SET heartbeat_at = now()
+FROM unnest($1::text[], $2::int[]) AS req(req_id, req_attempt)
+WHERE id = req.req_id AND attempt = req.req_attempt AND status = 'running'
+RETURNING id`
 
 // sqlReleaseRun hands a running run back to pending (worker shutdown), so
 // another worker can take it. The attempt is given back too: a shutdown is
@@ -114,12 +152,6 @@ INSERT INTO kern_run_event (run_id, seq, type, data)
 SELECT id, event_seq, 'run.retrying',
 	jsonb_build_object('attempt', attempt, 'error', $3::text, 'retry_in_ms', $4::bigint)
 FROM retried`
-
-// sqlHeartbeat tells rescuers the attempt is alive. No row means the
-// attempt lost the run (cancelled, or rescued after a stall).
-const sqlHeartbeat = `
-UPDATE kern_run SET heartbeat_at = now()
-WHERE id = $1 AND attempt = $2 AND status = 'running'`
 
 // sqlStaleRuns locks running runs whose heartbeat is older than $1 seconds:
 // their worker died or is cut off. SKIP LOCKED lets rescuers on many

@@ -9,7 +9,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/riverqueue/river"
 
 	"github.com/kern-go/kern/run"
 )
@@ -41,17 +43,18 @@ const (
 	maxPromptBytes = 16 << 20
 )
 
-func (p *SubmitParams) validate() error {
+// validate checks p and returns its metadata as JSON.
+func (p *SubmitParams) validate() (string, error) {
 	if err := run.ValidateID(p.RunID); err != nil {
-		return err
+		return "", err
 	}
 	switch {
 	case strings.TrimSpace(p.Input) == "":
-		return fmt.Errorf("%w: prompt is empty", run.ErrInvalidArgument)
+		return "", fmt.Errorf("%w: prompt is empty", run.ErrInvalidArgument)
 	case p.AgentName == "":
-		return fmt.Errorf("%w: agent name is empty", run.ErrInvalidArgument)
+		return "", fmt.Errorf("%w: agent name is empty", run.ErrInvalidArgument)
 	case p.Timeout < 0:
-		return fmt.Errorf("%w: timeout %v is negative", run.ErrInvalidArgument, p.Timeout)
+		return "", fmt.Errorf("%w: timeout %v is negative", run.ErrInvalidArgument, p.Timeout)
 	}
 	for _, f := range []struct {
 		name  string
@@ -65,16 +68,20 @@ func (p *SubmitParams) validate() error {
 		{"name", p.Name, maxNameBytes},
 	} {
 		if err := checkText(f.name, f.value, f.max); err != nil {
-			return err
+			return "", err
 		}
 	}
+	if p.Metadata == nil {
+		return "{}", nil
+	}
 	if err := checkMetadata(p.Metadata); err != nil {
-		return err
+		return "", err
 	}
-	if _, err := json.Marshal(p.Metadata); err != nil {
-		return fmt.Errorf("%w: metadata is not JSON-encodable: %w", run.ErrInvalidArgument, err)
+	meta, err := json.Marshal(p.Metadata)
+	if err != nil {
+		return "", fmt.Errorf("%w: metadata is not JSON-encodable: %w", run.ErrInvalidArgument, err)
 	}
-	return nil
+	return string(meta), nil
 }
 
 // checkText refuses what Postgres text cannot store (NUL, invalid UTF-8)
@@ -125,12 +132,19 @@ func checkMetadata(v any) error {
 // agent used, it returns that run (as it is now) and creates nothing; the
 // unique index makes this hold across processes and concurrent submits.
 func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error) {
-	if err := p.validate(); err != nil {
+	metadata, err := p.validate()
+	if err != nil {
 		return nil, err
 	}
-	out, err := d.submit(ctx, p)
-	if err == nil || p.IdempotencyKey == "" || !isUniqueViolation(err) {
-		return out, err
+	r, err := d.submits.do(ctx, submitItem{SubmitParams: p, metadata: metadata})
+	if err == nil {
+		return r.output(), nil
+	}
+	if !isUniqueViolation(err) {
+		return nil, fmt.Errorf("kern: submit run: %w", err)
+	}
+	if p.IdempotencyKey == "" {
+		return nil, fmt.Errorf("kern: submit run %q: %w: %w", p.RunID, run.ErrAlreadyExists, err)
 	}
 	// The key (or the id) is taken: the winner of the race has committed.
 	rows, qerr := d.pool.Query(ctx, sqlGetByIdempotencyKey, p.AgentName, p.IdempotencyKey)
@@ -147,46 +161,118 @@ func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error)
 	return existing.output(), nil
 }
 
-func (d *DB) submit(ctx context.Context, p SubmitParams) (*run.Output, error) {
-	metadata := p.Metadata
-	if metadata == nil {
-		metadata = map[string]any{}
-	}
+// submitItem is one SubmitRun in a batch.
+type submitItem struct {
+	SubmitParams
+	metadata string // JSON
+}
 
+func (s submitItem) key() string { return s.RunID }
+
+func (s submitItem) size() int { return len(s.Input) + len(s.metadata) }
+
+// submitBatch inserts the runs of concurrent SubmitRun calls, and the jobs
+// of the background ones, in one transaction: still no row without its job
+// nor job without its row, whatever the batch. A duplicate id or key fails
+// the batch; the batcher then submits its runs one by one, and only the
+// duplicate fails.
+func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, error) {
 	tx, err := d.pool.Begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("kern: submit run: %w", err)
+		return nil, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-
-	var jobID *int64
-	if p.Enqueue {
-		res, err := d.river.InsertTx(ctx, tx, RunJobArgs{RunID: p.RunID, AgentName: p.AgentName}, nil)
+	if len(items) == 1 {
+		r, err := d.submitOne(ctx, tx, items[0])
 		if err != nil {
-			return nil, fmt.Errorf("kern: submit run: enqueue: %w", err)
+			return nil, err
+		}
+		return []*runRow{r}, tx.Commit(ctx)
+	}
+
+	n := len(items)
+	jobIDs := make([]*int64, n)
+	var jobs []river.InsertManyParams
+	for _, it := range items {
+		if it.Enqueue {
+			jobs = append(jobs, river.InsertManyParams{Args: RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}})
+		}
+	}
+	if len(jobs) > 0 {
+		res, err := d.river.InsertManyTx(ctx, tx, jobs)
+		if err != nil {
+			return nil, fmt.Errorf("enqueue: %w", err)
+		}
+		// River does not promise to return jobs in the order given.
+		byRun := make(map[string]int64, len(res))
+		for _, r := range res {
+			var args RunJobArgs
+			if err := json.Unmarshal(r.Job.EncodedArgs, &args); err != nil {
+				return nil, fmt.Errorf("enqueue: read back job args: %w", err)
+			}
+			byRun[args.RunID] = r.Job.ID
+		}
+		for i, it := range items {
+			if id, ok := byRun[it.RunID]; ok && it.Enqueue {
+				jobIDs[i] = &id
+			}
+		}
+	}
+
+	ids, sessions, agents, names, inputs, metadata := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	timeouts, keys := make([]int64, n), make([]*string, n)
+	for i, it := range items {
+		ids[i], sessions[i], agents[i], names[i], inputs[i], metadata[i] = it.RunID, it.SessionID, it.AgentName, it.Name, it.Input, it.metadata
+		timeouts[i] = it.Timeout.Milliseconds()
+		if it.IdempotencyKey != "" {
+			keys[i] = &it.IdempotencyKey
+		}
+	}
+	rows, err := tx.Query(ctx, sqlInsertRuns, ids, sessions, agents, names, inputs, metadata, timeouts, jobIDs, keys)
+	if err != nil {
+		return nil, err
+	}
+	inserted, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByPos[runRow])
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	byID := make(map[string]*runRow, len(inserted))
+	for _, r := range inserted {
+		byID[r.ID] = r
+	}
+	out := make([]*runRow, n)
+	for i, it := range items {
+		if out[i] = byID[it.RunID]; out[i] == nil {
+			return nil, fmt.Errorf("run %q was not inserted", it.RunID)
+		}
+	}
+	return out, nil
+}
+
+// submitOne is submitBatch for a lone submit, with single-row statements:
+// about 0.1 ms faster than the array forms (BENCHMARKS.md).
+func (d *DB) submitOne(ctx context.Context, tx pgx.Tx, it submitItem) (*runRow, error) {
+	var jobID *int64
+	if it.Enqueue {
+		res, err := d.river.InsertTx(ctx, tx, RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("enqueue: %w", err)
 		}
 		jobID = &res.Job.ID
 	}
 	var key *string
-	if p.IdempotencyKey != "" {
-		key = &p.IdempotencyKey
+	if it.IdempotencyKey != "" {
+		key = &it.IdempotencyKey
 	}
-	rows, err := tx.Query(ctx, sqlInsertRun, p.RunID, p.SessionID, p.AgentName, p.Name, p.Input,
-		metadata, p.Timeout.Milliseconds(), jobID, key)
+	rows, err := tx.Query(ctx, sqlInsertRun, it.RunID, it.SessionID, it.AgentName, it.Name, it.Input,
+		it.metadata, it.Timeout.Milliseconds(), jobID, key)
 	if err != nil {
-		return nil, fmt.Errorf("kern: submit run: %w", err)
+		return nil, err
 	}
-	r, err := collectRun(rows)
-	if err != nil {
-		if isUniqueViolation(err) {
-			return nil, fmt.Errorf("kern: submit run %q: %w: %w", p.RunID, run.ErrAlreadyExists, err)
-		}
-		return nil, fmt.Errorf("kern: submit run: %w", err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("kern: submit run: commit: %w", err)
-	}
-	return r.output(), nil
+	return pgx.CollectExactlyOneRow(rows, pgx.RowToAddrOfStructByPos[runRow])
 }
 
 func isUniqueViolation(err error) bool {

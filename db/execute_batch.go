@@ -1,0 +1,127 @@
+package db
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The statements every executing run makes — StartRun, AppendContent,
+// FinishRun, Heartbeat — each go through one batcher per DB, so the runs a
+// worker executes at once share round trips and commits.
+type execBatchers struct {
+	start     *batcher[startItem, *runRow]
+	append    *batcher[appendItem, bool]
+	finish    *batcher[finishItem, bool]
+	heartbeat *batcher[fence, bool]
+}
+
+func (d *DB) newExecBatchers() execBatchers {
+	return execBatchers{
+		start:     newBatcher(startItem.key, d.startBatch),
+		append:    newBatcher(appendItem.key, d.appendBatch).withSize(func(a appendItem) int { return len(a.delta) }),
+		finish:    newBatcher(finishItem.key, d.finishBatch).withSize(func(f finishItem) int { return len(f.Tail) + len(f.Error) }),
+		heartbeat: newBatcher(fence.key, d.heartbeatBatch),
+	}
+}
+
+// fence names one attempt of a run: every write of an execution is
+// conditional on it.
+type fence struct {
+	id      string
+	attempt int
+}
+
+func (f fence) key() string { return f.id }
+
+type startItem struct {
+	id    string
+	jobID *int64 // nil for a foreground run
+}
+
+func (s startItem) key() string { return s.id }
+
+type appendItem struct {
+	fence
+	delta string
+}
+
+type finishItem struct {
+	fence
+	Finish
+}
+
+func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*runRow, error) {
+	ids, jobs := make([]string, len(items)), make([]*int64, len(items))
+	for i, it := range items {
+		ids[i], jobs[i] = it.id, it.jobID
+	}
+	rows, err := d.pool.Query(ctx, sqlStartRuns, ids, jobs)
+	if err != nil {
+		return nil, err
+	}
+	started, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByPos[runRow])
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]*runRow, len(started))
+	for _, r := range started {
+		byID[r.ID] = r
+	}
+	out := make([]*runRow, len(items))
+	for i, it := range items {
+		out[i] = byID[it.id]
+	}
+	return out, nil
+}
+
+func (d *DB) appendBatch(ctx context.Context, items []appendItem) ([]bool, error) {
+	ids, attempts, deltas := make([]string, len(items)), make([]int32, len(items)), make([]string, len(items))
+	for i, it := range items {
+		ids[i], attempts[i], deltas[i] = it.id, int32(it.attempt), it.delta
+	}
+	return d.appliedTo(ctx, ids, sqlAppendContents, ids, attempts, deltas)
+}
+
+func (d *DB) finishBatch(ctx context.Context, items []finishItem) ([]bool, error) {
+	n := len(items)
+	ids, attempts, statuses, tails, errs := make([]string, n), make([]int32, n), make([]string, n), make([]string, n), make([]string, n)
+	inTok, outTok, totTok, ttft, dur := make([]int32, n), make([]int32, n), make([]int32, n), make([]int64, n), make([]int64, n)
+	for i, it := range items {
+		m := it.Metrics
+		ids[i], attempts[i], statuses[i], tails[i], errs[i] = it.id, int32(it.attempt), string(it.Status), it.Tail, it.Error
+		inTok[i], outTok[i], totTok[i] = int32(m.InputTokens), int32(m.OutputTokens), int32(m.TotalTokens)
+		ttft[i], dur[i] = m.TimeToFirstToken.Microseconds(), m.Duration.Microseconds()
+	}
+	return d.appliedTo(ctx, ids, sqlFinishRuns, ids, attempts, statuses, tails, errs, inTok, outTok, totTok, ttft, dur)
+}
+
+func (d *DB) heartbeatBatch(ctx context.Context, items []fence) ([]bool, error) {
+	ids, attempts := make([]string, len(items)), make([]int32, len(items))
+	for i, it := range items {
+		ids[i], attempts[i] = it.id, int32(it.attempt)
+	}
+	return d.appliedTo(ctx, ids, sqlHeartbeats, ids, attempts)
+}
+
+// appliedTo runs a batched fenced write, which returns the run ids it
+// applied to, and says for each of ids whether it was one.
+func (d *DB) appliedTo(ctx context.Context, ids []string, sql string, args ...any) ([]bool, error) {
+	rows, err := d.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	done, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, err
+	}
+	set := make(map[string]struct{}, len(done))
+	for _, id := range done {
+		set[id] = struct{}{}
+	}
+	out := make([]bool, len(ids))
+	for i, id := range ids {
+		_, out[i] = set[id]
+	}
+	return out, nil
+}
