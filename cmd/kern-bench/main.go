@@ -31,10 +31,14 @@ func main() {
 	var cfg bench.Config
 	flag.IntVar(&cfg.Runs, "runs", 5000, "end-to-end runs")
 	flag.IntVar(&cfg.Submitters, "submitters", 8, "concurrent submitters")
-	flag.IntVar(&cfg.Concurrency, "concurrency", 50, "worker MaxConcurrentRuns")
+	flag.IntVar(&cfg.Concurrency, "concurrency", 100, "worker MaxConcurrentRuns")
+	flag.IntVar(&cfg.Rounds, "rounds", 3, "alternating kern/floor rounds of the end-to-end figure (medians are printed)")
 	flag.IntVar(&cfg.Samples, "samples", 500, "samples per latency figure")
-	flag.DurationVar(&cfg.FetchCooldown, "fetch-cooldown", 0, "River FetchCooldown for kern and the floor (0: River's 100ms)")
-	flag.DurationVar(&cfg.FetchPollInterval, "fetch-poll", 0, "River FetchPollInterval (0: River's 1s)")
+	// River's default FetchCooldown (100ms) caps a worker at MaxWorkers
+	// fetches ten times a second, which would make kern and the floor both
+	// measure that cap; the bench fetches as a throughput-tuned worker does.
+	flag.DurationVar(&cfg.FetchCooldown, "fetch-cooldown", 5*time.Millisecond, "River FetchCooldown for kern and the floor (0: River's 100ms)")
+	flag.DurationVar(&cfg.FetchPollInterval, "fetch-poll", 100*time.Millisecond, "River FetchPollInterval (0: River's 1s)")
 	flag.IntVar(&cfg.RecoveryRounds, "recovery-rounds", 0, "worker processes to SIGKILL for the recovery figure (10 runs each, ~35s each)")
 	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,recovery")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
@@ -97,6 +101,13 @@ func run(ctx context.Context, cfg bench.Config) error {
 			return spawnWorker(name, dbURL, base, concurrency)
 		},
 		DatabaseURL: func(d *db.DB) string { return d.Pool().Config().ConnString() },
+		PostgresCPU: func() (time.Duration, bool) {
+			pid, ok := srv.PostmasterPID()
+			if !ok {
+				return 0, false
+			}
+			return bench.ProcessTreeCPU(pid)
+		},
 		NewDB: func(ctx context.Context) (*db.DB, func(), error) {
 			url, err := srv.CreateDatabase(ctx, "kern_bench")
 			if err != nil {

@@ -59,13 +59,13 @@ func TestSmoke(t *testing.T) {
 	}
 	ctx := kerntest.Context(t, 2*time.Minute)
 	results, err := bench.Run(ctx, env, bench.Config{
-		Runs: 100, Submitters: 4, Concurrency: 10, Samples: 10, ScaleRows: 2000, InFlight: 20, RSSRuns: 1500,
+		Runs: 100, Rounds: 2, Submitters: 4, Concurrency: 10, Samples: 10, ScaleRows: 2000, InFlight: 20, RSSRuns: 1500,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"submit latency p50", "end-to-end runs/s", "CancelRun → cancelled p99", "CancelRun → model stream closed p50", "WaitRun wake-up p50", "event delivery lag p50", "GetRun p99",
+	want := []string{"submit latency p50", "River floor submit latency p50", "River JobCancel → job context cancelled p50", "end-to-end runs/s", "CancelRun → cancelled p99", "CancelRun → model stream closed p50", "WaitRun wake-up p50", "event delivery lag p50", "GetRun p99", "ListRuns page p99", "ListRuns page, status=error p99",
 		"worker RSS, runs in flight", "worker RSS after 1k runs"}
 	for _, name := range want {
 		found := false

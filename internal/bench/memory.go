@@ -150,9 +150,15 @@ func scale(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}
 	defer done()
 	start := time.Now()
-	if _, err := d.Pool().Exec(ctx, `INSERT INTO kern_run (id, agent_name, input, status, content, attempt, started_at, finished_at)
-		SELECT 'scale-' || i, 'bench', 'What is the capital of France?', 'completed',
-			'The capital of France is Paris.', 1, now(), now()
+	// One run in a hundred failed, one in a thousand has a session: the
+	// filtered lists below look for needles in the million.
+	if _, err := d.Pool().Exec(ctx, `INSERT INTO kern_run (id, agent_name, input, status, content, attempt,
+			session_id, created_at, started_at, finished_at)
+		SELECT 'scale-' || i, 'bench', 'What is the capital of France?',
+			CASE WHEN i % 100 = 0 THEN 'error' ELSE 'completed' END,
+			'The capital of France is Paris.', 1,
+			CASE WHEN i % 1000 = 0 THEN 'session-' || (i / 1000) % 10 ELSE '' END,
+			now() - make_interval(secs => $1 - i), now(), now()
 		FROM generate_series(1, $1) i`, cfg.ScaleRows); err != nil {
 		return nil, err
 	}
@@ -168,13 +174,49 @@ func scale(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		if out.Status != run.StatusCompleted {
+		if !out.Status.Terminal() {
 			return nil, fmt.Errorf("scale: %s is %s", id, out.Status)
 		}
 		lat = append(lat, time.Since(t0))
 	}
-	return []Result{
+	out := []Result{
 		{"GetRun p50", ms(pct(lat, 50)), fmt.Sprintf("%d finished runs in the table (filled in %v)", cfg.ScaleRows, fill.Round(time.Second))},
 		{"GetRun p99", ms(pct(lat, 99)), "target ≤ 5 ms"},
-	}, nil
+	}
+	for _, l := range []struct {
+		name, note string
+		params     run.ListParams
+	}{
+		{"ListRuns page p50", "50 runs a page, newest first, paging on by cursor", run.ListParams{}},
+		{"ListRuns page, status=error p50", "1 run in 100 matches", run.ListParams{Statuses: []run.Status{run.StatusError}}},
+		{"ListRuns page, one session p50", "1 run in 10,000 matches", run.ListParams{SessionID: "session-3"}},
+		{"ListRuns page, status=running p50", "none match", run.ListParams{Statuses: []run.Status{run.StatusRunning}}},
+		{"ListRuns page, agent=nobody p50", "none match", run.ListParams{AgentName: "nobody"}},
+	} {
+		p50, p99, err := listPages(ctx, d, l.params, cfg.Samples)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Result{l.name, ms(p50), l.note}, Result{strings.Replace(l.name, "p50", "p99", 1), ms(p99), ""})
+	}
+	return out, nil
+}
+
+// listPages times up to samples pages of ListRuns, following the cursor
+// from the newest run.
+func listPages(ctx context.Context, d *db.DB, p run.ListParams, samples int) (p50, p99 time.Duration, err error) {
+	lat := make([]time.Duration, 0, samples)
+	for range samples {
+		t0 := time.Now()
+		page, err := d.ListRuns(ctx, p)
+		if err != nil {
+			return 0, 0, err
+		}
+		lat = append(lat, time.Since(t0))
+		if page.NextCursor == "" {
+			break
+		}
+		p.Cursor = page.NextCursor
+	}
+	return pct(lat, 50), pct(lat, 99), nil
 }

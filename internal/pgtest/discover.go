@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -125,4 +128,19 @@ func (s *Server) probe(ctx context.Context) error {
 	}
 	s.fileCopy = s.version >= 150000 && fsync == "off"
 	return nil
+}
+
+// PostmasterPID is the process id of a server this process started from
+// initdb, so a benchmark can read its CPU time; false for other kinds.
+func (s *Server) PostmasterPID() (int, bool) {
+	if s.cluster == nil {
+		return 0, false
+	}
+	b, err := os.ReadFile(filepath.Join(s.cluster.data, "postmaster.pid"))
+	if err != nil {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	return pid, err == nil
 }
