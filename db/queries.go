@@ -255,7 +255,8 @@ LIMIT $3`
 const sqlEventPosition = `SELECT status, event_seq FROM kern_run WHERE id = $1`
 
 // sqlListRuns pages runs newest first, by the keyset (created_at, id) of
-// the last row of the previous page ($5, $6); kern_run_created_idx serves it.
+// the last row of the previous page ($5, $6). kern_run_created_idx serves
+// it, or kern_run_session_idx for one session.
 const sqlListRuns = `
 SELECT ` + runColumns + ` FROM kern_run
 WHERE ($1::text[] IS NULL OR status = ANY($1))

@@ -150,11 +150,12 @@ func scale(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}
 	defer done()
 	start := time.Now()
-	// One run in a hundred failed, one in a thousand has a session: the
-	// filtered lists below look for needles in the million.
+	// One run in a hundred failed, one in fifty is another agent's, one in
+	// a thousand has a session: the filtered lists below look for needles
+	// in the million.
 	if _, err := d.Pool().Exec(ctx, `INSERT INTO kern_run (id, agent_name, input, status, content, attempt,
 			session_id, created_at, started_at, finished_at)
-		SELECT 'scale-' || i, 'bench', 'What is the capital of France?',
+		SELECT 'scale-' || i, CASE WHEN i % 50 = 0 THEN 'bench-other' ELSE 'bench' END, 'What is the capital of France?',
 			CASE WHEN i % 100 = 0 THEN 'error' ELSE 'completed' END,
 			'The capital of France is Paris.', 1,
 			CASE WHEN i % 1000 = 0 THEN 'session-' || (i / 1000) % 10 ELSE '' END,
@@ -192,6 +193,7 @@ func scale(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		{"ListRuns page, one session p50", "1 run in 10,000 matches", run.ListParams{SessionID: "session-3"}},
 		{"ListRuns page, status=running p50", "none match", run.ListParams{Statuses: []run.Status{run.StatusRunning}}},
 		{"ListRuns page, agent=nobody p50", "none match", run.ListParams{AgentName: "nobody"}},
+		{"ListRuns page, one agent p50", "1 run in 50 matches", run.ListParams{AgentName: "bench-other"}},
 	} {
 		p50, p99, err := listPages(ctx, d, l.params, cfg.Samples)
 		if err != nil {
