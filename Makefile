@@ -20,7 +20,7 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
 ## bench: kern's figures side by side with the River floor, on a throwaway
-## Postgres (see BENCHMARKS.md). BENCH_FLAGS="-runs 500 -samples 50" for a
+## Postgres (see BENCHMARKS.md), in about 3 minutes. BENCH_FLAGS="-runs 500 -samples 50" for a
 ## quick one; "-recovery-rounds 2" adds recovery after SIGKILL (~75s).
 BENCH_FLAGS ?= -runs 5000 -samples 300
 bench:

@@ -40,18 +40,22 @@ func main() {
 	flag.DurationVar(&cfg.FetchCooldown, "fetch-cooldown", 5*time.Millisecond, "River FetchCooldown for kern and the floor (0: River's 100ms)")
 	flag.DurationVar(&cfg.FetchPollInterval, "fetch-poll", 100*time.Millisecond, "River FetchPollInterval (0: River's 1s)")
 	flag.IntVar(&cfg.RecoveryRounds, "recovery-rounds", 0, "worker processes to SIGKILL for the recovery figure (10 runs each, ~35s each)")
-	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,recovery")
+	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,recovery,memory,scale")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	workerName := flag.String("worker", "", "internal: run as a worker process with this name")
 	workerDB := flag.String("worker-db", "", "internal: the worker process's database URL")
 	workerModel := flag.String("worker-model", "", "internal: the worker process's model base URL")
 	workerConcurrency := flag.Int("worker-concurrency", 20, "internal: the worker process's MaxConcurrentRuns")
 	flag.IntVar(&cfg.InFlight, "inflight", 1000, "streaming runs in flight in one worker process for the memory figure (0: skip)")
-	flag.IntVar(&cfg.RSSRuns, "rss-runs", 20000, "runs one worker process works for the RSS growth figure (0: skip)")
+	flag.IntVar(&cfg.RSSRuns, "rss-runs", 100000, "runs one worker process works for the RSS growth figure (0: skip)")
 	flag.IntVar(&cfg.ScaleRows, "scale-rows", 1000000, "finished runs in the table for the GetRun figure (0: skip)")
 	flag.Parse()
 	if *workerName != "" {
-		if err := bench.RunWorkerProcess(*workerName, *workerDB, *workerModel, *workerConcurrency); err != nil {
+		if err := bench.RunWorkerProcess(*workerName, *workerDB, *workerModel, agent.WorkerConfig{
+			MaxConcurrentRuns: *workerConcurrency,
+			FetchCooldown:     cfg.FetchCooldown,
+			FetchPollInterval: cfg.FetchPollInterval,
+		}); err != nil {
 			fmt.Fprintln(os.Stderr, "kern-bench worker:", err)
 			os.Exit(1)
 		}
@@ -98,7 +102,7 @@ func run(ctx context.Context, cfg bench.Config) error {
 		Fake:  fake,
 		Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", base), ID: "fake-model"},
 		SpawnWorker: func(name, dbURL string, concurrency int) (*bench.WorkerProcess, error) {
-			return spawnWorker(name, dbURL, base, concurrency)
+			return spawnWorker(name, dbURL, base, concurrency, cfg)
 		},
 		DatabaseURL: func(d *db.DB) string { return d.Pool().Config().ConnString() },
 		PostgresCPU: func() (time.Duration, bool) {
@@ -140,7 +144,10 @@ func run(ctx context.Context, cfg bench.Config) error {
 
 // spawnWorker starts this binary as a worker process and waits until it
 // works.
-func spawnWorker(name, dbURL, modelURL string, concurrency int) (*bench.WorkerProcess, error) {
+// spawnWorker starts this binary as a worker process, fetching with the
+// bench's River settings.
+func spawnWorker(name, dbURL, modelURL string, concurrency int, cfg bench.Config) (*bench.WorkerProcess, error) {
 	return bench.StartProcess(name, exec.Command(os.Args[0], "-worker", name, "-worker-db", dbURL,
-		"-worker-model", modelURL, "-worker-concurrency", strconv.Itoa(concurrency)))
+		"-worker-model", modelURL, "-worker-concurrency", strconv.Itoa(concurrency),
+		"-fetch-cooldown", cfg.FetchCooldown.String(), "-fetch-poll", cfg.FetchPollInterval.String()))
 }

@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 		// name|dbURL|modelURL|concurrency
 		f := strings.SplitN(spec, "|", 4)
 		n, _ := strconv.Atoi(f[3])
-		if err := bench.RunWorkerProcess(f[0], f[1], f[2], n); err != nil {
+		if err := bench.RunWorkerProcess(f[0], f[1], f[2], agent.WorkerConfig{MaxConcurrentRuns: n}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

@@ -33,10 +33,11 @@ func StartProcess(name string, cmd *exec.Cmd) (*WorkerProcess, error) {
 	return &WorkerProcess{PID: cmd.Process.Pid, Kill: func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }}, nil
 }
 
-// RunWorkerProcess is the body of a worker process: default WorkerConfig
-// but for MaxConcurrentRuns, one agent "bench" whose model id is the
-// process's name. It prints "ready" and works until killed.
-func RunWorkerProcess(name, dbURL, modelURL string, concurrency int) error {
+// RunWorkerProcess is the body of a worker process: cfg (MaxConcurrentRuns,
+// River's fetch settings; an error-level logger unless set), one agent
+// "bench" whose model id is the process's name. It prints "ready" and works
+// until killed.
+func RunWorkerProcess(name, dbURL, modelURL string, cfg agent.WorkerConfig) error {
 	ctx := context.Background()
 	d, err := db.Open(ctx, dbURL)
 	if err != nil {
@@ -44,10 +45,10 @@ func RunWorkerProcess(name, dbURL, modelURL string, concurrency int) error {
 	}
 	defer d.Close()
 	a := &agent.Agent{Name: "bench", Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", modelURL), ID: name}, DB: d}
-	w, err := agent.NewWorker(d, agent.WorkerConfig{
-		MaxConcurrentRuns: concurrency,
-		Logger:            slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
-	}, a)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	}
+	w, err := agent.NewWorker(d, cfg, a)
 	if err != nil {
 		return err
 	}
