@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/run"
@@ -87,6 +89,66 @@ func TestWaitersSurviveListenerConnectionKill(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("listener connections after the kill: %d, want 1", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Close of a DB made with New (the application's pool) ends kern's own
+// listener connection and holds none of the pool's, which stays usable.
+func TestCloseReleasesConnectionsOfAnApplicationPool(t *testing.T) {
+	t.Parallel()
+	url := kerntest.DatabaseURL(t)
+	ctx := kerntest.Context(t, 30*time.Second)
+	pool, err := pgxpool.New(ctx, kerntest.WithPoolSize(url, kerntest.TestPoolSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	d, err := db.New(pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit(t, d, "c")
+	if _, err := d.StartRun(ctx, "c", nil); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { _, err := d.WaitRun(ctx, "c"); waited <- err }() // starts the listener
+	listeners := func() int {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name = $1`, db.ListenerApplicationName).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitUntil(t, "the listener to connect", func() bool { return listeners() == 1 })
+	if err := d.FinishRun(ctx, "c", 1, db.Finish{Status: run.StatusCompleted}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+
+	d.Close()
+	waitUntil(t, "the listener connection to end", func() bool { return listeners() == 0 })
+	if n := pool.Stat().AcquiredConns(); n != 0 {
+		t.Fatalf("%d of the application's connections still acquired after Close", n)
+	}
+	var one int
+	if err := pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil || one != 1 {
+		t.Fatalf("the application's pool after Close: %v", err)
+	}
+}
+
+// waitUntil polls cond for up to 10 seconds.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
