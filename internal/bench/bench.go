@@ -169,21 +169,39 @@ func endToEnd(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}
 	var kernRates, floorRates []float64
 	var kernCPU, floorCPU cpuSamples
-	for range max(cfg.Rounds, 1) {
+	kernRound := func() error {
 		c0 := env.cpuNow()
 		rate, err := throughput(ctx, env, cfg, fakellm.Reply{Content: "The capital of France is Paris."})
 		if err != nil {
-			return nil, err
+			return err
 		}
-		c1 := env.cpuNow()
-		floorRate, err := floor(ctx, env, cfg)
+		kernRates = append(kernRates, rate)
+		kernCPU.add(c0, env.cpuNow(), cfg.Runs)
+		return nil
+	}
+	floorRound := func() error {
+		c0 := env.cpuNow()
+		rate, err := floor(ctx, env, cfg)
 		if err != nil {
+			return err
+		}
+		floorRates = append(floorRates, rate)
+		floorCPU.add(c0, env.cpuNow(), cfg.Runs)
+		return nil
+	}
+	// ABBA order: a machine that speeds up or slows down over the rounds
+	// favours neither side.
+	for round := range max(cfg.Rounds, 1) {
+		first, second := kernRound, floorRound
+		if round%2 == 1 {
+			first, second = floorRound, kernRound
+		}
+		if err := first(); err != nil {
 			return nil, err
 		}
-		c2 := env.cpuNow()
-		kernRates, floorRates = append(kernRates, rate), append(floorRates, floorRate)
-		kernCPU.add(c0, c1, cfg.Runs)
-		floorCPU.add(c1, c2, cfg.Runs)
+		if err := second(); err != nil {
+			return nil, err
+		}
 	}
 	note := fmt.Sprintf("%d runs, %d submitters, %d concurrent runs, zero-latency fake model over HTTP", cfg.Runs, cfg.Submitters, cfg.Concurrency)
 	if len(kernRates) > 1 {
