@@ -19,6 +19,14 @@
 //     "done" mark; WaitRun and event followers sleep on it through the
 //     shared listener.
 //
+// The listener LISTENs only on the channels its subscribers need right now:
+// kern_cancel while runs execute, kern_event while someone waits or follows
+// events. A worker process therefore does not receive the event
+// notifications of every run on the cluster, and adding workers does not
+// multiply what Postgres delivers per run. A subscription that needs a new
+// channel interrupts the listener's wait; the LISTEN is followed by a
+// re-check, so nothing sent before it is missed.
+//
 // # Why a cancel that answered true always ends cancelled
 //
 // CancelRun first commits a row in kern_run_cancel, then, in a second

@@ -28,7 +28,13 @@ const (
 // by the terminal event's notification.
 const channelRunDone = "kern_run_done"
 
-var channels = []string{channelCancel, channelEvent}
+// pgChannel is the Postgres channel whose notifications serve a topic.
+func (t topic) pgChannel() string {
+	if t.channel == channelRunDone {
+		return channelEvent
+	}
+	return t.channel
+}
 
 // ListenerApplicationName names the listener's connection in
 // pg_stat_activity, so operators (and tests) can tell it apart.
@@ -42,9 +48,16 @@ const recheckInterval = time.Second
 // listener is the one LISTEN connection of a DB. It fans notifications out
 // to every subscriber (WaitRun callers, executing runs watching for a cancel)
 // so a thousand waiters cost one connection, not a thousand.
+//
+// It LISTENs only on the channels its subscribers need: a worker that only
+// watches for cancels never receives the event notifications of every run
+// on the cluster, so adding worker processes does not multiply what
+// Postgres delivers per run.
 type listener struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
+	// recheckEvery is recheckInterval but in tests.
+	recheckEvery time.Duration
 
 	mu      sync.Mutex
 	subs    map[topic]map[*Subscription]struct{}
@@ -52,6 +65,11 @@ type listener struct {
 	closed  bool
 	stop    context.CancelFunc
 	done    chan struct{}
+	// listening is what the current connection LISTENs on; interrupt, while
+	// set, ends its wait for a notification, so a subscription that needs
+	// another channel gets it at once.
+	listening map[string]bool
+	interrupt context.CancelFunc
 }
 
 type topic struct {
@@ -93,7 +111,8 @@ func (d *DB) SubscribeEvents(runID string) *Subscription {
 func (s *Subscription) SetPosition(seq int64) { s.position.Store(seq) }
 
 func newListener(pool *pgxpool.Pool, logger *slog.Logger) *listener {
-	return &listener{pool: pool, logger: logger, subs: make(map[topic]map[*Subscription]struct{})}
+	return &listener{pool: pool, logger: logger, recheckEvery: recheckInterval,
+		subs: make(map[topic]map[*Subscription]struct{}), listening: map[string]bool{}}
 }
 
 // SubscribeDone signals when the run may have reached a terminal status.
@@ -126,6 +145,8 @@ func (l *listener) subscribe(t topic) *Subscription {
 		ctx, cancel := context.WithCancel(context.Background())
 		l.running, l.stop, l.done = true, cancel, make(chan struct{})
 		go l.run(ctx, l.done)
+	} else if !l.listening[t.pgChannel()] && l.interrupt != nil {
+		l.interrupt()
 	}
 	return s
 }
@@ -213,8 +234,8 @@ func (l *listener) watched() watchList {
 }
 
 // run keeps a LISTEN connection up until ctx ends, reconnecting after any
-// failure; after every (re)connect it re-checks, since notifications sent
-// while it was down are gone.
+// failure; after every (re)connect and every new LISTEN it re-checks, since
+// notifications sent before it listened are gone.
 func (l *listener) run(ctx context.Context, done chan struct{}) {
 	defer close(done)
 	for ctx.Err() == nil {
@@ -244,32 +265,103 @@ func (l *listener) listen(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, ch := range channels {
-		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
-			return err
-		}
-	}
+	l.mu.Lock()
+	clear(l.listening)
+	l.mu.Unlock()
+	var nextRecheck time.Time
 	for {
-		if err := l.recheck(ctx, conn); err != nil {
+		added, err := l.syncChannels(ctx, conn, !time.Now().Before(nextRecheck))
+		if err != nil {
 			return err
 		}
-		waitUntil := time.Now().Add(recheckInterval)
-		for time.Now().Before(waitUntil) {
-			waitCtx, cancel := context.WithDeadline(ctx, waitUntil)
-			n, err := conn.WaitForNotification(waitCtx)
-			cancel()
-			if err != nil {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				if pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) {
-					break
-				}
+		if added || !time.Now().Before(nextRecheck) {
+			if err := l.recheck(ctx, conn); err != nil {
 				return err
 			}
-			l.dispatch(n.Channel, n.Payload)
+			nextRecheck = time.Now().Add(l.recheckEvery)
+		}
+		waitCtx, cancel := context.WithDeadline(ctx, nextRecheck)
+		l.mu.Lock()
+		if l.missingChannelLocked() {
+			l.mu.Unlock()
+			cancel()
+			continue
+		}
+		l.interrupt = cancel
+		l.mu.Unlock()
+		n, err := conn.WaitForNotification(waitCtx)
+		l.mu.Lock()
+		l.interrupt = nil
+		l.mu.Unlock()
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				continue
+			}
+			return err
+		}
+		l.dispatch(n.Channel, n.Payload)
+	}
+}
+
+// wantedLocked is the channels the subscribers need.
+func (l *listener) wantedLocked() map[string]bool {
+	want := map[string]bool{}
+	for t := range l.subs {
+		want[t.pgChannel()] = true
+	}
+	return want
+}
+
+func (l *listener) missingChannelLocked() bool {
+	for ch := range l.wantedLocked() {
+		if !l.listening[ch] {
+			return true
 		}
 	}
+	return false
+}
+
+// syncChannels LISTENs on the channels subscribers need and, with drop,
+// UNLISTENs those nobody needs any more (only at re-check time, so waiters
+// that come and go do not make it churn). added says a LISTEN was issued.
+func (l *listener) syncChannels(ctx context.Context, conn *pgx.Conn, drop bool) (added bool, err error) {
+	l.mu.Lock()
+	want := l.wantedLocked()
+	var listen, unlisten []string
+	for ch := range want {
+		if !l.listening[ch] {
+			listen = append(listen, ch)
+		}
+	}
+	for ch := range l.listening {
+		if drop && !want[ch] {
+			unlisten = append(unlisten, ch)
+		}
+	}
+	l.mu.Unlock()
+	for _, ch := range listen {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			return false, err
+		}
+	}
+	for _, ch := range unlisten {
+		if _, err := conn.Exec(ctx, "UNLISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			return false, err
+		}
+	}
+	l.mu.Lock()
+	for _, ch := range listen {
+		l.listening[ch] = true
+	}
+	for _, ch := range unlisten {
+		delete(l.listening, ch)
+	}
+	l.mu.Unlock()
+	return len(listen) > 0, nil
 }
 
 // recheck wakes subscribers whose event happened without a notification
