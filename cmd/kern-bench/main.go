@@ -32,7 +32,7 @@ func main() {
 	flag.IntVar(&cfg.Runs, "runs", 5000, "end-to-end runs")
 	flag.IntVar(&cfg.Submitters, "submitters", 8, "concurrent submitters")
 	flag.IntVar(&cfg.Concurrency, "concurrency", 100, "worker MaxConcurrentRuns")
-	flag.IntVar(&cfg.Rounds, "rounds", 3, "alternating kern/floor rounds of the end-to-end figure (medians are printed)")
+	flag.IntVar(&cfg.Rounds, "rounds", 5, "alternating kern/floor rounds of the end-to-end figure (medians are printed)")
 	flag.IntVar(&cfg.Samples, "samples", 500, "samples per latency figure")
 	// River's default FetchCooldown (100ms) caps a worker at MaxWorkers
 	// fetches ten times a second, which would make kern and the floor both
