@@ -70,6 +70,8 @@ type listener struct {
 	// another channel gets it at once.
 	listening map[string]bool
 	interrupt context.CancelFunc
+	// topicsOn counts the subscribed topics each Postgres channel serves.
+	topicsOn map[string]int
 }
 
 type topic struct {
@@ -112,7 +114,7 @@ func (s *Subscription) SetPosition(seq int64) { s.position.Store(seq) }
 
 func newListener(pool *pgxpool.Pool, logger *slog.Logger) *listener {
 	return &listener{pool: pool, logger: logger, recheckEvery: recheckInterval,
-		subs: make(map[topic]map[*Subscription]struct{}), listening: map[string]bool{}}
+		subs: make(map[topic]map[*Subscription]struct{}), listening: map[string]bool{}, topicsOn: map[string]int{}}
 }
 
 // SubscribeDone signals when the run may have reached a terminal status.
@@ -139,6 +141,7 @@ func (l *listener) subscribe(t topic) *Subscription {
 	if set == nil {
 		set = make(map[*Subscription]struct{})
 		l.subs[t] = set
+		l.topicsOn[t.pgChannel()]++
 	}
 	set[s] = struct{}{}
 	if !l.running {
@@ -158,6 +161,9 @@ func (l *listener) unsubscribe(s *Subscription) {
 		delete(set, s)
 		if len(set) == 0 {
 			delete(l.subs, s.topic)
+			if l.topicsOn[s.topic.pgChannel()]--; l.topicsOn[s.topic.pgChannel()] == 0 {
+				delete(l.topicsOn, s.topic.pgChannel())
+			}
 		}
 	}
 }
@@ -307,17 +313,8 @@ func (l *listener) listen(ctx context.Context) error {
 	}
 }
 
-// wantedLocked is the channels the subscribers need.
-func (l *listener) wantedLocked() map[string]bool {
-	want := map[string]bool{}
-	for t := range l.subs {
-		want[t.pgChannel()] = true
-	}
-	return want
-}
-
 func (l *listener) missingChannelLocked() bool {
-	for ch := range l.wantedLocked() {
+	for ch := range l.topicsOn {
 		if !l.listening[ch] {
 			return true
 		}
@@ -330,15 +327,14 @@ func (l *listener) missingChannelLocked() bool {
 // that come and go do not make it churn). added says a LISTEN was issued.
 func (l *listener) syncChannels(ctx context.Context, conn *pgx.Conn, drop bool) (added bool, err error) {
 	l.mu.Lock()
-	want := l.wantedLocked()
 	var listen, unlisten []string
-	for ch := range want {
+	for ch := range l.topicsOn {
 		if !l.listening[ch] {
 			listen = append(listen, ch)
 		}
 	}
 	for ch := range l.listening {
-		if drop && !want[ch] {
+		if drop && l.topicsOn[ch] == 0 {
 			unlisten = append(unlisten, ch)
 		}
 	}
