@@ -103,7 +103,7 @@ func (a *Agent) executeForeground(ctx context.Context, runID string) error {
 		if !errors.As(err, &retry) {
 			return err
 		}
-		done := a.DB.SubscribeDone(runID)
+		done := exec.store.SubscribeDone(runID)
 		select {
 		case <-time.After(retry.delay):
 		case <-done.C(): // cancelled while waiting: the next start finds out

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
 )
 
@@ -44,7 +45,7 @@ const (
 // runs share it, which is what makes a foreground run persisted exactly like
 // a background one.
 type executor struct {
-	db              *db.DB
+	store           engine.Store
 	logger          *slog.Logger
 	defaultTimeout  time.Duration
 	maxAttempts     int
@@ -60,7 +61,7 @@ type executor struct {
 
 func newExecutor(d *db.DB, logger *slog.Logger) *executor {
 	return &executor{
-		db:              d,
+		store:           d.Engine(engine.Key{}),
 		logger:          logger,
 		defaultTimeout:  defaultTimeout,
 		maxAttempts:     defaultMaxAttempts,
@@ -79,17 +80,17 @@ func newExecutor(d *db.DB, logger *slog.Logger) *executor {
 // another worker, and other errors only when Postgres could not be written.
 func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobID *int64) error {
 	// Subscribe before claiming, so a cancel right after the claim is heard.
-	cancelSub := e.db.SubscribeCancel(runID)
+	cancelSub := e.store.SubscribeCancel(runID)
 	defer cancelSub.Close()
 
-	out, err := e.db.StartRun(ctx, runID, jobID)
+	claim, err := e.store.StartRun(ctx, runID, jobID)
 	if errors.Is(err, run.ErrNotRunning) || errors.Is(err, run.ErrNotFound) {
 		return nil // terminal already, running elsewhere, or not this job's
 	}
 	if err != nil {
 		return err
 	}
-	attempt := out.Attempt
+	out, fence, attempt := claim.Run, claim.Fence, claim.Run.Attempt
 	log := e.logger.With(slog.String("run_id", runID), slog.String("agent", out.AgentName), slog.Int("attempt", attempt))
 	if out.Status != run.StatusRunning {
 		log.DebugContext(ctx, "kern: run cancelled before start")
@@ -97,7 +98,7 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobI
 	}
 	started := time.Now()
 	if agent == nil {
-		return e.finish(ctx, log, runID, attempt, db.Finish{
+		return e.finish(ctx, log, fence, engine.Finish{
 			Status: run.StatusError,
 			Error:  fmt.Sprintf("agent %q is not registered on this worker", out.AgentName),
 		})
@@ -111,10 +112,10 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobI
 	defer stopRun(nil)
 	runCtx, stopTimer := context.WithTimeoutCause(runCtx, timeout, fmt.Errorf("%w after %v", errTimedOut, timeout))
 	defer stopTimer()
-	go e.watch(runCtx, log, runID, attempt, cancelSub, stopRun)
+	go e.watch(runCtx, log, fence, cancelSub, stopRun)
 
 	buf := newContentBuffer(e.flushEvery, e.flushBytes,
-		func(ctx context.Context, delta string) error { return e.db.AppendContent(ctx, runID, attempt, delta) },
+		func(ctx context.Context, delta string) error { return e.store.AppendContent(ctx, fence, delta) },
 		func(err error) {
 			if errors.Is(err, run.ErrNotRunning) {
 				stopRun(errOwnerLost)
@@ -138,7 +139,7 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobI
 	})
 	tail := buf.close()
 
-	fin := db.Finish{Tail: tail, Metrics: run.Metrics{TimeToFirstToken: ttft}}
+	fin := engine.Finish{Tail: tail, Metrics: run.Metrics{TimeToFirstToken: ttft}}
 	if resp != nil {
 		fin.Metrics.InputTokens = resp.Usage.InputTokens
 		fin.Metrics.OutputTokens = resp.Usage.OutputTokens
@@ -159,7 +160,7 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobI
 		log.InfoContext(ctx, "kern: run lost to a cancel or a rescue; stopping")
 		return nil
 	case ctx.Err() != nil && e.handBack:
-		if err := e.db.ReleaseRun(context.WithoutCancel(ctx), runID, attempt); err != nil && !errors.Is(err, run.ErrNotRunning) {
+		if err := e.store.ReleaseRun(context.WithoutCancel(ctx), fence); err != nil && !errors.Is(err, run.ErrNotRunning) {
 			return err
 		}
 		log.InfoContext(ctx, "kern: run handed back")
@@ -168,7 +169,7 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobI
 		fin.Status = run.StatusCancelled
 	case Retryable(modelErr) && attempt < e.maxAttempts:
 		delay := retryDelay(modelErr, attempt, e.retryBase)
-		err := e.db.RetryRun(context.WithoutCancel(ctx), runID, attempt, modelErr.Error(), delay)
+		err := e.store.RetryRun(context.WithoutCancel(ctx), fence, modelErr.Error(), delay)
 		if errors.Is(err, run.ErrNotRunning) {
 			return nil // cancelled meanwhile
 		}
@@ -184,13 +185,13 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobI
 		}
 	}
 	fin.Metrics.Duration = time.Since(started)
-	return e.finish(ctx, log, runID, attempt, fin)
+	return e.finish(ctx, log, fence, fin)
 }
 
 // watch interrupts the run when a cancel request arrives or when a
 // heartbeat finds the run no longer ours, and heartbeats meanwhile so
 // rescuers can tell a live attempt from a dead one.
-func (e *executor) watch(ctx context.Context, log *slog.Logger, runID string, attempt int, cancelSub *db.Subscription, stop context.CancelCauseFunc) {
+func (e *executor) watch(ctx context.Context, log *slog.Logger, fence engine.Fence, cancelSub engine.Subscription, stop context.CancelCauseFunc) {
 	beat := time.NewTicker(e.heartbeat)
 	defer beat.Stop()
 	for {
@@ -201,7 +202,7 @@ func (e *executor) watch(ctx context.Context, log *slog.Logger, runID string, at
 			stop(errCancelled)
 			return
 		case <-beat.C:
-			err := e.db.Heartbeat(ctx, runID, attempt)
+			err := e.store.Heartbeat(ctx, fence)
 			switch {
 			case errors.Is(err, run.ErrNotRunning):
 				stop(errOwnerLost)
@@ -216,11 +217,11 @@ func (e *executor) watch(ctx context.Context, log *slog.Logger, runID string, at
 // finish writes the terminal status, retrying while Postgres is away (a
 // restart must not strand a finished run). Losing to a cancel or a rescue
 // is not an error: the row tells the truth either way.
-func (e *executor) finish(ctx context.Context, log *slog.Logger, runID string, attempt int, fin db.Finish) error {
+func (e *executor) finish(ctx context.Context, log *slog.Logger, fence engine.Fence, fin engine.Finish) error {
 	writeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
 	defer cancel()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		err := e.db.FinishRun(writeCtx, runID, attempt, fin)
+		err := e.store.FinishRun(writeCtx, fence, fin)
 		switch {
 		case err == nil:
 			log.DebugContext(ctx, "kern: run finished", slog.String("status", string(fin.Status)))

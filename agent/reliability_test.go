@@ -10,6 +10,7 @@ import (
 
 	"github.com/kern-go/kern/agent"
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/internal/fakellm"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/run"
@@ -258,7 +259,7 @@ func TestRescueOfADeadWorkersRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.StartRun(ctx, out.RunID, nil); err != nil {
+	if _, err := d.Engine(engine.Key{}).StartRun(ctx, out.RunID, nil); err != nil {
 		t.Fatal(err)
 	}
 	kerntest.Worker(t, d, agent.WorkerConfig{RescueAfter: time.Second, HeartbeatInterval: 100 * time.Millisecond}, a)

@@ -198,7 +198,7 @@ func (w *Worker) rescue(ctx context.Context, startDone <-chan struct{}) {
 			return
 		case <-tick.C:
 		}
-		res, err := w.db.RescueStale(ctx, w.cfg.RescueAfter, w.cfg.MaxAttempts)
+		res, err := w.exec.store.RescueStale(ctx, w.cfg.RescueAfter, w.cfg.MaxAttempts)
 		if err != nil {
 			if ctx.Err() == nil {
 				w.cfg.Logger.WarnContext(ctx, "kern: rescue of stale runs failed", slog.Any("error", err))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/internal/pgtest"
 	"github.com/kern-go/kern/run"
@@ -172,10 +173,10 @@ func TestCancelStates(t *testing.T) {
 
 	// completed → false, nothing changes
 	submit(t, d, "done")
-	if _, err := d.StartRun(ctx, "done", nil); err != nil {
+	if _, err := ex(d).StartRun(ctx, "done", nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.FinishRun(ctx, "done", 1, db.Finish{Status: run.StatusCompleted, Tail: "answer"}); err != nil {
+	if err := ex(d).FinishRun(ctx, "done", 1, engine.Finish{Status: run.StatusCompleted, Tail: "answer"}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := d.CancelRun(ctx, "done"); err != nil || ok {
@@ -192,16 +193,16 @@ func TestCancelStates(t *testing.T) {
 
 	// running → cancelled; the worker's late finish is refused
 	submit(t, d, "running")
-	if _, err := d.StartRun(ctx, "running", nil); err != nil {
+	if _, err := ex(d).StartRun(ctx, "running", nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.AppendContent(ctx, "running", 1, "part"); err != nil {
+	if err := ex(d).AppendContent(ctx, "running", 1, "part"); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := d.CancelRun(ctx, "running"); err != nil || !ok {
 		t.Fatalf("cancel running = %v, %v; want true", ok, err)
 	}
-	err := d.FinishRun(ctx, "running", 1, db.Finish{Status: run.StatusCompleted, Tail: " and more"})
+	err := ex(d).FinishRun(ctx, "running", 1, engine.Finish{Status: run.StatusCompleted, Tail: " and more"})
 	if !errors.Is(err, run.ErrNotRunning) {
 		t.Fatalf("late finish err = %v, want run.ErrNotRunning", err)
 	}
@@ -223,7 +224,7 @@ func TestCancelBeforeSubmit(t *testing.T) {
 	if out.Status != run.StatusPending {
 		t.Fatalf("submitted status %s", out.Status)
 	}
-	started, err := d.StartRun(ctx, "future", nil)
+	started, err := ex(d).StartRun(ctx, "future", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,35 +238,35 @@ func TestAttemptFencing(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "fenced")
-	first, err := d.StartRun(ctx, "fenced", nil)
+	first, err := ex(d).StartRun(ctx, "fenced", nil)
 	if err != nil || first.Attempt != 1 {
 		t.Fatalf("first start: %+v, %v", first, err)
 	}
-	if _, err := d.StartRun(ctx, "fenced", nil); !errors.Is(err, run.ErrNotRunning) {
+	if _, err := ex(d).StartRun(ctx, "fenced", nil); !errors.Is(err, run.ErrNotRunning) {
 		t.Fatalf("second start of a running run: %v, want run.ErrNotRunning", err)
 	}
-	if err := d.RetryRun(ctx, "fenced", 1, "HTTP 503", time.Second); err != nil {
+	if err := ex(d).RetryRun(ctx, "fenced", 1, "HTTP 503", time.Second); err != nil {
 		t.Fatal(err)
 	}
 	pending, _ := d.GetRun(ctx, "fenced")
 	if pending.Status != run.StatusPending || pending.Error != "HTTP 503" || pending.Attempt != 1 {
 		t.Fatalf("run waiting for a retry: %+v", pending)
 	}
-	second, err := d.StartRun(ctx, "fenced", nil)
+	second, err := ex(d).StartRun(ctx, "fenced", nil)
 	if err != nil || second.Attempt != 2 || second.Error != "" {
 		t.Fatalf("second attempt: %+v, %v", second, err)
 	}
 	// Attempt 1 is a zombie now: every write of it is refused.
-	if err := d.AppendContent(ctx, "fenced", 1, "zombie"); !errors.Is(err, run.ErrNotRunning) {
+	if err := ex(d).AppendContent(ctx, "fenced", 1, "zombie"); !errors.Is(err, run.ErrNotRunning) {
 		t.Fatalf("zombie append: %v, want run.ErrNotRunning", err)
 	}
-	if err := d.Heartbeat(ctx, "fenced", 1); !errors.Is(err, run.ErrNotRunning) {
+	if err := ex(d).Heartbeat(ctx, "fenced", 1); !errors.Is(err, run.ErrNotRunning) {
 		t.Fatalf("zombie heartbeat: %v, want run.ErrNotRunning", err)
 	}
-	if err := d.FinishRun(ctx, "fenced", 1, db.Finish{Status: run.StatusCompleted}); !errors.Is(err, run.ErrNotRunning) {
+	if err := ex(d).FinishRun(ctx, "fenced", 1, engine.Finish{Status: run.StatusCompleted}); !errors.Is(err, run.ErrNotRunning) {
 		t.Fatalf("zombie finish: %v, want run.ErrNotRunning", err)
 	}
-	if err := d.FinishRun(ctx, "fenced", 2, db.Finish{Status: run.StatusCompleted, Tail: "ok"}); err != nil {
+	if err := ex(d).FinishRun(ctx, "fenced", 2, engine.Finish{Status: run.StatusCompleted, Tail: "ok"}); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := d.GetRun(ctx, "fenced")
@@ -289,13 +290,13 @@ func TestStaleJobCannotStartRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := jobID + 1000
-	if _, err := d.StartRun(ctx, "jobbed", &other); !errors.Is(err, run.ErrNotRunning) {
+	if _, err := ex(d).StartRun(ctx, "jobbed", &other); !errors.Is(err, run.ErrNotRunning) {
 		t.Fatalf("start by a foreign job: %v, want run.ErrNotRunning", err)
 	}
-	if _, err := d.StartRun(ctx, "jobbed", nil); !errors.Is(err, run.ErrNotRunning) {
+	if _, err := ex(d).StartRun(ctx, "jobbed", nil); !errors.Is(err, run.ErrNotRunning) {
 		t.Fatalf("foreground start of a background run: %v, want run.ErrNotRunning", err)
 	}
-	if _, err := d.StartRun(ctx, "jobbed", &jobID); err != nil {
+	if _, err := ex(d).StartRun(ctx, "jobbed", &jobID); err != nil {
 		t.Fatalf("start by its own job: %v", err)
 	}
 }
@@ -308,7 +309,7 @@ func TestRescueStale(t *testing.T) {
 	ctx := kerntest.Context(t, 30*time.Second)
 	for _, id := range []string{"stale", "fresh", "spent"} {
 		submit(t, d, id)
-		if _, err := d.StartRun(ctx, id, nil); err != nil {
+		if _, err := ex(d).StartRun(ctx, id, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -316,7 +317,7 @@ func TestRescueStale(t *testing.T) {
 		UPDATE kern_run SET attempt = 3 WHERE id = 'spent'`); err != nil {
 		t.Fatal(err)
 	}
-	res, err := d.RescueStale(ctx, 30*time.Second, 3)
+	res, err := ex(d).RescueStale(ctx, 30*time.Second, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,7 +340,7 @@ func TestRescueStale(t *testing.T) {
 		t.Fatalf("a live run was rescued: %+v", fresh)
 	}
 	// Nothing left to rescue: a second pass does nothing.
-	if res, err := d.RescueStale(ctx, 30*time.Second, 3); err != nil || len(res.Requeued)+len(res.Failed) != 0 {
+	if res, err := ex(d).RescueStale(ctx, 30*time.Second, 3); err != nil || len(res.Requeued)+len(res.Failed) != 0 {
 		t.Fatalf("second pass: %+v, %v", res, err)
 	}
 }
@@ -349,7 +350,7 @@ func TestWaitRunWakesOnFinish(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "w")
-	if _, err := d.StartRun(ctx, "w", nil); err != nil {
+	if _, err := ex(d).StartRun(ctx, "w", nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -367,7 +368,7 @@ func TestWaitRunWakesOnFinish(t *testing.T) {
 		t.Fatalf("WaitRun returned before the run finished: %+v, %v", r.out, r.err)
 	case <-time.After(50 * time.Millisecond): // only a check that it does block
 	}
-	if err := d.FinishRun(ctx, "w", 1, db.Finish{Status: run.StatusError, Error: "boom"}); err != nil {
+	if err := ex(d).FinishRun(ctx, "w", 1, engine.Finish{Status: run.StatusError, Error: "boom"}); err != nil {
 		t.Fatal(err)
 	}
 	r := <-done

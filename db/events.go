@@ -37,7 +37,7 @@ func (d *DB) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2
 			yield(run.Event{}, err)
 			return
 		}
-		sub := d.SubscribeEvents(runID)
+		sub := d.subscribeEvents(runID)
 		defer sub.Close()
 		for failures := 0; ; {
 			sub.SetPosition(afterSeq)

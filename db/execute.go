@@ -7,20 +7,26 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
 )
 
-// The methods in this file are the executing worker's side of a run. They
-// are exported for package agent; applications have no use for them.
+// engineDB is the executing worker's side of a DB (engine.Store): the
+// statements of a run's execution. It is not on DB's method set, so an
+// application never sees them; package agent gets it through Engine.
+type engineDB struct{ *DB }
 
-// StartRun claims a pending run for its next attempt. jobID is the River
-// job executing it (nil for a foreground run); only the run's current job
-// may start it. It returns the run as it now is: running (Attempt is this
-// execution's attempt, which fences all its writes), or cancelled when a
-// cancel request was on file — then the model must not be called. It
-// returns run.ErrNotRunning when the run is not startable (terminal, running
-// elsewhere, or not this job's), and run.ErrNotFound for no run.
-func (d *DB) StartRun(ctx context.Context, runID string, jobID *int64) (*run.Output, error) {
+var _ engine.Store = engineDB{}
+
+// Engine returns the executing side of the database, for kern's own
+// packages (the worker and foreground runs of package agent). Applications
+// cannot call it: its key type is internal to kern.
+func (d *DB) Engine(engine.Key) engine.Store { return engineDB{d} }
+
+// StartRun implements engine.Store: it claims a pending run for its next
+// execution, or moves it straight to cancelled when a cancel request is on
+// file.
+func (d engineDB) StartRun(ctx context.Context, runID string, jobID *int64) (*engine.Claim, error) {
 	r, err := d.exec.start.do(ctx, startItem{id: runID, jobID: jobID})
 	if err != nil {
 		return nil, fmt.Errorf("kern: start run %q: %w", runID, err)
@@ -31,56 +37,55 @@ func (d *DB) StartRun(ctx context.Context, runID string, jobID *int64) (*run.Out
 		}
 		return nil, fmt.Errorf("kern: start run %q: %w", runID, run.ErrNotRunning)
 	}
-	return r.output(), nil
+	return &engine.Claim{Run: r.output(), Fence: engine.Fence{RunID: r.ID, Execution: r.Attempt}}, nil
 }
 
-// AppendContent persists a flushed chunk of the content being streamed.
-// It returns run.ErrNotRunning once the attempt no longer owns the run.
-func (d *DB) AppendContent(ctx context.Context, runID string, attempt int, delta string) error {
-	return fenced("append content to", runID)(d.exec.append.do(ctx, appendItem{fence{runID, attempt}, storable(delta)}))
+// AppendContent implements engine.Store. It returns run.ErrNotRunning once
+// the execution no longer owns the run.
+func (d engineDB) AppendContent(ctx context.Context, f engine.Fence, delta string) error {
+	return fenced("append content to", f.RunID)(d.exec.append.do(ctx, appendItem{f, storable(delta)}))
 }
 
-// Finish is the end of one execution.
-type Finish struct {
-	Status  run.Status // completed, error or cancelled
-	Tail    string     // content not flushed yet, appended in the same statement
-	Error   string     // for StatusError
-	Metrics run.Metrics
-}
-
-// FinishRun writes a terminal status if the attempt still owns the running
-// run. It returns run.ErrNotRunning when it does not (a cancel or a later
-// attempt won): then nothing was written.
-func (d *DB) FinishRun(ctx context.Context, runID string, attempt int, f Finish) error {
-	if !f.Status.Terminal() {
-		return fmt.Errorf("%w: finish run with non-terminal status %q", run.ErrInvalidArgument, f.Status)
+// FinishRun implements engine.Store: it writes a terminal status if the
+// execution still owns the running run, and returns run.ErrNotRunning when
+// it does not (a cancel or a later execution won): then nothing was written.
+func (d engineDB) FinishRun(ctx context.Context, f engine.Fence, fin engine.Finish) error {
+	if !fin.Status.Terminal() {
+		return fmt.Errorf("%w: finish run with non-terminal status %q", run.ErrInvalidArgument, fin.Status)
 	}
-	f.Tail, f.Error = storable(f.Tail), storable(f.Error)
-	return fenced("finish", runID)(d.exec.finish.do(ctx, finishItem{fence{runID, attempt}, f}))
+	fin.Tail, fin.Error = storable(fin.Tail), storable(fin.Error)
+	return fenced("finish", f.RunID)(d.exec.finish.do(ctx, finishItem{f, fin}))
 }
 
-// ReleaseRun hands a running run back to pending, for a worker that stops
-// before the run is done; another worker takes it up. The attempt does not
-// count against the run's attempts.
-func (d *DB) ReleaseRun(ctx context.Context, runID string, attempt int) error {
-	return d.execFenced(ctx, "release", runID, sqlReleaseRun, runID, attempt)
+// ReleaseRun implements engine.Store.
+func (d engineDB) ReleaseRun(ctx context.Context, f engine.Fence) error {
+	return d.execFenced(ctx, "release", f.RunID, sqlReleaseRun, f.RunID, f.Execution)
 }
 
-// RetryRun puts a failed attempt back to pending, with errMsg visible until
-// the next attempt starts and a run.retrying event saying when it will.
-func (d *DB) RetryRun(ctx context.Context, runID string, attempt int, errMsg string, delay time.Duration) error {
-	return d.execFenced(ctx, "retry", runID, sqlRetryRun, runID, attempt, storable(errMsg), delay.Milliseconds())
+// RetryRun implements engine.Store.
+func (d engineDB) RetryRun(ctx context.Context, f engine.Fence, errMsg string, delay time.Duration) error {
+	return d.execFenced(ctx, "retry", f.RunID, sqlRetryRun, f.RunID, f.Execution, storable(errMsg), delay.Milliseconds())
 }
 
-// Heartbeat records that the attempt is alive. run.ErrNotRunning means it
+// Heartbeat implements engine.Store. run.ErrNotRunning means the execution
 // lost the run: it was cancelled, or rescued after a stall, and must stop.
-func (d *DB) Heartbeat(ctx context.Context, runID string, attempt int) error {
-	return fenced("heartbeat", runID)(d.exec.heartbeat.do(ctx, fence{runID, attempt}))
+func (d engineDB) Heartbeat(ctx context.Context, f engine.Fence) error {
+	return fenced("heartbeat", f.RunID)(d.exec.heartbeat.do(ctx, f))
 }
 
-// execFenced runs a statement fenced by status and attempt; no row affected
-// means the attempt no longer owns the run.
-func (d *DB) execFenced(ctx context.Context, what, runID, sql string, args ...any) error {
+// SubscribeCancel implements engine.Store.
+func (d engineDB) SubscribeCancel(runID string) engine.Subscription {
+	return d.listener.subscribe(topic{channelCancel, runID})
+}
+
+// SubscribeDone implements engine.Store.
+func (d engineDB) SubscribeDone(runID string) engine.Subscription {
+	return d.subscribeDone(runID)
+}
+
+// execFenced runs a statement fenced by status and execution; no row
+// affected means the execution no longer owns the run.
+func (d engineDB) execFenced(ctx context.Context, what, runID, sql string, args ...any) error {
 	tag, err := d.pool.Exec(ctx, sql, args...)
 	return fenced(what, runID)(err == nil && tag.RowsAffected() > 0, err)
 }

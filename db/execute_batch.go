@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/kern-go/kern/internal/engine"
 )
 
 // The statements every executing run makes — StartRun, AppendContent,
@@ -13,7 +15,7 @@ type execBatchers struct {
 	start     *batcher[startItem, *runRow]
 	append    *batcher[appendItem, bool]
 	finish    *batcher[finishItem, bool]
-	heartbeat *batcher[fence, bool]
+	heartbeat *batcher[engine.Fence, bool]
 }
 
 func (d *DB) newExecBatchers() execBatchers {
@@ -21,18 +23,11 @@ func (d *DB) newExecBatchers() execBatchers {
 		start:     newBatcher(startItem.key, d.startBatch),
 		append:    newBatcher(appendItem.key, d.appendBatch).withSize(func(a appendItem) int { return len(a.delta) }),
 		finish:    newBatcher(finishItem.key, d.finishBatch).withSize(func(f finishItem) int { return len(f.Tail) + len(f.Error) }),
-		heartbeat: newBatcher(fence.key, d.heartbeatBatch),
+		heartbeat: newBatcher(fenceKey, d.heartbeatBatch),
 	}
 }
 
-// fence names one attempt of a run: every write of an execution is
-// conditional on it.
-type fence struct {
-	id      string
-	attempt int
-}
-
-func (f fence) key() string { return f.id }
+func fenceKey(f engine.Fence) string { return f.RunID }
 
 type startItem struct {
 	id    string
@@ -42,14 +37,18 @@ type startItem struct {
 func (s startItem) key() string { return s.id }
 
 type appendItem struct {
-	fence
+	engine.Fence
 	delta string
 }
 
+func (a appendItem) key() string { return a.RunID }
+
 type finishItem struct {
-	fence
-	Finish
+	engine.Fence
+	engine.Finish
 }
+
+func (f finishItem) key() string { return f.RunID }
 
 func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*runRow, error) {
 	ids, jobs := make([]string, len(items)), make([]*int64, len(items))
@@ -78,7 +77,7 @@ func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*runRow, erro
 func (d *DB) appendBatch(ctx context.Context, items []appendItem) ([]bool, error) {
 	ids, attempts, deltas := make([]string, len(items)), make([]int32, len(items)), make([]string, len(items))
 	for i, it := range items {
-		ids[i], attempts[i], deltas[i] = it.id, int32(it.attempt), it.delta
+		ids[i], attempts[i], deltas[i] = it.RunID, int32(it.Execution), it.delta
 	}
 	return d.appliedTo(ctx, ids, sqlAppendContents, ids, attempts, deltas)
 }
@@ -89,17 +88,17 @@ func (d *DB) finishBatch(ctx context.Context, items []finishItem) ([]bool, error
 	inTok, outTok, totTok, ttft, dur := make([]int32, n), make([]int32, n), make([]int32, n), make([]int64, n), make([]int64, n)
 	for i, it := range items {
 		m := it.Metrics
-		ids[i], attempts[i], statuses[i], tails[i], errs[i] = it.id, int32(it.attempt), string(it.Status), it.Tail, it.Error
+		ids[i], attempts[i], statuses[i], tails[i], errs[i] = it.RunID, int32(it.Execution), string(it.Status), it.Tail, it.Error
 		inTok[i], outTok[i], totTok[i] = int32(m.InputTokens), int32(m.OutputTokens), int32(m.TotalTokens)
 		ttft[i], dur[i] = m.TimeToFirstToken.Microseconds(), m.Duration.Microseconds()
 	}
 	return d.appliedTo(ctx, ids, sqlFinishRuns, ids, attempts, statuses, tails, errs, inTok, outTok, totTok, ttft, dur)
 }
 
-func (d *DB) heartbeatBatch(ctx context.Context, items []fence) ([]bool, error) {
+func (d *DB) heartbeatBatch(ctx context.Context, items []engine.Fence) ([]bool, error) {
 	ids, attempts := make([]string, len(items)), make([]int32, len(items))
 	for i, it := range items {
-		ids[i], attempts[i] = it.id, int32(it.attempt)
+		ids[i], attempts[i] = it.RunID, int32(it.Execution)
 	}
 	return d.appliedTo(ctx, ids, sqlHeartbeats, ids, attempts)
 }

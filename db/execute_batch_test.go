@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/run"
 )
@@ -36,7 +37,7 @@ func TestConcurrentExecutionsKeepTheirOwnOutcomes(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			id := fmt.Sprintf("c%03d", i)
-			out, err := d.StartRun(ctx, id, nil)
+			out, err := ex(d).StartRun(ctx, id, nil)
 			if err != nil {
 				errs[i] = err
 				return
@@ -44,7 +45,7 @@ func TestConcurrentExecutionsKeepTheirOwnOutcomes(t *testing.T) {
 			if out.Status == run.StatusCancelled {
 				return
 			}
-			if err := d.AppendContent(ctx, id, out.Attempt, "answer "); err != nil {
+			if err := ex(d).AppendContent(ctx, id, out.Attempt, "answer "); err != nil {
 				errs[i] = err
 				return
 			}
@@ -52,7 +53,7 @@ func TestConcurrentExecutionsKeepTheirOwnOutcomes(t *testing.T) {
 			if i%5 == 0 {
 				attempt++
 			}
-			errs[i] = d.FinishRun(ctx, id, attempt, db.Finish{Status: run.StatusCompleted, Tail: id + "\x00"})
+			errs[i] = ex(d).FinishRun(ctx, id, attempt, engine.Finish{Status: run.StatusCompleted, Tail: id + "\x00"})
 		})
 	}
 	wg.Wait()
@@ -84,7 +85,7 @@ func TestConcurrentExecutionsKeepTheirOwnOutcomes(t *testing.T) {
 func TestStartRunUnknown(t *testing.T) {
 	t.Parallel()
 	d := kerntest.DB(t)
-	if _, err := d.StartRun(context.Background(), "missing", nil); !errors.Is(err, run.ErrNotFound) {
+	if _, err := ex(d).StartRun(context.Background(), "missing", nil); !errors.Is(err, run.ErrNotFound) {
 		t.Fatalf("err = %v, want run.ErrNotFound", err)
 	}
 }

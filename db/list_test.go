@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/run"
 )
@@ -63,10 +64,10 @@ func TestDeleteRunsOnlyFinished(t *testing.T) {
 	for _, id := range []string{"done", "live", "gone"} {
 		submit(t, d, id)
 	}
-	if _, err := d.StartRun(ctx, "done", nil); err != nil {
+	if _, err := ex(d).StartRun(ctx, "done", nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.FinishRun(ctx, "done", 1, db.Finish{Status: run.StatusCompleted, Tail: "x"}); err != nil {
+	if err := ex(d).FinishRun(ctx, "done", 1, engine.Finish{Status: run.StatusCompleted, Tail: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.CancelRun(ctx, "gone"); err != nil {

@@ -60,7 +60,7 @@ type listener struct {
 	recheckEvery time.Duration
 
 	mu      sync.Mutex
-	subs    map[topic]map[*Subscription]struct{}
+	subs    map[topic]map[*subscription]struct{}
 	running bool
 	closed  bool
 	stop    context.CancelFunc
@@ -79,9 +79,9 @@ type topic struct {
 	runID   string
 }
 
-// Subscription is a wake-up signal for one run. C receives (coalesced) when
+// subscription is a wake-up signal for one run. C receives (coalesced) when
 // the event it was made for may have happened; the receiver re-reads the row.
-type Subscription struct {
+type subscription struct {
 	c        chan struct{}
 	topic    topic
 	listener *listener
@@ -91,46 +91,40 @@ type Subscription struct {
 }
 
 // C is signalled when the subscribed event may have happened.
-func (s *Subscription) C() <-chan struct{} { return s.c }
+func (s *subscription) C() <-chan struct{} { return s.c }
 
 // Close unsubscribes. It is safe to call more than once.
-func (s *Subscription) Close() { s.listener.unsubscribe(s) }
+func (s *subscription) Close() { s.listener.unsubscribe(s) }
 
-func (s *Subscription) signal() {
+func (s *subscription) signal() {
 	select {
 	case s.c <- struct{}{}:
 	default: // already signalled; the receiver re-reads anyway
 	}
 }
 
-// SubscribeEvents signals when the run may have events past the position
+// subscribeEvents signals when the run may have events past the position
 // the follower reports with SetPosition.
-func (d *DB) SubscribeEvents(runID string) *Subscription {
+func (d *DB) subscribeEvents(runID string) *subscription {
 	return d.listener.subscribe(topic{channelEvent, runID})
 }
 
 // SetPosition records the last event seq the follower has read.
-func (s *Subscription) SetPosition(seq int64) { s.position.Store(seq) }
+func (s *subscription) SetPosition(seq int64) { s.position.Store(seq) }
 
 func newListener(pool *pgxpool.Pool, logger *slog.Logger) *listener {
 	return &listener{pool: pool, logger: logger, recheckEvery: recheckInterval,
-		subs: make(map[topic]map[*Subscription]struct{}), listening: map[string]bool{}, topicsOn: map[string]int{}}
+		subs: make(map[topic]map[*subscription]struct{}), listening: map[string]bool{}, topicsOn: map[string]int{}}
 }
 
-// SubscribeDone signals when the run may have reached a terminal status.
+// subscribeDone signals when the run may have reached a terminal status.
 // Subscribe before reading the run, so no transition can slip between.
-func (d *DB) SubscribeDone(runID string) *Subscription {
+func (d *DB) subscribeDone(runID string) *subscription {
 	return d.listener.subscribe(topic{channelRunDone, runID})
 }
 
-// SubscribeCancel signals when a cancel request for the run may have been
-// recorded. The executing worker uses it to interrupt the model at once.
-func (d *DB) SubscribeCancel(runID string) *Subscription {
-	return d.listener.subscribe(topic{channelCancel, runID})
-}
-
-func (l *listener) subscribe(t topic) *Subscription {
-	s := &Subscription{c: make(chan struct{}, 1), topic: t, listener: l}
+func (l *listener) subscribe(t topic) *subscription {
+	s := &subscription{c: make(chan struct{}, 1), topic: t, listener: l}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -139,7 +133,7 @@ func (l *listener) subscribe(t topic) *Subscription {
 	}
 	set := l.subs[t]
 	if set == nil {
-		set = make(map[*Subscription]struct{})
+		set = make(map[*subscription]struct{})
 		l.subs[t] = set
 		l.topicsOn[t.pgChannel()]++
 	}
@@ -154,7 +148,7 @@ func (l *listener) subscribe(t topic) *Subscription {
 	return s
 }
 
-func (l *listener) unsubscribe(s *Subscription) {
+func (l *listener) unsubscribe(s *subscription) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if set := l.subs[s.topic]; set != nil {

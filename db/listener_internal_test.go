@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/internal/pgtest"
 	"github.com/kern-go/kern/run"
 )
@@ -61,19 +62,20 @@ func TestListenerListensOnlyOnTheChannelsSubscribersNeed(t *testing.T) {
 	if _, err := d.SubmitRun(ctx, SubmitParams{RunID: "r", AgentName: "a", Input: "x"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.StartRun(ctx, "r", nil); err != nil {
+	claim, err := engineDB{d}.StartRun(ctx, "r", nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 
-	cancelSub := d.SubscribeCancel("r")
+	cancelSub := engineDB{d}.SubscribeCancel("r")
 	defer cancelSub.Close()
 	waitFor(t, func() bool { return d.listener.listeningNow() == channelCancel })
 	waitFor(t, d.listener.waitingNow) // for a notification, with the next re-check an hour away
 
-	done := d.SubscribeDone("r")
+	done := d.subscribeDone("r")
 	defer done.Close()
 	waitFor(t, func() bool { return d.listener.listeningNow() == channelCancel+","+channelEvent })
-	if err := d.FinishRun(ctx, "r", 1, Finish{Status: run.StatusCompleted}); err != nil {
+	if err := (engineDB{d}).FinishRun(ctx, claim.Fence, engine.Finish{Status: run.StatusCompleted}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -88,7 +90,7 @@ func TestListenerDropsChannelsNobodyNeeds(t *testing.T) {
 	t.Parallel()
 	d := migratedDB(t)
 	d.listener.recheckEvery = 20 * time.Millisecond
-	sub := d.SubscribeDone("r")
+	sub := d.subscribeDone("r")
 	waitFor(t, func() bool { return d.listener.listeningNow() == channelEvent })
 	sub.Close()
 	waitFor(t, func() bool { return d.listener.listeningNow() == "" })

@@ -7,6 +7,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/run"
 )
@@ -18,7 +19,7 @@ func TestListenerRecheckCoversLostNotifications(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "quiet")
-	if _, err := d.StartRun(ctx, "quiet", nil); err != nil {
+	if _, err := ex(d).StartRun(ctx, "quiet", nil); err != nil {
 		t.Fatal(err)
 	}
 	// Silence both triggers: from here on nothing is notified.
@@ -26,9 +27,9 @@ func TestListenerRecheckCoversLostNotifications(t *testing.T) {
 		ALTER TABLE kern_run_cancel DISABLE TRIGGER kern_run_cancel_requested`); err != nil {
 		t.Fatal(err)
 	}
-	cancelSub := d.SubscribeCancel("quiet")
+	cancelSub := ex(d).SubscribeCancel("quiet")
 	defer cancelSub.Close()
-	doneSub := d.SubscribeDone("quiet")
+	doneSub := ex(d).SubscribeDone("quiet")
 	defer doneSub.Close()
 
 	if _, err := d.Pool().Exec(ctx, `INSERT INTO kern_run_cancel (run_id) VALUES ('quiet')`); err != nil {
@@ -39,7 +40,7 @@ func TestListenerRecheckCoversLostNotifications(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a cancel request without a notification was not picked up by the re-check")
 	}
-	if err := d.FinishRun(ctx, "quiet", 1, db.Finish{Status: run.StatusCancelled}); err != nil {
+	if err := ex(d).FinishRun(ctx, "quiet", 1, engine.Finish{Status: run.StatusCancelled}); err != nil {
 		t.Fatal(err)
 	}
 	out, err := d.WaitRun(ctx, "quiet")
@@ -55,7 +56,7 @@ func TestWaitersSurviveListenerConnectionKill(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "survivor")
-	if _, err := d.StartRun(ctx, "survivor", nil); err != nil {
+	if _, err := ex(d).StartRun(ctx, "survivor", nil); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan *run.Output, 1)
@@ -65,7 +66,7 @@ func TestWaitersSurviveListenerConnectionKill(t *testing.T) {
 	}()
 
 	killListener(t, ctx, d)
-	if err := d.FinishRun(ctx, "survivor", 1, db.Finish{Status: run.StatusCompleted, Tail: "ok"}); err != nil {
+	if err := ex(d).FinishRun(ctx, "survivor", 1, engine.Finish{Status: run.StatusCompleted, Tail: "ok"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -110,7 +111,7 @@ func TestCloseReleasesConnectionsOfAnApplicationPool(t *testing.T) {
 		t.Fatal(err)
 	}
 	submit(t, d, "c")
-	if _, err := d.StartRun(ctx, "c", nil); err != nil {
+	if _, err := ex(d).StartRun(ctx, "c", nil); err != nil {
 		t.Fatal(err)
 	}
 	waited := make(chan error, 1)
@@ -124,7 +125,7 @@ func TestCloseReleasesConnectionsOfAnApplicationPool(t *testing.T) {
 		return n
 	}
 	waitUntil(t, "the listener to connect", func() bool { return listeners() == 1 })
-	if err := d.FinishRun(ctx, "c", 1, db.Finish{Status: run.StatusCompleted}); err != nil {
+	if err := ex(d).FinishRun(ctx, "c", 1, engine.Finish{Status: run.StatusCompleted}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-waited; err != nil {

@@ -6,13 +6,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-)
 
-// Rescued counts what RescueStale did.
-type Rescued struct {
-	Requeued []string // back to pending with a new job, for another worker
-	Failed   []string // out of attempts: ended as error
-}
+	"github.com/kern-go/kern/internal/engine"
+)
 
 // RescueStale finds running runs whose heartbeat is older than staleAfter —
 // their worker was killed, or is cut off from Postgres — and hands each to
@@ -26,8 +22,8 @@ type Rescued struct {
 // River's own rescuer would only retry the job after RescueStuckJobsAfter
 // (an hour by default, and it must exceed the job timeout); heartbeats make
 // recovery independent of the timeout.
-func (d *DB) RescueStale(ctx context.Context, staleAfter time.Duration, maxAttempts int) (Rescued, error) {
-	var res Rescued
+func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, maxAttempts int) (engine.Rescued, error) {
+	var res engine.Rescued
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, sqlStaleRuns, staleAfter.Seconds())
 		if err != nil {
@@ -73,7 +69,7 @@ func (d *DB) RescueStale(ctx context.Context, staleAfter time.Duration, maxAttem
 		return nil
 	})
 	if err != nil {
-		return Rescued{}, fmt.Errorf("kern: rescue stale runs: %w", err)
+		return engine.Rescued{}, fmt.Errorf("kern: rescue stale runs: %w", err)
 	}
 	return res, nil
 }

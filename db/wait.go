@@ -14,7 +14,7 @@ import (
 // Postgres is briefly away (a restart, a dropped connection) it keeps
 // waiting, until ctx ends.
 func (d *DB) WaitRun(ctx context.Context, runID string) (*run.Output, error) {
-	sub := d.SubscribeDone(runID)
+	sub := d.subscribeDone(runID)
 	defer sub.Close()
 	for failures := 0; ; {
 		out, err := d.GetRun(ctx, runID)

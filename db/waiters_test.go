@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/run"
 )
@@ -80,7 +81,7 @@ func TestFollowerSurvivesListenerKill(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "f")
-	if _, err := d.StartRun(ctx, "f", nil); err != nil {
+	if _, err := ex(d).StartRun(ctx, "f", nil); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan []run.Event, 1)
@@ -95,10 +96,10 @@ func TestFollowerSurvivesListenerKill(t *testing.T) {
 		got <- events
 	}()
 	killListener(t, ctx, d)
-	if err := d.AppendContent(ctx, "f", 1, "hello "); err != nil {
+	if err := ex(d).AppendContent(ctx, "f", 1, "hello "); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.FinishRun(ctx, "f", 1, db.Finish{Status: run.StatusCompleted, Tail: "world"}); err != nil {
+	if err := ex(d).FinishRun(ctx, "f", 1, engine.Finish{Status: run.StatusCompleted, Tail: "world"}); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kern-go/kern/agent"
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/internal/fakellm"
 	"github.com/kern-go/kern/run"
 )
@@ -388,13 +389,14 @@ func waitWakeup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: id, AgentName: "bench", Input: "x"}); err != nil {
 			return nil, err
 		}
-		if _, err := d.StartRun(ctx, id, nil); err != nil {
+		claim, err := d.Engine(engine.Key{}).StartRun(ctx, id, nil)
+		if err != nil {
 			return nil, err
 		}
 		woke := make(chan time.Time, 1)
 		waiting := make(chan struct{})
 		go func() {
-			sub := d.SubscribeDone(id) // what WaitRun does first; lets us know it is asleep
+			sub := d.Engine(engine.Key{}).SubscribeDone(id) // what WaitRun does first; lets us know it is asleep
 			close(waiting)
 			_, _ = d.WaitRun(ctx, id)
 			sub.Close()
@@ -405,7 +407,7 @@ func waitWakeup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 			return nil, err
 		}
 		start := time.Now()
-		if err := d.FinishRun(ctx, id, 1, db.Finish{Status: run.StatusCompleted, Tail: "done"}); err != nil {
+		if err := d.Engine(engine.Key{}).FinishRun(ctx, claim.Fence, engine.Finish{Status: run.StatusCompleted, Tail: "done"}); err != nil {
 			return nil, err
 		}
 		lags = append(lags, (<-woke).Sub(start))
@@ -429,7 +431,8 @@ func eventLag(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: id, AgentName: "bench", Input: "x"}); err != nil {
 		return nil, err
 	}
-	if _, err := d.StartRun(ctx, id, nil); err != nil {
+	claim, err := d.Engine(engine.Key{}).StartRun(ctx, id, nil)
+	if err != nil {
 		return nil, err
 	}
 	received := make(chan time.Time, 1)
@@ -451,7 +454,7 @@ func eventLag(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	lags := make([]time.Duration, 0, cfg.Samples)
 	for range cfg.Samples {
 		start := time.Now()
-		if err := d.AppendContent(ctx, id, 1, "token "); err != nil {
+		if err := d.Engine(engine.Key{}).AppendContent(ctx, claim.Fence, "token "); err != nil {
 			return nil, err
 		}
 		select {

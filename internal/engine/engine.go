@@ -1,0 +1,96 @@
+// Package engine is the executing side of kern's storage: the statements a
+// worker (or a foreground Run) makes while it executes a run — claim it,
+// stream content into it, heartbeat, finish, retry, hand back — and the
+// rescue of runs whose worker died.
+//
+// The SQL itself stays in package db, next to the rest; db implements
+// [Store] with an unexported type and hands it out only through
+// db.DB.Engine, which takes a [Key]. Key can be named only inside this
+// module (this package is internal), so applications see db's API and
+// nothing of the worker's: they cannot start, fence or finish a run by hand.
+// This is the same split River makes between its client and its internal
+// executors.
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/kern-go/kern/run"
+)
+
+// Key unlocks db.DB.Engine. Its blank field makes the type impossible to
+// spell outside this module: struct types with unexported fields from
+// different packages are never identical.
+type Key struct{ _ struct{} }
+
+// Store is what an executing run needs from the database. Every write after
+// StartRun is fenced by the [Fence] the claim returned: a write of an
+// execution that no longer owns the run (cancelled, rescued, handed back)
+// matches no row and returns run.ErrNotRunning.
+type Store interface {
+	// StartRun claims a pending run for a new execution. jobID is the River
+	// job executing it (nil for a foreground run); only the run's current job
+	// may start it. It returns run.ErrNotRunning when the run is not
+	// startable (terminal, running elsewhere, or not this job's), and
+	// run.ErrNotFound for no run.
+	StartRun(ctx context.Context, runID string, jobID *int64) (*Claim, error)
+	// AppendContent persists a flushed chunk of the content being streamed.
+	AppendContent(ctx context.Context, f Fence, delta string) error
+	// FinishRun writes a terminal status, with the unflushed tail.
+	FinishRun(ctx context.Context, f Fence, fin Finish) error
+	// Heartbeat records that the execution is alive.
+	Heartbeat(ctx context.Context, f Fence) error
+	// RetryRun puts a failed execution's run back to pending, errMsg visible
+	// until the next execution starts, with a run.retrying event.
+	RetryRun(ctx context.Context, f Fence, errMsg string, delay time.Duration) error
+	// ReleaseRun hands a running run back to pending (a stopping worker);
+	// the execution does not count against the run's attempts.
+	ReleaseRun(ctx context.Context, f Fence) error
+	// RescueStale takes runs from workers that stopped heartbeating and
+	// re-queues runs whose job was lost; see db's package doc.
+	RescueStale(ctx context.Context, staleAfter time.Duration, maxAttempts int) (Rescued, error)
+
+	// SubscribeCancel signals when a cancel request for the run may have
+	// been recorded.
+	SubscribeCancel(runID string) Subscription
+	// SubscribeDone signals when the run may have reached a terminal status.
+	SubscribeDone(runID string) Subscription
+}
+
+// Claim is a started execution.
+type Claim struct {
+	// Run is the run as it now is: running, or cancelled when a cancel
+	// request was on file — then the model must not be called.
+	Run *run.Output
+	// Fence names this execution; every later write passes it.
+	Fence Fence
+}
+
+// Fence names one execution of a run: every write of it is conditional on
+// the run still being owned by it.
+type Fence struct {
+	RunID     string
+	Execution int
+}
+
+// Finish is the end of one execution.
+type Finish struct {
+	Status  run.Status // completed, error or cancelled
+	Tail    string     // content not flushed yet, appended in the same statement
+	Error   string     // for StatusError
+	Metrics run.Metrics
+}
+
+// Rescued counts what RescueStale did.
+type Rescued struct {
+	Requeued []string // back to pending with a new job, for another worker
+	Failed   []string // out of attempts, or a foreground run whose caller died: ended as error
+}
+
+// Subscription is a wake-up signal for one run: C receives (coalesced) when
+// what it was made for may have happened; the receiver re-reads the row.
+type Subscription interface {
+	C() <-chan struct{}
+	Close()
+}
