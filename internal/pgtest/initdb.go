@@ -60,6 +60,10 @@ type cluster struct {
 
 	watchdog     *exec.Cmd
 	watchdogPipe *os.File
+	// watchdogExited is closed once the watchdog has exited and been
+	// reaped, so its exit can be waited for (by stop, and by tests checking
+	// that it fires only when it should) instead of guessed at.
+	watchdogExited chan struct{}
 }
 
 // startInitdb builds and starts a fresh cluster in a new temp dir, so a
@@ -173,7 +177,7 @@ func (c *cluster) stop(ctx context.Context) error {
 	if c.watchdog != nil {
 		// We clean up ourselves now; the watchdog is only for when we die.
 		_ = c.watchdog.Process.Kill()
-		_ = c.watchdog.Wait()
+		<-c.watchdogExited
 		_ = c.watchdogPipe.Close()
 		c.watchdog = nil
 	}
@@ -224,7 +228,14 @@ func (c *cluster) startWatchdog() {
 		_ = w.Close()
 		return
 	}
-	c.watchdog, c.watchdogPipe = cmd, w
+	exited := make(chan struct{})
+	go func() {
+		// Reap it as soon as it exits rather than only in stop, so that its
+		// exit is an event others can wait on.
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	c.watchdog, c.watchdogPipe, c.watchdogExited = cmd, w, exited
 }
 
 // run runs one of the Postgres binaries as the cluster's account. Output goes

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,18 @@ import (
 )
 
 func TestMain(m *testing.M) { Main(m) }
+
+// keySeq numbers template keys. Templates live on the shared server for the
+// whole process by design (later tests, and later -count iterations, only
+// pay for a copy), and a failed build is remembered too. A test that asserts
+// its migrate func runs, or compares against an error it created, must
+// therefore use a key that no earlier test or iteration has built.
+var keySeq atomic.Int64
+
+// freshKey returns base plus a number unique within this process.
+func freshKey(base string) string {
+	return fmt.Sprintf("%s_%d", base, keySeq.Add(1))
+}
 
 // exists reports whether database name is in pg_database on the shared server.
 func exists(t *testing.T, name string) bool {
@@ -94,7 +107,10 @@ func TestNewDatabase(t *testing.T) {
 }
 
 func TestNewMigratedDatabase(t *testing.T) {
-	runs := map[string]*atomic.Int32{"mig_a": {}, "mig_b": {}}
+	// Subtests are named by base so their names stay the same across
+	// -count iterations; the keys differ so every iteration builds anew.
+	keys := map[string]string{"mig_a": freshKey("mig_a"), "mig_b": freshKey("mig_b")}
+	runs := map[string]*atomic.Int32{keys["mig_a"]: {}, keys["mig_b"]: {}}
 	migrate := func(key string) func(ctx context.Context, url string) error {
 		return func(ctx context.Context, url string) error {
 			runs[key].Add(1)
@@ -116,9 +132,9 @@ func TestNewMigratedDatabase(t *testing.T) {
 	seen := map[string]bool{}
 	var total time.Duration
 	t.Run("parallel", func(t *testing.T) {
-		for key := range runs {
+		for base, key := range keys {
 			for i := range perKey {
-				t.Run(fmt.Sprintf("%s/%d", key, i), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%s/%d", base, i), func(t *testing.T) {
 					t.Parallel()
 					start := time.Now()
 					dbURL := NewMigratedDatabase(t, key, migrate(key))
@@ -161,7 +177,7 @@ func TestNewMigratedDatabase(t *testing.T) {
 	const warm = 10
 	start := time.Now()
 	for range warm {
-		t.Run("warm", func(t *testing.T) { NewMigratedDatabase(t, "mig_a", migrate("mig_a")) })
+		t.Run("warm", func(t *testing.T) { NewMigratedDatabase(t, keys["mig_a"], migrate(keys["mig_a"])) })
 	}
 	t.Logf("NewMigratedDatabase: %.1f ms per test with a warm template (create + drop)",
 		float64(time.Since(start).Microseconds())/1000/warm)
@@ -178,8 +194,9 @@ func TestMigrateErrorIsSharedAndCleanedUp(t *testing.T) {
 		tmplURL = url
 		return boom
 	}
+	key := freshKey("failing")
 	for range 2 {
-		if _, err := srv.migratedDatabase(ctx, "kern_test", "failing", migrate); !errors.Is(err, boom) {
+		if _, err := srv.migratedDatabase(ctx, "kern_test", key, migrate); !errors.Is(err, boom) {
 			t.Fatalf("err = %v, want boom", err)
 		}
 	}
@@ -230,15 +247,24 @@ func TestDropStale(t *testing.T) {
 	srv := sharedServer(t)
 	ctx := context.Background()
 	old := time.Now().Add(-3 * time.Hour).Unix()
-	stale := fmt.Sprintf("kern_test_%d_deadbeef", old)
-	staleTmpl := fmt.Sprintf("kern_tmpl_kern_1234_%d_deadbeef", old)
-	fresh := fmt.Sprintf("kern_test_%d_cafebabe", time.Now().Unix())
-	other := fmt.Sprintf("someone_else_%d_deadbeef", old)
+	// Random suffixes, not fixed ones: a repeat in the same second (-count)
+	// or another process on the same DATABASE_URL server must not collide
+	// with these names.
+	stale := fmt.Sprintf("kern_test_%d_%08x", old, rand.Uint32())
+	staleTmpl := fmt.Sprintf("kern_tmpl_kern_1234_%d_%08x", old, rand.Uint32())
+	fresh := fmt.Sprintf("kern_test_%d_%08x", time.Now().Unix(), rand.Uint32())
+	other := fmt.Sprintf("someone_else_%d_%08x", old, rand.Uint32())
 	for _, name := range []string{stale, staleTmpl, fresh, other} {
 		if err := srv.exec(ctx, "CREATE DATABASE "+ident(name)); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = srv.dropByName(context.Background(), name) })
+		t.Cleanup(func() {
+			// IF EXISTS makes an already dropped name fine; any other
+			// failure would leave a name behind, so report it.
+			if err := srv.dropByName(context.Background(), name); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 	if err := srv.dropStale(ctx); err != nil {
 		t.Fatal(err)

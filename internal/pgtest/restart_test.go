@@ -55,6 +55,7 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer busy.Close(context.Background())
+	busyPID := busy.PgConn().PID()
 	busyErr := make(chan error, 1)
 	go func() {
 		qctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -62,7 +63,14 @@ func TestRestart(t *testing.T) {
 		_, err := busy.Exec(qctx, "SELECT pg_sleep(15)")
 		busyErr <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // let the query reach the server
+	// Restart only once the server is running the query; otherwise the
+	// test could pass by cutting off a client that was merely idle.
+	waitFor(t, 10*time.Second, "the in-flight query to start on the server", func() (bool, error) {
+		var running bool
+		err := old.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE pid = $1 AND state = 'active' AND query LIKE 'SELECT pg_sleep%')`, busyPID).Scan(&running)
+		return running, err
+	})
 
 	const down = 500 * time.Millisecond
 	start := time.Now()
@@ -131,35 +139,60 @@ func TestWatchdogAfterRestart(t *testing.T) {
 	if c.watchdog == nil {
 		t.Skip("no watchdog: sh not found")
 	}
+	pipe, exited := c.watchdogPipe, c.watchdogExited
 	ctx := t.Context()
+
 	// Also covers a Restart whose context ends while the server is down: it
-	// must bring the server back anyway.
-	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	// must bring the server back anyway. The context is cancelled once the
+	// server is seen down, not after a fixed time, which might land while
+	// the server is still stopping and so test something else.
+	short, cancel := context.WithCancel(ctx)
 	defer cancel()
-	start := time.Now()
-	if err := srv.Restart(short, 10*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+	restarted := make(chan error, 1)
+	go func() { restarted <- srv.Restart(short, 10*time.Second) }()
+	waitDown(t, srv, restarted)
+	cancel()
+	cancelled := time.Now()
+	var err error
+	select {
+	case err = <-restarted:
+	case <-time.After(time.Minute):
+		t.Fatal("Restart did not return after its context was cancelled")
+	}
+	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Restart with a context ending during the downtime: %v", err)
 	}
-	if took := time.Since(start); took > 5*time.Second {
+	if took := time.Since(cancelled); took > 5*time.Second {
 		t.Errorf("Restart waited %v despite its context ending", took)
 	}
-	time.Sleep(200 * time.Millisecond) // a watchdog that wrongly fired would act now
 	query[int](t, srv.AdminURL, "SELECT 1")
 
+	// Rather than waiting a while to see whether a wrongly fired watchdog
+	// acts, check that it cannot have fired: it acts only once read sees EOF
+	// on its stdin, which cannot happen while our write end is open, and it
+	// is still running.
+	if _, err := pipe.Stat(); err != nil {
+		t.Fatalf("watchdog pipe closed by Restart, so the watchdog fired: %v", err)
+	}
+	select {
+	case <-exited:
+		t.Fatal("watchdog exited during Restart")
+	default:
+	}
+
 	// What the kernel does to the pipe when this process dies.
-	if err := c.watchdogPipe.Close(); err != nil {
+	if err := pipe.Close(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, err := os.Stat(c.dir)
-		if errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("watchdog did not remove %s (stat: %v)", c.dir, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	// The watchdog removes the dir as its last act, so its exit is the
+	// moment to check; it gives the postmaster up to 10s to die first.
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("watchdog still running 30s after its pipe closed")
+	}
+	if _, err := os.Stat(c.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("watchdog did not remove %s (stat: %v)", c.dir, err)
 	}
 	if conn, err := pgx.Connect(ctx, srv.AdminURL); err == nil {
 		conn.Close(ctx)
@@ -175,7 +208,7 @@ func TestStopDuringRestart(t *testing.T) {
 	ctx := t.Context()
 	done := make(chan error, 1)
 	go func() { done <- srv.Restart(ctx, 5*time.Second) }()
-	time.Sleep(time.Second) // well into the downtime
+	waitDown(t, srv, done)
 	start := time.Now()
 	if err := srv.Stop(ctx); err != nil {
 		t.Fatal(err)
@@ -197,6 +230,32 @@ func TestStopDuringRestart(t *testing.T) {
 	if _, err := os.Stat(srv.cluster.dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("cluster dir still there (stat: %v)", err)
 	}
+}
+
+// waitDown returns once the Restart running on another goroutine (which
+// reports to restarted) has stopped the postmaster and is in its downtime.
+// postmaster.pid goes when the postmaster exits, but pg_ctl notices only on
+// its next 100ms poll, and until then halt is still running and holding
+// c.mu; taking c.mu once waits that out, so the caller acts in the downtime
+// and not in halt. A Restart that returns first fails t with its error.
+func waitDown(t *testing.T, srv *Server, restarted <-chan error) {
+	t.Helper()
+	pidfile := filepath.Join(srv.cluster.data, "postmaster.pid")
+	waitFor(t, time.Minute, "Restart to stop the postmaster", func() (bool, error) {
+		select {
+		case err := <-restarted:
+			t.Fatalf("Restart returned before the server was seen down: %v", err)
+		default:
+		}
+		_, err := os.Stat(pidfile)
+		if errors.Is(err, os.ErrNotExist) {
+			return true, nil
+		}
+		return false, err
+	})
+	srv.cluster.mu.Lock()
+	//lint:ignore SA2001 the empty critical section is the point: it waits for halt to let go
+	srv.cluster.mu.Unlock()
 }
 
 func TestRestartOtherKinds(t *testing.T) {
