@@ -2,20 +2,31 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kern-go/kern/run"
 )
 
 // contentBuffer batches streamed content into few writes: it flushes when
 // flushBytes have gathered or flushEvery after the first unflushed delta,
 // never once per token. Whatever is unflushed at the end is the tail the
 // final status write appends, so a fast answer costs no flush at all.
+//
+// Every write names the event seq it takes, so it applies at most once
+// (see engine.Store.AppendContent). A write whose outcome is unknown — the
+// connection dropped, the reply timed out, possibly after the commit — is
+// kept aside as in doubt and sent again, exactly as it was and at the same
+// seq, before anything else: it ends up in the run once whether or not the
+// first try had committed, and new text never overtakes it.
 type contentBuffer struct {
 	flushEvery time.Duration
 	flushBytes int
-	write      func(ctx context.Context, delta string) error
-	onError    func(error) // called once, on the first failed write
+	write      func(ctx context.Context, seq int64, delta string) error
+	onLost     func() // the execution lost the run: stop it
+	onFailure  func(error)
 
 	// writing serialises writes so content is appended in stream order; it is
 	// taken before mu, and held across the write.
@@ -25,23 +36,32 @@ type contentBuffer struct {
 	pending strings.Builder
 	timer   *time.Timer
 	closed  bool
-	failed  bool
+	lost    bool
+	warned  bool
+	// seq is the run's last event seq as far as this execution knows; the
+	// next write takes seq+1.
+	seq int64
+	// doubt is the text of a write (at seq+1) whose outcome is unknown.
+	doubt string
 }
 
-func newContentBuffer(every time.Duration, bytes int, write func(context.Context, string) error, onError func(error)) *contentBuffer {
-	return &contentBuffer{flushEvery: every, flushBytes: bytes, write: write, onError: onError}
+func newContentBuffer(every time.Duration, bytes int, seq int64, write func(context.Context, int64, string) error,
+	onLost func(), onFailure func(error)) *contentBuffer {
+	return &contentBuffer{flushEvery: every, flushBytes: bytes, seq: seq, write: write, onLost: onLost, onFailure: onFailure}
 }
+
+// flushTimeout bounds one content write.
+const flushTimeout = 30 * time.Second
 
 // add takes one delta from the stream. A full buffer is flushed before add
 // returns, so a fast stream is slowed to what Postgres absorbs.
 func (b *contentBuffer) add(delta string) {
 	b.mu.Lock()
-	if b.closed || b.failed {
-		b.pending.WriteString(delta)
+	b.pending.WriteString(delta)
+	if b.closed || b.lost {
 		b.mu.Unlock()
 		return
 	}
-	b.pending.WriteString(delta)
 	full := b.pending.Len() >= b.flushBytes
 	if !full && b.timer == nil {
 		b.timer = time.AfterFunc(b.flushEvery, b.flush)
@@ -52,8 +72,7 @@ func (b *contentBuffer) add(delta string) {
 	}
 }
 
-// flush writes what is pending. On failure the text goes back to the front
-// of the buffer, so it is still part of the tail.
+// flush writes what is in doubt, then what is pending.
 func (b *contentBuffer) flush() {
 	b.writing.Lock()
 	defer b.writing.Unlock()
@@ -63,34 +82,65 @@ func (b *contentBuffer) flush() {
 		b.timer.Stop()
 		b.timer = nil
 	}
-	if b.closed || b.failed || b.pending.Len() == 0 {
+	if b.closed || b.lost {
 		b.mu.Unlock()
 		return
 	}
-	text := b.pending.String()
-	b.pending.Reset()
 	b.mu.Unlock()
 
 	// A write is not abandoned halfway because the run is being cancelled:
 	// what was flushed is what the run keeps.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	err := b.write(ctx, text)
-	cancel()
-	if err == nil {
+	ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
+	defer cancel()
+	if !b.settleDoubt(ctx) {
 		return
 	}
 	b.mu.Lock()
-	rest := b.pending.String()
+	if b.pending.Len() == 0 {
+		b.mu.Unlock()
+		return
+	}
+	b.doubt = b.pending.String()
 	b.pending.Reset()
-	b.pending.WriteString(text)
-	b.pending.WriteString(rest)
-	b.failed = true
 	b.mu.Unlock()
-	b.onError(err)
+	b.settleDoubt(ctx)
 }
 
-// close stops flushing, waits for a write in flight, and returns the tail.
-func (b *contentBuffer) close() string {
+// settleDoubt sends the write in doubt, if any, once. It reports whether
+// nothing is in doubt any more. Called with writing held.
+func (b *contentBuffer) settleDoubt(ctx context.Context) bool {
+	b.mu.Lock()
+	text, seq := b.doubt, b.seq+1
+	b.mu.Unlock()
+	if text == "" {
+		return true
+	}
+	err := b.write(ctx, seq, text)
+	b.mu.Lock()
+	lost, warn := false, false
+	switch {
+	case err == nil:
+		b.doubt, b.seq = "", seq
+	case errors.Is(err, run.ErrNotRunning):
+		lost, b.lost = !b.lost, true
+	default:
+		warn, b.warned = !b.warned, true
+	}
+	b.mu.Unlock()
+	if lost {
+		b.onLost()
+	}
+	if warn {
+		b.onFailure(err)
+	}
+	return err == nil
+}
+
+// close stops flushing, waits for a write in flight, settles a write in
+// doubt (sending it again until ctx ends), and returns the tail for the
+// final write. run.ErrNotRunning means the execution lost the run; another
+// error, that the write in doubt could not be settled before ctx ended.
+func (b *contentBuffer) close(ctx context.Context) (string, error) {
 	b.mu.Lock()
 	b.closed = true
 	if b.timer != nil {
@@ -101,7 +151,32 @@ func (b *contentBuffer) close() string {
 
 	b.writing.Lock()
 	defer b.writing.Unlock()
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		if b.isLost() {
+			return "", run.ErrNotRunning
+		}
+		attemptCtx, cancel := context.WithTimeout(ctx, flushTimeout)
+		settled := b.settleDoubt(attemptCtx)
+		cancel()
+		if settled {
+			break
+		}
+		if b.isLost() {
+			return "", run.ErrNotRunning
+		}
+		select {
+		case <-ctx.Done():
+			return "", context.Cause(ctx)
+		case <-time.After(wait):
+		}
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.pending.String()
+	return b.pending.String(), nil
+}
+
+func (b *contentBuffer) isLost() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.lost
 }

@@ -114,14 +114,13 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobI
 	defer stopTimer()
 	go e.watch(runCtx, log, fence, cancelSub, stopRun)
 
-	buf := newContentBuffer(e.flushEvery, e.flushBytes,
-		func(ctx context.Context, delta string) error { return e.store.AppendContent(ctx, fence, delta) },
+	buf := newContentBuffer(e.flushEvery, e.flushBytes, claim.EventSeq,
+		func(ctx context.Context, seq int64, delta string) error {
+			return e.store.AppendContent(ctx, fence, seq, delta)
+		},
+		func() { stopRun(errOwnerLost) },
 		func(err error) {
-			if errors.Is(err, run.ErrNotRunning) {
-				stopRun(errOwnerLost)
-				return
-			}
-			log.WarnContext(ctx, "kern: content flush failed; keeping it for the final write", slog.Any("error", err))
+			log.WarnContext(ctx, "kern: content flush failed; it is sent again before the final write", slog.Any("error", err))
 		})
 
 	var ttft time.Duration
@@ -137,7 +136,17 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobI
 		}
 		buf.add(delta)
 	})
-	tail := buf.close()
+	closeCtx, stopClose := context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
+	tail, err := buf.close(closeCtx)
+	stopClose()
+	switch {
+	case errors.Is(err, run.ErrNotRunning):
+		log.InfoContext(ctx, "kern: run lost to a cancel or a rescue; stopping")
+		return nil
+	case err != nil:
+		// The run stays running without a heartbeat: a rescuer takes it.
+		return fmt.Errorf("kern: run %q: streamed content could not be written: %w", runID, err)
+	}
 
 	fin := engine.Finish{Tail: tail, Metrics: run.Metrics{TimeToFirstToken: ttft}}
 	if resp != nil {

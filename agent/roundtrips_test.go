@@ -38,7 +38,7 @@ func statementName(sql string) string {
 		{"req_delta", "kern: append contents"},
 		{"req_status", "kern: finish runs"},
 		{"SELECT 'done', id FROM kern_run", "kern: listener recheck"},
-		{"AS req(req_id, req_attempt)", "kern: heartbeats"},
+		{"AS req(req_id, req_execution)", "kern: heartbeats"},
 		{"FOR UPDATE SKIP LOCKED", "kern: rescue"},
 		{"FOR UPDATE OF r SKIP LOCKED", "kern: rescue"},
 	} {

@@ -11,9 +11,12 @@ import (
 
 // testExec is the worker's side of a DB (db.DB.Engine) with the
 // (run id, execution) arguments the tests spell out.
-type testExec struct{ s engine.Store }
+type testExec struct {
+	s engine.Store
+	d *db.DB
+}
 
-func ex(d *db.DB) testExec { return testExec{d.Engine(engine.Key{})} }
+func ex(d *db.DB) testExec { return testExec{d.Engine(engine.Key{}), d} }
 
 func (e testExec) StartRun(ctx context.Context, runID string, jobID *int64) (*run.Output, error) {
 	c, err := e.s.StartRun(ctx, runID, jobID)
@@ -23,8 +26,20 @@ func (e testExec) StartRun(ctx context.Context, runID string, jobID *int64) (*ru
 	return c.Run, nil
 }
 
+// AppendContent appends after the run's last event, whatever it is: the
+// tests that use it write one chunk at a time.
 func (e testExec) AppendContent(ctx context.Context, runID string, execution int, delta string) error {
-	return e.s.AppendContent(ctx, engine.Fence{RunID: runID, Execution: execution}, delta)
+	seq, err := e.lastSeq(ctx, runID)
+	if err != nil {
+		return err
+	}
+	return e.s.AppendContent(ctx, engine.Fence{RunID: runID, Execution: execution}, seq+1, delta)
+}
+
+func (e testExec) lastSeq(ctx context.Context, runID string) (int64, error) {
+	var last int64
+	err := e.d.Pool().QueryRow(ctx, `SELECT event_seq FROM kern_run WHERE id = $1`, runID).Scan(&last)
+	return last, err
 }
 
 func (e testExec) FinishRun(ctx context.Context, runID string, execution int, f engine.Finish) error {

@@ -37,13 +37,23 @@ func (d engineDB) StartRun(ctx context.Context, runID string, jobID *int64) (*en
 		}
 		return nil, fmt.Errorf("kern: start run %q: %w", runID, run.ErrNotRunning)
 	}
-	return &engine.Claim{Run: r.output(), Fence: engine.Fence{RunID: r.ID, Execution: r.Attempt}}, nil
+	return &engine.Claim{Run: r.output(), Fence: engine.Fence{RunID: r.ID, Execution: r.Execution}, EventSeq: r.EventSeq}, nil
 }
 
 // AppendContent implements engine.Store. It returns run.ErrNotRunning once
 // the execution no longer owns the run.
-func (d engineDB) AppendContent(ctx context.Context, f engine.Fence, delta string) error {
-	return fenced("append content to", f.RunID)(d.exec.append.do(ctx, appendItem{f, storable(delta)}))
+//
+// A chunk is written at most once: it applies only right after event
+// seq-1. When it did not apply, a read-back tells a chunk already in the
+// run (an earlier try whose reply was lost: nil) from a run this execution
+// lost (run.ErrNotRunning). The read-back is a new statement, so it also
+// sees an earlier try that committed while this one waited for the row.
+func (d engineDB) AppendContent(ctx context.Context, f engine.Fence, seq int64, delta string) error {
+	applied, err := d.exec.append.do(ctx, appendItem{f, seq, storable(delta)})
+	if err == nil && !applied {
+		err = d.pool.QueryRow(ctx, sqlAppendApplied, f.RunID, f.Execution, seq).Scan(&applied)
+	}
+	return fenced("append content to", f.RunID)(applied, err)
 }
 
 // FinishRun implements engine.Store: it writes a terminal status if the

@@ -12,7 +12,7 @@ import (
 // FinishRun, Heartbeat — each go through one batcher per DB, so the runs a
 // worker executes at once share round trips and commits.
 type execBatchers struct {
-	start     *batcher[startItem, *runRow]
+	start     *batcher[startItem, *startedRow]
 	append    *batcher[appendItem, bool]
 	finish    *batcher[finishItem, bool]
 	heartbeat *batcher[engine.Fence, bool]
@@ -38,6 +38,7 @@ func (s startItem) key() string { return s.id }
 
 type appendItem struct {
 	engine.Fence
+	seq   int64
 	delta string
 }
 
@@ -50,7 +51,14 @@ type finishItem struct {
 
 func (f finishItem) key() string { return f.RunID }
 
-func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*runRow, error) {
+// startedRow is a run just claimed, with its fence and its event position.
+type startedRow struct {
+	runRow
+	Execution int
+	EventSeq  int64
+}
+
+func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*startedRow, error) {
 	ids, jobs := make([]string, len(items)), make([]*int64, len(items))
 	for i, it := range items {
 		ids[i], jobs[i] = it.id, it.jobID
@@ -59,15 +67,15 @@ func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*runRow, erro
 	if err != nil {
 		return nil, err
 	}
-	started, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByPos[runRow])
+	started, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByPos[startedRow])
 	if err != nil {
 		return nil, err
 	}
-	byID := make(map[string]*runRow, len(started))
+	byID := make(map[string]*startedRow, len(started))
 	for _, r := range started {
 		byID[r.ID] = r
 	}
-	out := make([]*runRow, len(items))
+	out := make([]*startedRow, len(items))
 	for i, it := range items {
 		out[i] = byID[it.id]
 	}
@@ -75,11 +83,11 @@ func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*runRow, erro
 }
 
 func (d *DB) appendBatch(ctx context.Context, items []appendItem) ([]bool, error) {
-	ids, attempts, deltas := make([]string, len(items)), make([]int32, len(items)), make([]string, len(items))
+	ids, executions, seqs, deltas := make([]string, len(items)), make([]int32, len(items)), make([]int64, len(items)), make([]string, len(items))
 	for i, it := range items {
-		ids[i], attempts[i], deltas[i] = it.RunID, int32(it.Execution), it.delta
+		ids[i], executions[i], seqs[i], deltas[i] = it.RunID, int32(it.Execution), it.seq, it.delta
 	}
-	return d.appliedTo(ctx, ids, sqlAppendContents, ids, attempts, deltas)
+	return d.appliedTo(ctx, ids, sqlAppendContents, ids, executions, seqs, deltas)
 }
 
 func (d *DB) finishBatch(ctx context.Context, items []finishItem) ([]bool, error) {

@@ -2,7 +2,7 @@ package db
 
 // Every SQL statement kern runs lives in this file (the schema is in
 // ../migrations). Statements that change a run are conditional on its status
-// and, for a worker's writes, on its attempt: see the package doc for why
+// and, for a worker's writes, on its execution: see the package doc for why
 // that makes cancel and completion safe against each other.
 
 // runColumns is the column list scanned by scanRun, in struct order.
@@ -37,7 +37,7 @@ const sqlGetRun = `SELECT ` + runColumns + ` FROM kern_run WHERE id = $1`
 // never shadow kern_run's own. Each element is fenced on its own; the
 // statement returns the ids it applied to.
 
-// sqlStartRuns claims pending runs for a new attempt. req_job is the River
+// sqlStartRuns claims pending runs for a new execution. req_job is the River
 // job executing it, NULL for a foreground run: only the run's current job
 // may start it, so a stale job left over from a rescue cannot. A run moves
 // to running, or straight to cancelled when a cancel request is on file.
@@ -50,6 +50,7 @@ WITH req AS (
 	UPDATE kern_run SET
 		status       = CASE WHEN c.run_id IS NOT NULL THEN 'cancelled' ELSE 'running' END,
 		attempt      = CASE WHEN c.run_id IS NOT NULL THEN attempt ELSE attempt + 1 END,
+		execution    = CASE WHEN c.run_id IS NOT NULL THEN execution ELSE execution + 1 END,
 		content      = CASE WHEN c.run_id IS NOT NULL THEN content ELSE '' END,
 		error        = '',
 		started_at   = COALESCE(started_at, now()),
@@ -58,25 +59,28 @@ WITH req AS (
 		event_seq    = event_seq + 1
 	FROM req LEFT JOIN kern_run_cancel c ON c.run_id = req.req_id
 	WHERE id = req.req_id AND status = 'pending' AND job_id IS NOT DISTINCT FROM req.req_job
-	RETURNING ` + runColumns + `, event_seq
+	RETURNING ` + runColumns + `, execution, event_seq
 ), event AS (
 	INSERT INTO kern_run_event (run_id, seq, type, data)
 	SELECT id, event_seq, CASE WHEN status = 'cancelled' THEN 'run.cancelled' ELSE 'run.started' END,
-		jsonb_build_object('attempt', attempt)
+		CASE WHEN status = 'cancelled' THEN '{}'::jsonb
+		ELSE jsonb_build_object('attempt', attempt, 'execution', execution) END
 	FROM started
 )
-SELECT ` + runColumns + ` FROM started`
+SELECT ` + runColumns + `, execution, event_seq FROM started`
 
 // sqlAppendContents persists flushed chunks of streamed content, each with
 // its content.delta event in the same statement: the events always add up
-// to the content.
+// to the content. Each chunk names the seq its event takes (req_seq), and
+// applies only when the run's last event is the one before it: so sending
+// a chunk again after an unknown outcome can never append it twice.
 const sqlAppendContents = `
 WITH req AS (
-	SELECT * FROM unnest($1::text[], $2::int[], $3::text[]) AS r(req_id, req_attempt, req_delta)
+	SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[]) AS r(req_id, req_execution, req_seq, req_delta)
 ), appended AS (
-	UPDATE kern_run SET content = content || req.req_delta, heartbeat_at = now(), event_seq = event_seq + 1
+	UPDATE kern_run SET content = content || req.req_delta, heartbeat_at = now(), event_seq = req.req_seq
 	FROM req
-	WHERE id = req.req_id AND attempt = req.req_attempt AND status = 'running'
+	WHERE id = req.req_id AND execution = req.req_execution AND status = 'running' AND event_seq = req.req_seq - 1
 	RETURNING id, event_seq, req.req_delta
 ), event AS (
 	INSERT INTO kern_run_event (run_id, seq, type, data)
@@ -84,7 +88,14 @@ WITH req AS (
 )
 SELECT id FROM appended`
 
-// sqlFinishRuns writes terminal statuses for the attempts that own their
+// sqlAppendApplied reads back whether a chunk that was not applied (or whose
+// outcome is unknown) is in the run already: the execution still owns the
+// running run and its events reached the chunk's seq. Only the owning
+// execution writes events to a running run, so that event is the chunk.
+const sqlAppendApplied = `
+SELECT EXISTS (SELECT 1 FROM kern_run WHERE id = $1 AND execution = $2 AND status = 'running' AND event_seq >= $3)`
+
+// sqlFinishRuns writes terminal statuses for the executions that own their
 // runs, with the unflushed tail of the content and the terminal event: a
 // content.delta for a non-empty tail, then run.completed, run.error or
 // run.cancelled.
@@ -92,7 +103,7 @@ const sqlFinishRuns = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
 		$6::int[], $7::int[], $8::int[], $9::bigint[], $10::bigint[])
-	AS r(req_id, req_attempt, req_status, req_tail, req_error,
+	AS r(req_id, req_execution, req_status, req_tail, req_error,
 		req_input_tokens, req_output_tokens, req_total_tokens, req_ttft_us, req_duration_us)
 ), finished AS (
 	UPDATE kern_run SET
@@ -107,7 +118,7 @@ WITH req AS (
 		finished_at   = now(),
 		event_seq     = event_seq + CASE WHEN req.req_tail = '' THEN 1 ELSE 2 END
 	FROM req
-	WHERE id = req.req_id AND attempt = req.req_attempt AND status = 'running'
+	WHERE id = req.req_id AND execution = req.req_execution AND status = 'running'
 	RETURNING id, event_seq, req.req_status, req.req_tail, req.req_error
 ), event AS (
 	INSERT INTO kern_run_event (run_id, seq, type, data)
@@ -118,22 +129,23 @@ WITH req AS (
 )
 SELECT id FROM finished`
 
-// sqlHeartbeats tells rescuers the attempts are alive. A run not returned
-// was lost by its attempt (cancelled, or rescued after a stall).
+// sqlHeartbeats tells rescuers the executions are alive. A run not
+// returned was lost by its execution (cancelled, or rescued after a stall).
 const sqlHeartbeats = `
 UPDATE kern_run SET heartbeat_at = now()
-FROM unnest($1::text[], $2::int[]) AS req(req_id, req_attempt)
-WHERE id = req.req_id AND attempt = req.req_attempt AND status = 'running'
+FROM unnest($1::text[], $2::int[]) AS req(req_id, req_execution)
+WHERE id = req.req_id AND execution = req.req_execution AND status = 'running'
 RETURNING id`
 
 // sqlReleaseRun hands a running run back to pending (worker shutdown), so
 // another worker can take it. The attempt is given back too: a shutdown is
-// not a failure and must not use up the run's attempts.
+// not a failure and must not use up the run's attempts. The execution is
+// not given back: it is the fence, and must never repeat.
 const sqlReleaseRun = `
 WITH released AS (
 	UPDATE kern_run SET status = 'pending', content = '', attempt = attempt - 1,
 		heartbeat_at = NULL, event_seq = event_seq + 1
-	WHERE id = $1 AND attempt = $2 AND status = 'running'
+	WHERE id = $1 AND execution = $2 AND status = 'running'
 	RETURNING id, event_seq
 )
 INSERT INTO kern_run_event (run_id, seq, type)
@@ -145,7 +157,7 @@ const sqlRetryRun = `
 WITH retried AS (
 	UPDATE kern_run SET status = 'pending', content = '', error = $3, heartbeat_at = NULL,
 		event_seq = event_seq + 1
-	WHERE id = $1 AND attempt = $2 AND status = 'running'
+	WHERE id = $1 AND execution = $2 AND status = 'running'
 	RETURNING id, event_seq, attempt
 )
 INSERT INTO kern_run_event (run_id, seq, type, data)

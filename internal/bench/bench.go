@@ -452,9 +452,9 @@ func eventLag(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		return nil, err
 	}
 	lags := make([]time.Duration, 0, cfg.Samples)
-	for range cfg.Samples {
+	for i := range cfg.Samples {
 		start := time.Now()
-		if err := d.Engine(engine.Key{}).AppendContent(ctx, claim.Fence, "token "); err != nil {
+		if err := d.Engine(engine.Key{}).AppendContent(ctx, claim.Fence, claim.EventSeq+1+int64(i), "token "); err != nil {
 			return nil, err
 		}
 		select {

@@ -35,8 +35,12 @@ type Store interface {
 	// startable (terminal, running elsewhere, or not this job's), and
 	// run.ErrNotFound for no run.
 	StartRun(ctx context.Context, runID string, jobID *int64) (*Claim, error)
-	// AppendContent persists a flushed chunk of the content being streamed.
-	AppendContent(ctx context.Context, f Fence, delta string) error
+	// AppendContent persists a flushed chunk of the content being streamed,
+	// with its content.delta event, which takes seq: the run's next event
+	// seq. It is safe to repeat after an unknown outcome: the chunk applies
+	// only after event seq-1, and a chunk already in the run returns nil.
+	// run.ErrNotRunning means the execution lost the run.
+	AppendContent(ctx context.Context, f Fence, seq int64, delta string) error
 	// FinishRun writes a terminal status, with the unflushed tail.
 	FinishRun(ctx context.Context, f Fence, fin Finish) error
 	// Heartbeat records that the execution is alive.
@@ -65,6 +69,9 @@ type Claim struct {
 	Run *run.Output
 	// Fence names this execution; every later write passes it.
 	Fence Fence
+	// EventSeq is the seq of the claim's own event (run.started): the
+	// execution's first content chunk takes EventSeq+1.
+	EventSeq int64
 }
 
 // Fence names one execution of a run: every write of it is conditional on
