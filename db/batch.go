@@ -2,6 +2,7 @@ package db
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -20,10 +21,17 @@ import (
 // still individually conditional (fenced) and independent of each other.
 // If a batch fails for a reason other than Postgres being away, its items
 // are tried one by one, so one bad item cannot fail the others.
+//
+// Every round trip — the batch, then each item tried alone — gets its own
+// deadline of timeout, so an item tried late in a fallback has the same
+// chance as the first, and a batch of n items that falls back takes at most
+// (n+1) round trips' timeouts. Once an item tried alone finds Postgres away,
+// the rest are not tried: each would only fail the same way, slowly.
 type batcher[In, Out any] struct {
 	key         func(In) string // no two items with one key share a batch
 	size        func(In) int    // bytes an item adds to a statement; nil: small
 	exec        func(ctx context.Context, items []In) ([]Out, error)
+	timeout     time.Duration // of each round trip
 	maxBatch    int
 	maxBytes    int
 	maxInFlight int
@@ -42,8 +50,9 @@ type batchCall[In, Out any] struct {
 }
 
 // Sizes of every batcher: batches of up to 128 items and (but for a single
-// larger item) 4 MiB, at most 2 of one statement in flight, each given up
-// to batchTimeout.
+// larger item) 4 MiB, at most 2 of one statement in flight, each round
+// trip (a batch, or one item of a failed batch tried alone) given up to
+// batchTimeout of its own.
 const (
 	defaultMaxBatch    = 128
 	defaultMaxBytes    = 4 << 20
@@ -52,7 +61,7 @@ const (
 )
 
 func newBatcher[In, Out any](key func(In) string, exec func(context.Context, []In) ([]Out, error)) *batcher[In, Out] {
-	return &batcher[In, Out]{key: key, exec: exec, maxBatch: defaultMaxBatch, maxBytes: defaultMaxBytes, maxInFlight: defaultMaxInFlight}
+	return &batcher[In, Out]{key: key, exec: exec, timeout: batchTimeout, maxBatch: defaultMaxBatch, maxBytes: defaultMaxBytes, maxInFlight: defaultMaxInFlight}
 }
 
 // withSize bounds batches by the bytes of their items, not only by count.
@@ -160,26 +169,20 @@ func (b *batcher[In, Out]) take() []*batchCall[In, Out] {
 // order and cannot deadlock each other.
 func (b *batcher[In, Out]) send(batch []*batchCall[In, Out]) {
 	slices.SortFunc(batch, func(x, y *batchCall[In, Out]) int { return strings.Compare(b.key(x.in), b.key(y.in)) })
-	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
-	defer cancel()
 	items := make([]In, len(batch))
 	for i, c := range batch {
 		items[i] = c.in
 	}
-	outs, err := b.exec(ctx, items)
+	outs, err := b.roundTrip(items)
 	switch {
 	case err == nil:
 		for i, c := range batch {
 			c.out = outs[i]
 		}
 	case len(batch) > 1 && !transient(err):
-		for _, c := range batch {
-			one, oneErr := b.exec(ctx, []In{c.in})
-			if oneErr == nil {
-				c.out = one[0]
-			}
-			c.err = oneErr
-		}
+		// Not Postgres away (a bad item, a statement timeout, a deadlock,
+		// this round trip's own deadline): find out item by item which fail.
+		b.sendEach(batch)
 	default:
 		for _, c := range batch {
 			c.err = err
@@ -188,4 +191,32 @@ func (b *batcher[In, Out]) send(batch []*batchCall[In, Out]) {
 	for _, c := range batch {
 		close(c.done)
 	}
+}
+
+// sendEach tries the items of a failed batch one by one, in the batch's
+// order. Once one finds Postgres away, the rest get that error untried.
+func (b *batcher[In, Out]) sendEach(batch []*batchCall[In, Out]) {
+	var away error
+	for _, c := range batch {
+		if away != nil {
+			c.err = fmt.Errorf("not tried alone after its batch failed, as Postgres was away: %w", away)
+			continue
+		}
+		one, err := b.roundTrip([]In{c.in})
+		if err == nil {
+			c.out = one[0]
+		} else if transient(err) {
+			away = err
+		}
+		c.err = err
+	}
+}
+
+// roundTrip runs one statement under a deadline of its own. It does not
+// inherit any caller's context: once items are sent, their outcome must be
+// learned, whichever caller stopped waiting.
+func (b *batcher[In, Out]) roundTrip(items []In) ([]Out, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	return b.exec(ctx, items)
 }

@@ -94,10 +94,12 @@
 // holding every run's row and job (River's InsertManyTx); any other batch
 // is one statement, so one transaction too. Items are sent in run-id order,
 // so two batches lock shared rows in the same order. A batch that fails for
-// any reason but Postgres being away is retried item by item, so one bad
-// item (a duplicate id, say) cannot fail the rest. A caller whose context
-// ends before its item is sent withdraws it; once sent, it waits for the
-// outcome, because the write may have happened.
+// any reason but Postgres being away (a statement timeout included) is
+// retried item by item, so one bad item (a duplicate id, say) cannot fail
+// the rest; each of these round trips has a deadline of its own, and should
+// Postgres go away meanwhile, the items not yet tried fail with that error.
+// A caller whose context ends before its item is sent withdraws it; once
+// sent, it waits for the outcome, because the write may have happened.
 //
 // # Events
 //
