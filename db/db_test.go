@@ -345,9 +345,15 @@ func TestRescueStale(t *testing.T) {
 	}
 }
 
+// WaitRun sleeps until the run's terminal event's notification wakes it.
+// The periodic re-check is an hour away here, and the waiter is asleep
+// (subscribed, LISTENed, re-checked, waiting) before the run finishes, so
+// only the notification can wake it within the test's deadline.
 func TestWaitRunWakesOnFinish(t *testing.T) {
 	t.Parallel()
 	d := kerntest.DB(t)
+	hooks := db.WakeHooksOf(d)
+	hooks.SetRecheckEvery(time.Hour)
 	ctx := kerntest.Context(t, 30*time.Second)
 	submit(t, d, "w")
 	if _, err := ex(d).StartRun(ctx, "w", nil); err != nil {
@@ -363,17 +369,24 @@ func TestWaitRunWakesOnFinish(t *testing.T) {
 		out, err := d.WaitRun(ctx, "w")
 		done <- result{out, err}
 	}()
+	pollUntil(t, 10*time.Second, "WaitRun to go to sleep", func() bool {
+		return hooks.SleepingWaiters() == 1 && hooks.Listening() == "kern_event" && hooks.Waiting()
+	})
 	select {
 	case r := <-done:
 		t.Fatalf("WaitRun returned before the run finished: %+v, %v", r.out, r.err)
-	case <-time.After(50 * time.Millisecond): // only a check that it does block
+	default:
 	}
 	if err := ex(d).FinishRun(ctx, "w", 1, engine.Finish{Status: run.StatusError, Error: "boom"}); err != nil {
 		t.Fatal(err)
 	}
-	r := <-done
-	if r.err != nil || r.out.Status != run.StatusError || r.out.Error != "boom" {
-		t.Fatalf("WaitRun = %+v, %v", r.out, r.err)
+	select {
+	case r := <-done:
+		if r.err != nil || r.out.Status != run.StatusError || r.out.Error != "boom" {
+			t.Fatalf("WaitRun = %+v, %v", r.out, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the run's terminal notification did not wake WaitRun (the next re-check is an hour away)")
 	}
 }
 

@@ -72,6 +72,14 @@ type listener struct {
 	interrupt context.CancelFunc
 	// topicsOn counts the subscribed topics each Postgres channel serves.
 	topicsOn map[string]int
+
+	// Test hooks, unused outside tests. dropNotifications makes the listener
+	// throw away every notification it receives (counting them in dropped),
+	// as if it had been lost; nextRecheckAt is when the next periodic
+	// re-check is due.
+	dropNotifications atomic.Bool
+	dropped           atomic.Int64
+	nextRecheckAt     atomic.Pointer[time.Time]
 }
 
 type topic struct {
@@ -88,10 +96,16 @@ type subscription struct {
 	// position is the last event seq an event follower has read; the
 	// re-check wakes it only when the run has events past it.
 	position atomic.Int64
+	// sleeps (a test hook) counts the calls of C: a waiter asks for it when,
+	// having read the row, it goes to sleep.
+	sleeps atomic.Int64
 }
 
 // C is signalled when the subscribed event may have happened.
-func (s *subscription) C() <-chan struct{} { return s.c }
+func (s *subscription) C() <-chan struct{} {
+	s.sleeps.Add(1)
+	return s.c
+}
 
 // Close unsubscribes. It is safe to call more than once.
 func (s *subscription) Close() { s.listener.unsubscribe(s) }
@@ -279,6 +293,8 @@ func (l *listener) listen(ctx context.Context) error {
 				return err
 			}
 			nextRecheck = time.Now().Add(l.recheckEvery)
+			at := nextRecheck
+			l.nextRecheckAt.Store(&at)
 		}
 		waitCtx, cancel := context.WithDeadline(ctx, nextRecheck)
 		l.mu.Lock()
@@ -302,6 +318,10 @@ func (l *listener) listen(ctx context.Context) error {
 				continue
 			}
 			return err
+		}
+		if l.dropNotifications.Load() {
+			l.dropped.Add(1)
+			continue
 		}
 		l.dispatch(n.Channel, n.Payload)
 	}

@@ -12,40 +12,89 @@ import (
 	"github.com/kern-go/kern/run"
 )
 
-// A notification can be lost (sent while the listener reconnects). The
-// once-a-second re-check must still wake the subscriber.
+// A notification can be lost (sent while the listener reconnects, say):
+// the periodic re-check must still wake the subscribers. Here the listener
+// drops every notification it receives, so nothing but a re-check can wake
+// anyone, and no channel is added after the subscriptions, so no re-check
+// follows a new LISTEN: each wake-up must come from the periodic re-check,
+// not before it is due.
 func TestListenerRecheckCoversLostNotifications(t *testing.T) {
 	t.Parallel()
+	const every = 2 * time.Second
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
+	hooks := db.WakeHooksOf(d)
+	hooks.SetRecheckEvery(every)
+	hooks.DropNotifications(true)
 	submit(t, d, "quiet")
 	if _, err := ex(d).StartRun(ctx, "quiet", nil); err != nil {
 		t.Fatal(err)
 	}
-	// Silence both triggers: from here on nothing is notified.
-	if _, err := d.Pool().Exec(ctx, `ALTER TABLE kern_run_event DISABLE TRIGGER kern_run_events_inserted;
-		ALTER TABLE kern_run_cancel DISABLE TRIGGER kern_run_cancel_requested`); err != nil {
-		t.Fatal(err)
-	}
+
 	cancelSub := ex(d).SubscribeCancel("quiet")
 	defer cancelSub.Close()
-	doneSub := ex(d).SubscribeDone("quiet")
-	defer doneSub.Close()
-
-	if _, err := d.Pool().Exec(ctx, `INSERT INTO kern_run_cancel (run_id) VALUES ('quiet')`); err != nil {
-		t.Fatal(err)
+	type result struct {
+		out *run.Output
+		err error
 	}
+	waited := make(chan result, 1)
+	go func() {
+		out, err := d.WaitRun(ctx, "quiet")
+		waited <- result{out, err}
+	}()
+	settled := func() bool {
+		return hooks.Listening() == "kern_cancel,kern_event" && hooks.Waiting() && hooks.SleepingWaiters() == 1
+	}
+	pollUntil(t, 10*time.Second, "the listener and the waiter to settle", settled)
+
+	// lost does what makes a notification, sees the listener drop it and
+	// checks that nothing was woken, since the next re-check is not due yet.
+	// It returns when that re-check is due.
+	lost := func(what string, woken func() bool, act func()) time.Time {
+		t.Helper()
+		next, dropped := hooks.NextRecheck(), hooks.Dropped()
+		act()
+		pollUntil(t, 10*time.Second, what+"'s notification to reach the listener", func() bool { return hooks.Dropped() > dropped })
+		if !time.Now().Before(next) {
+			t.Fatalf("%s: too slow, the periodic re-check was due before the notification was dropped", what)
+		}
+		if woken() {
+			t.Fatalf("%s: woken before the periodic re-check, with its notification lost", what)
+		}
+		return next
+	}
+
+	next := lost("a cancel request", func() bool { return len(cancelSub.C()) > 0 }, func() {
+		if _, err := d.Pool().Exec(ctx, `INSERT INTO kern_run_cancel (run_id) VALUES ('quiet')`); err != nil {
+			t.Fatal(err)
+		}
+	})
 	select {
 	case <-cancelSub.C():
-	case <-time.After(5 * time.Second):
-		t.Fatal("a cancel request without a notification was not picked up by the re-check")
+	case <-time.After(time.Until(next) + 5*time.Second):
+		t.Fatalf("a cancel request whose notification was lost was not picked up by the periodic re-check (every %v)", every)
 	}
-	if err := ex(d).FinishRun(ctx, "quiet", 1, engine.Finish{Status: run.StatusCancelled}); err != nil {
-		t.Fatal(err)
+	if time.Now().Before(next) {
+		t.Fatal("the cancel watcher was woken before the periodic re-check was due")
 	}
-	out, err := d.WaitRun(ctx, "quiet")
-	if err != nil || out.Status != run.StatusCancelled {
-		t.Fatalf("WaitRun without notifications: %+v, %v", out, err)
+
+	// The re-check that found the cancel request has scheduled the next one.
+	pollUntil(t, 10*time.Second, "the next re-check to be scheduled", func() bool { return hooks.NextRecheck().After(next) && settled() })
+	next = lost("the run's end", func() bool { return len(waited) > 0 }, func() {
+		if err := ex(d).FinishRun(ctx, "quiet", 1, engine.Finish{Status: run.StatusCancelled}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	select {
+	case r := <-waited:
+		if r.err != nil || r.out.Status != run.StatusCancelled {
+			t.Fatalf("WaitRun without notifications: %+v, %v", r.out, r.err)
+		}
+	case <-time.After(time.Until(next) + 5*time.Second):
+		t.Fatalf("WaitRun, its run's notification lost, was not woken by the periodic re-check (every %v)", every)
+	}
+	if time.Now().Before(next) {
+		t.Fatal("WaitRun was woken before the periodic re-check was due")
 	}
 }
 

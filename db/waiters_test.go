@@ -15,38 +15,52 @@ import (
 )
 
 // A thousand concurrent WaitRun callers share the DB's one listener
-// connection; they do not hold a connection each.
+// connection; they do not hold a connection each. The connections are
+// counted once every waiter has subscribed, read its run and gone to sleep.
 func TestThousandWaitersShareOneListener(t *testing.T) {
 	t.Parallel()
 	const waiters = 1000
 	d := kerntest.DB(t)
+	hooks := db.WakeHooksOf(d)
 	ctx := kerntest.Context(t, 2*time.Minute)
 	if _, err := d.Pool().Exec(ctx, `INSERT INTO kern_run (id, agent_name, input, status, attempt)
 		SELECT 'w' || i, 'a', 'x', 'running', 1 FROM generate_series(1, $1) i`, waiters); err != nil {
 		t.Fatal(err)
 	}
 
+	// The waiters' context ends when the test does, so none outlives it.
+	waitCtx, stopWaiters := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	var started, woke atomic.Int64
+	var woke atomic.Int64
 	for i := 1; i <= waiters; i++ {
 		wg.Go(func() {
-			started.Add(1)
-			out, err := d.WaitRun(ctx, fmt.Sprintf("w%d", i))
+			out, err := d.WaitRun(waitCtx, fmt.Sprintf("w%d", i))
 			if err != nil || out.Status != run.StatusCompleted {
-				t.Errorf("waiter %d: %+v, %v", i, out, err)
+				if waitCtx.Err() == nil {
+					t.Errorf("waiter %d: %+v, %v", i, out, err)
+				}
 				return
 			}
 			woke.Add(1)
 		})
 	}
-	// While they all wait — all started, none holding a pool connection any
-	// more (their first read is done) — count connections to this database.
-	deadline := time.Now().Add(30 * time.Second)
-	for started.Load() < waiters || d.Pool().Stat().AcquiredConns() > 0 {
+	returned := make(chan struct{})
+	go func() { wg.Wait(); close(returned) }()
+	defer func() { stopWaiters(); <-returned }()
+
+	// Every waiter has subscribed, read its run and is asleep.
+	deadline := time.Now().Add(time.Minute)
+	for hooks.SleepingWaiters() < waiters {
 		if time.Now().After(deadline) {
-			t.Fatalf("waiters did not settle: %d started, %d connections acquired", started.Load(), d.Pool().Stat().AcquiredConns())
+			t.Fatalf("waiters did not settle: %d subscribed, %d asleep", hooks.DoneSubscriptions(), hooks.SleepingWaiters())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	if n := hooks.DoneSubscriptions(); n != waiters {
+		t.Fatalf("%d subscriptions for %d waiters", n, waiters)
+	}
+	if n := woke.Load(); n != 0 {
+		t.Fatalf("%d waiters returned before their runs finished", n)
 	}
 	var listeners, total int
 	err := d.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE application_name = $1), count(*)
@@ -54,11 +68,9 @@ func TestThousandWaitersShareOneListener(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if listeners > 2 || total > int(d.Pool().Config().MaxConns)+2 {
-		t.Fatalf("%d waiters hold %d connections (%d listeners); want ≤ 2 listeners and the pool", waiters, total, listeners)
-	}
-	if woke.Load() != 0 {
-		t.Fatalf("%d waiters returned before their runs finished", woke.Load())
+	if listeners != 1 || total > int(d.Pool().Config().MaxConns)+1 {
+		t.Fatalf("%d sleeping waiters hold %d connections (%d listeners); want 1 listener and at most the pool's %d besides",
+			waiters, total, listeners, d.Pool().Config().MaxConns)
 	}
 
 	// Finish all of them in one statement, as FinishRun does one: status and
@@ -68,9 +80,13 @@ func TestThousandWaitersShareOneListener(t *testing.T) {
 		INSERT INTO kern_run_event (run_id, seq, type) SELECT id, event_seq, 'run.completed' FROM f`); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
-	if woke.Load() != waiters {
-		t.Fatalf("%d of %d waiters woke", woke.Load(), waiters)
+	select {
+	case <-returned:
+	case <-ctx.Done():
+		t.Fatalf("%d of %d waiters returned after their runs finished", woke.Load(), waiters)
+	}
+	if n := woke.Load(); n != waiters {
+		t.Fatalf("%d of %d waiters woke", n, waiters)
 	}
 	t.Logf("%d waiters: %d connections to the database, %d of them listeners", waiters, total, listeners)
 }
