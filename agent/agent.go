@@ -17,14 +17,22 @@ import (
 // Agent is a named model with instructions. Its Name is how a worker finds
 // the agent for a run, so it must be unique per worker and the same in the
 // process that submits and the one that works.
+//
+// An Agent keeps the model client it resolves on first use (an OpenAIChat
+// without a Client gets one from the environment, once), so use it by
+// pointer and do not copy it after first use.
 type Agent struct {
 	Name         string
 	Instructions string
 	Model        Model
 	DB           *db.DB
-	Tools        []Tool // function tools the model may call (later release)
-	HistoryRuns  int    // the last N finished runs of the session as history (later release)
-	MaxSteps     int    // model turns per run, default 10 (later release)
+	// Not supported yet (tools issue): a non-empty value is refused with
+	// run.ErrInvalidArgument by Run and NewWorker rather than ignored.
+	Tools       []Tool
+	HistoryRuns int
+	MaxSteps    int
+
+	models modelCache
 }
 
 func (a *Agent) validate() error {
@@ -35,8 +43,21 @@ func (a *Agent) validate() error {
 		return fmt.Errorf("%w: agent has no Name", run.ErrInvalidArgument)
 	case a.DB == nil:
 		return fmt.Errorf("%w: agent %q has no DB", run.ErrInvalidArgument, a.Name)
+	}
+	return a.validateConfig()
+}
+
+// validateConfig refuses what a run of the agent could not honour.
+func (a *Agent) validateConfig() error {
+	switch {
 	case a.Model == nil:
 		return fmt.Errorf("%w: agent %q has no Model", run.ErrInvalidArgument, a.Name)
+	case len(a.Tools) > 0:
+		return fmt.Errorf("%w: agent %q: Agent.Tools is not supported by this release yet", run.ErrInvalidArgument, a.Name)
+	case a.HistoryRuns != 0:
+		return fmt.Errorf("%w: agent %q: Agent.HistoryRuns is not supported by this release yet", run.ErrInvalidArgument, a.Name)
+	case a.MaxSteps != 0:
+		return fmt.Errorf("%w: agent %q: Agent.MaxSteps is not supported by this release yet", run.ErrInvalidArgument, a.Name)
 	}
 	return nil
 }
@@ -58,7 +79,7 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if cfg.runID == "" {
+	if !cfg.runIDSet {
 		id, err := uuid.NewV7()
 		if err != nil {
 			return nil, fmt.Errorf("kern: new run id: %w", err)
@@ -66,6 +87,16 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		cfg.runID = id.String()
 	}
 
+	var model Model
+	if !cfg.background {
+		// Resolved before anything is written: a missing API key fails the
+		// call, not a stored run.
+		m, err := a.models.get(a.Model)
+		if err != nil {
+			return nil, fmt.Errorf("agent %q: %w", a.Name, err)
+		}
+		model = m
+	}
 	out, err := a.DB.SubmitRun(ctx, db.SubmitParams{
 		RunID:     cfg.runID,
 		SessionID: cfg.sessionID,
@@ -87,18 +118,55 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		stopEvents := a.forwardEvents(ctx, out.RunID, cfg.onEvent)
 		defer stopEvents()
 	}
-	if err := a.executeForeground(ctx, out.RunID); err != nil {
-		return nil, err
+	return a.runForeground(ctx, model, out.RunID)
+}
+
+// runForeground executes a submitted foreground run and returns it
+// terminal. Every accepted run reaches a terminal status: when the caller's
+// ctx ends first — also before the run could start — the run ends
+// cancelled; when Postgres could not be written, the run is cancelled if it
+// still can be, and otherwise left to the workers' rescue, which re-queues a
+// foreground run whose process stopped heartbeating (see db's package doc).
+func (a *Agent) runForeground(ctx context.Context, model Model, runID string) (*run.Output, error) {
+	execErr := a.executeForeground(ctx, model, runID)
+	for {
+		out, err := a.DB.GetRun(context.WithoutCancel(ctx), runID)
+		switch {
+		case err == nil && out.Status.Terminal():
+			return out, nil
+		case ctx.Err() != nil || execErr != nil:
+			// Nobody is left to run it here: end it as the caller's going
+			// away, bounded, since Postgres may be what failed.
+			endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
+			defer cancel()
+			if _, cerr := a.DB.CancelRun(endCtx, runID); cerr != nil {
+				return nil, errors.Join(execErr, cerr)
+			}
+			if out, err = a.DB.GetRun(endCtx, runID); err != nil || execErr == nil {
+				return out, err
+			}
+			return out, execErr
+		case err != nil:
+			return nil, err
+		}
+		// Not terminal, and the caller is still here: this process lost the
+		// run to a rescue (it was cut off from Postgres for longer than
+		// RescueAfter) and a worker has it now. Wait for that to end.
+		if out, err = a.DB.WaitRun(ctx, runID); err == nil {
+			return out, nil
+		}
+		if ctx.Err() == nil {
+			return nil, err
+		}
 	}
-	return a.DB.GetRun(context.WithoutCancel(ctx), out.RunID)
 }
 
 // executeForeground runs the run's attempts in the caller's goroutine,
 // waiting out retry delays (a cancel during one ends the wait at once).
-func (a *Agent) executeForeground(ctx context.Context, runID string) error {
+func (a *Agent) executeForeground(ctx context.Context, model Model, runID string) error {
 	exec := newExecutor(a.DB, slog.Default())
 	for {
-		err := exec.execute(ctx, a, runID, nil)
+		err := exec.execute(ctx, a, model, runID, nil)
 		var retry *retryLater
 		if !errors.As(err, &retry) {
 			return err
@@ -111,9 +179,7 @@ func (a *Agent) executeForeground(ctx context.Context, runID string) error {
 		}
 		done.Close()
 		if ctx.Err() != nil {
-			// Nobody is left to run it: end it as the caller's going away.
-			_, err := a.DB.CancelRun(context.WithoutCancel(ctx), runID)
-			return err
+			return nil // runForeground ends it as the caller's going away
 		}
 	}
 }

@@ -78,24 +78,6 @@ func TestRunTimeout(t *testing.T) {
 	}
 }
 
-func TestUnknownAgentOnWorker(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, agent.WorkerConfig{})
-	stranger := &agent.Agent{Name: "stranger", Model: e.agent.Model, DB: e.db}
-	ctx := kerntest.Context(t, 30*time.Second)
-	out, err := stranger.Run(ctx, "hello", agent.Background(true))
-	if err != nil {
-		t.Fatal(err)
-	}
-	final := mustWait(t, e.agent, out.RunID)
-	if final.Status != run.StatusError || !strings.Contains(final.Error, `"stranger"`) {
-		t.Fatalf("run of an unregistered agent: %s %q", final.Status, final.Error)
-	}
-	if n := e.model.Count(); n != 0 {
-		t.Fatalf("model called %d times", n)
-	}
-}
-
 func TestRunRejectsBadArguments(t *testing.T) {
 	t.Parallel()
 	d := kerntest.DB(t)

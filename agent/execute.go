@@ -73,12 +73,12 @@ func newExecutor(d *db.DB, logger *slog.Logger) *executor {
 	}
 }
 
-// execute runs the next attempt of the run; jobID is the River job doing so
-// (nil for a foreground run). agent is nil when no agent of the run's name
-// is known here; the run then ends as error. It returns *retryLater when
+// execute runs the next attempt of the run with model (agent's, resolved);
+// jobID is the River job doing so (nil for a foreground run). It returns
+// *retryLater when
 // the run was put back for a retry, errHandedBack when it was released to
 // another worker, and other errors only when Postgres could not be written.
-func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobID *int64) error {
+func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID string, jobID *int64) error {
 	// Subscribe before claiming, so a cancel right after the claim is heard.
 	cancelSub := e.store.SubscribeCancel(runID)
 	defer cancelSub.Close()
@@ -97,12 +97,6 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobI
 		return nil
 	}
 	started := time.Now()
-	if agent == nil {
-		return e.finish(ctx, log, fence, engine.Finish{
-			Status: run.StatusError,
-			Error:  fmt.Sprintf("agent %q is not registered on this worker", out.AgentName),
-		})
-	}
 
 	timeout := e.defaultTimeout
 	if out.Timeout > 0 {
@@ -126,7 +120,7 @@ func (e *executor) execute(ctx context.Context, agent *Agent, runID string, jobI
 	var ttft time.Duration
 	var size int
 	callStart := time.Now()
-	resp, modelErr := agent.Model.Stream(runCtx, agent.request(out.Input), func(delta string) {
+	resp, modelErr := model.Stream(runCtx, agent.request(out.Input), func(delta string) {
 		if ttft == 0 {
 			ttft = max(time.Since(callStart), time.Microsecond)
 		}

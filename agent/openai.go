@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -11,14 +12,19 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/kern-go/kern/run"
 )
 
 // OpenAIChat talks to any OpenAI-compatible chat-completions endpoint
 // (OpenAI, Ollama, vLLM, kern's own fake server) through go-openai,
 // streaming with usage reporting.
 //
-// A nil Client means: OPENAI_API_KEY and, when set, OPENAI_BASE_URL from the
-// environment, read at each call.
+// A nil Client means: a client from the environment (see Resolve). Agents
+// and Workers build it once and reuse it, with its connection pool, for
+// every run. Calling Stream directly on an OpenAIChat with a nil Client
+// builds a throwaway client for that one call: it works, but pays a TCP (and
+// TLS) handshake each time; call Resolve once and keep the result instead.
 type OpenAIChat struct {
 	Client *openai.Client
 	ID     string // model id, e.g. "gpt-5-mini"
@@ -26,14 +32,25 @@ type OpenAIChat struct {
 
 // NewOpenAIClient returns a go-openai client for an OpenAI-compatible base
 // URL such as "http://127.0.0.1:8089/v1"; an empty baseURL means OpenAI's.
+// An empty apiKey sends no Authorization header, which is what local
+// endpoints without authentication expect.
 func NewOpenAIClient(apiKey, baseURL string) *openai.Client {
+	c, _ := newOpenAIClient(apiKey, baseURL)
+	return c
+}
+
+// newOpenAIClient is NewOpenAIClient that also returns the client's
+// transport, so that whoever owns the client can close its idle connections
+// when it stops using it.
+func newOpenAIClient(apiKey, baseURL string) (*openai.Client, *http.Transport) {
 	cfg := openai.DefaultConfig(apiKey)
 	if baseURL != "" {
 		cfg.BaseURL = strings.TrimRight(baseURL, "/")
 	}
+	t := newModelTransport()
 	// The transport reads Retry-After, which go-openai's errors do not carry.
-	cfg.HTTPClient = &http.Client{Transport: retryAfterTransport{base: newModelTransport()}}
-	return openai.NewClientWithConfig(cfg)
+	cfg.HTTPClient = &http.Client{Transport: retryAfterTransport{base: streamBodyTransport{base: t}}}
+	return openai.NewClientWithConfig(cfg), t
 }
 
 // newModelTransport is http.DefaultTransport with room to keep a connection
@@ -47,15 +64,103 @@ func newModelTransport() *http.Transport {
 	return t
 }
 
-func (m OpenAIChat) client() (*openai.Client, error) {
+// go-openai stops reading a stream at its "data: [DONE]" line and closes
+// the body, usually before net/http has read the chunked terminator that
+// follows it. A body closed before its end takes its connection with it, so
+// without help even a shared client opened new TCP (and TLS) connections —
+// up to 7 for the 20 sequential calls of TestResolveReusesOneConnection,
+// depending on whether the terminator happened to arrive with [DONE].
+// streamBodyTransport hands Stream the body, and Stream drains the few
+// bytes left after [DONE].
+const (
+	// drainTimeout bounds the wait for the terminator, which a server sends
+	// right after [DONE]; a server that keeps the stream open past it costs
+	// its connection, as before, not more than this much time.
+	drainTimeout = 100 * time.Millisecond
+	// maxDrainBytes is more than a terminator and trailers; anything longer
+	// is not worth reading to save a connection.
+	maxDrainBytes = 4 << 10
+)
+
+type streamBodyKey struct{}
+
+// streamBody is where streamBodyTransport leaves the response body for the
+// Stream call whose context carries it. Both run in Stream's goroutine.
+type streamBody struct{ body io.Reader }
+
+func withStreamBody(ctx context.Context) (context.Context, *streamBody) {
+	b := &streamBody{}
+	return context.WithValue(ctx, streamBodyKey{}, b), b
+}
+
+// drain reads what is left of a finished stream's body, so that closing it
+// returns the connection to the pool. cancel cancels the request's context,
+// which ends a read that waits too long (and then closes the connection).
+func (b *streamBody) drain(cancel context.CancelFunc) {
+	if b.body == nil {
+		return
+	}
+	t := time.AfterFunc(drainTimeout, cancel)
+	defer t.Stop()
+	_, _ = io.CopyN(io.Discard, b.body, maxDrainBytes)
+}
+
+// streamBodyTransport records response bodies in their request's
+// streamBody, if it has one.
+type streamBodyTransport struct{ base http.RoundTripper }
+
+func (t streamBodyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err == nil {
+		if b, ok := req.Context().Value(streamBodyKey{}).(*streamBody); ok {
+			b.body = resp.Body
+		}
+	}
+	return resp, err
+}
+
+// Resolve returns m with a Client built from the environment if it has none:
+// OPENAI_BASE_URL, when set, is the endpoint (Ollama, vLLM, cmd/fakellm, …)
+// and OPENAI_API_KEY is sent if set, not required; without OPENAI_BASE_URL
+// the endpoint is OpenAI's, which needs OPENAI_API_KEY. The error wraps
+// run.ErrInvalidArgument. An m that has a Client is returned as is.
+//
+// Keep the result: each call builds a new client with its own connections.
+func (m OpenAIChat) Resolve() (OpenAIChat, error) {
 	if m.Client != nil {
-		return m.Client, nil
+		return m, nil
 	}
-	key := os.Getenv("OPENAI_API_KEY")
-	if key == "" {
-		return nil, errors.New("OpenAIChat has no Client and OPENAI_API_KEY is not set")
+	env, err := readOpenAIEnv()
+	if err != nil {
+		return m, err
 	}
-	return NewOpenAIClient(key, os.Getenv("OPENAI_BASE_URL")), nil
+	m.Client, _ = newOpenAIClient(env.apiKey, env.baseURL)
+	return m, nil
+}
+
+// openAIEnv is the part of the environment a nil-Client OpenAIChat uses.
+// It is comparable: modelCache keys its client on it.
+type openAIEnv struct {
+	apiKey, baseURL string
+}
+
+// readOpenAIEnv applies the environment rules documented at Resolve.
+func readOpenAIEnv() (openAIEnv, error) {
+	// Trimmed: a stray newline from `export KEY=$(cat file)`-style setups
+	// would otherwise end up in a header, or make "unset" look set.
+	env := openAIEnv{
+		apiKey:  strings.TrimSpace(os.Getenv("OPENAI_API_KEY")),
+		baseURL: strings.TrimSpace(os.Getenv("OPENAI_BASE_URL")),
+	}
+	// Only OpenAI itself is known to need a key. A local endpoint usually
+	// has no authentication at all, and demanding a dummy key for it only
+	// teaches people to set fake secrets.
+	if env.apiKey == "" && env.baseURL == "" {
+		return env, fmt.Errorf("%w: OPENAI_API_KEY is not set: OpenAI's API needs one "+
+			"(for a local OpenAI-compatible endpoint set OPENAI_BASE_URL instead, e.g. http://127.0.0.1:8089/v1; it needs no key)",
+			run.ErrInvalidArgument)
+	}
+	return env, nil
 }
 
 // Stream implements Model.
@@ -63,11 +168,25 @@ func (m OpenAIChat) Stream(ctx context.Context, req *ModelRequest, onDelta func(
 	if m.ID == "" {
 		return nil, &ModelError{Message: "OpenAIChat.ID (the model id) is empty"}
 	}
-	client, err := m.client()
-	if err != nil {
-		return nil, &ModelError{Message: err.Error(), Err: err}
+	client := m.Client
+	if client == nil {
+		// Not through an Agent (which resolves once, see modelCache): a
+		// client for this call only. Its connection is closed when the call
+		// ends rather than left idle, so repeated direct calls cost a
+		// handshake each but do not pile up connections.
+		env, err := readOpenAIEnv()
+		if err != nil {
+			return nil, &ModelError{Message: err.Error(), Err: err}
+		}
+		var t *http.Transport
+		client, t = newOpenAIClient(env.apiKey, env.baseURL)
+		defer t.CloseIdleConnections() // runs after stream.Close below
 	}
 	callCtx, retryAfter := withRetryAfterRecord(ctx)
+	// Cancelled only to bound body.drain; results are judged by ctx.
+	callCtx, cancelCall := context.WithCancel(callCtx)
+	defer cancelCall() // after stream.Close: cancelling first would drop the connection
+	callCtx, body := withStreamBody(callCtx)
 	stream, err := client.CreateChatCompletionStream(callCtx, openai.ChatCompletionRequest{
 		Model:         m.ID,
 		Messages:      toOpenAIMessages(req.Messages),
@@ -88,6 +207,7 @@ func (m OpenAIChat) Stream(ctx context.Context, req *ModelRequest, onDelta func(
 	for {
 		chunk, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
+			body.drain(cancelCall)
 			break
 		}
 		if err != nil {

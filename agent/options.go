@@ -13,6 +13,7 @@ type RunOption func(*runConfig)
 type runConfig struct {
 	background bool
 	runID      string
+	runIDSet   bool
 	sessionID  string
 	name       string
 	metadata   map[string]any
@@ -29,8 +30,11 @@ type runConfig struct {
 func Background(on bool) RunOption { return func(c *runConfig) { c.background = on } }
 
 // WithRunID sets the run's id (default: a new UUIDv7). An id that already
-// has a run makes Run fail with run.ErrAlreadyExists.
-func WithRunID(id string) RunOption { return func(c *runConfig) { c.runID = id } }
+// has a run makes Run fail with run.ErrAlreadyExists; an empty or malformed
+// one with run.ErrInvalidArgument.
+func WithRunID(id string) RunOption {
+	return func(c *runConfig) { c.runID, c.runIDSet = id, true }
+}
 
 // WithSessionID groups the run with others of the same conversation.
 func WithSessionID(id string) RunOption { return func(c *runConfig) { c.sessionID = id } }

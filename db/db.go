@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"github.com/kern-go/kern/internal/logx"
 )
 
 // defaultMaxConns is Open's pool size unless the URL sets pool_max_conns.
@@ -66,7 +68,7 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 		return nil, errors.New("kern: pool is nil")
 	}
 	logger := slog.Default()
-	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logger})
+	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logx.RiverLogger(logger)})
 	if err != nil {
 		return nil, fmt.Errorf("kern: river client: %w", err)
 	}

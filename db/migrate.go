@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/tern/v2/migrate"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
 
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/migrations"
 )
 
@@ -55,6 +57,32 @@ func (d *DB) Migrate(ctx context.Context) error {
 	}
 	if err := m.Migrate(ctx); err != nil {
 		return fmt.Errorf("kern: migrate: %w", err)
+	}
+	if err := moveLegacyJobs(ctx, conn.Conn()); err != nil {
+		return fmt.Errorf("kern: migrate: move runs to their agents' queues: %w", err)
+	}
+	return nil
+}
+
+// moveLegacyJobs puts the unfinished jobs of the one queue all runs used
+// before runs were routed per agent onto their agents' queues, where the
+// workers that serve them fetch. It is cheap when there is nothing to move
+// (River's fetch index serves it), so every Migrate does it: a submitter of
+// the old release still running during a rolling deploy is caught up by
+// the next Migrate.
+func moveLegacyJobs(ctx context.Context, conn *pgx.Conn) error {
+	rows, err := conn.Query(ctx, sqlLegacyAgents, engine.LegacyQueue)
+	if err != nil {
+		return err
+	}
+	agents, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, a := range agents {
+		if _, err := conn.Exec(ctx, sqlMoveLegacyJobs, engine.LegacyQueue, a, engine.QueueFor(a)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -1,5 +1,7 @@
 package db
 
+import "strings"
+
 // Every SQL statement kern runs lives in this file (the schema is in
 // ../migrations). Statements that change a run are conditional on its status
 // and, for a worker's writes, on its execution: see the package doc for why
@@ -29,7 +31,16 @@ RETURNING ` + runColumns
 // created.
 const sqlGetByIdempotencyKey = `SELECT ` + runColumns + ` FROM kern_run WHERE agent_name = $1 AND idempotency_key = $2`
 
-const sqlGetRun = `SELECT ` + runColumns + ` FROM kern_run WHERE id = $1`
+var sqlGetRun = `SELECT ` + runReadColumns + ` FROM kern_run WHERE id = $1`
+
+// runReadColumns is runColumns as reads show them: a background run that
+// waits with no error of its own says why when no live worker serves its
+// agent, so it is visibly waiting rather than silently pending.
+var runReadColumns = strings.Replace(runColumns, "error,", `CASE
+		WHEN status = 'pending' AND error = '' AND job_id IS NOT NULL AND NOT EXISTS (
+			SELECT 1 FROM kern_worker w WHERE agent_name = ANY (w.agents) AND w.expires_at > now())
+		THEN 'no running worker serves agent "' || agent_name || '"; the run starts when one does'
+		ELSE error END,`, 1)
 
 // The four statements of a run's execution that every run makes, or makes
 // often, are batched (see batcher): each takes arrays, one element per run,
@@ -215,6 +226,29 @@ WITH failed AS (
 INSERT INTO kern_run_event (run_id, seq, type, data)
 SELECT id, event_seq, 'run.error', jsonb_build_object('error', $2::text) FROM failed`
 
+// sqlLegacyAgents and sqlMoveLegacyJobs move unfinished run jobs off the
+// queue every run used before runs were routed per agent ($1).
+const sqlLegacyAgents = `
+SELECT DISTINCT args->>'agent' FROM river_job
+WHERE queue = $1 AND kind = 'kern_run' AND state IN ('available', 'scheduled', 'retryable', 'pending', 'running')`
+
+const sqlMoveLegacyJobs = `
+UPDATE river_job SET queue = $3
+WHERE queue = $1 AND kind = 'kern_run' AND args->>'agent' = $2
+  AND state IN ('available', 'scheduled', 'retryable', 'pending', 'running')`
+
+// sqlRegisterWorker records or renews a worker and the agents it serves,
+// and forgets workers that expired long ago.
+const sqlRegisterWorker = `
+WITH gone AS (
+	DELETE FROM kern_worker WHERE expires_at < now() - interval '1 hour'
+)
+INSERT INTO kern_worker (id, agents, host, pid, expires_at)
+VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+ON CONFLICT (id) DO UPDATE SET agents = EXCLUDED.agents, expires_at = EXCLUDED.expires_at`
+
+const sqlUnregisterWorker = `DELETE FROM kern_worker WHERE id = $1`
+
 // Cancel is two statements in two transactions, in this order. The request
 // is committed first, so every worker that starts the run afterwards sees it;
 // then the run itself is moved to cancelled if it is not terminal yet.
@@ -269,8 +303,8 @@ const sqlEventPosition = `SELECT status, event_seq FROM kern_run WHERE id = $1`
 // sqlListRuns pages runs newest first, by the keyset (created_at, id) of
 // the last row of the previous page ($5, $6). kern_run_created_idx serves
 // it, or kern_run_session_idx for one session.
-const sqlListRuns = `
-SELECT ` + runColumns + ` FROM kern_run
+var sqlListRuns = `
+SELECT ` + runReadColumns + ` FROM kern_run
 WHERE ($1::text[] IS NULL OR status = ANY($1))
   AND ($2 = '' OR agent_name = $2)
   AND ($3 = '' OR session_id = $3)

@@ -76,7 +76,7 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 
 // requeue gives the run a new job and puts it back to pending.
 func (d *DB) requeue(ctx context.Context, tx pgx.Tx, runID, agentName, msg string) error {
-	job, err := d.river.InsertTx(ctx, tx, RunJobArgs{RunID: runID, AgentName: agentName}, nil)
+	job, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: runID, AgentName: agentName}, nil)
 	if err != nil {
 		return err
 	}

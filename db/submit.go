@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/riverqueue/river"
 
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
 )
 
@@ -195,7 +196,7 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 	var jobs []river.InsertManyParams
 	for _, it := range items {
 		if it.Enqueue {
-			jobs = append(jobs, river.InsertManyParams{Args: RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}})
+			jobs = append(jobs, river.InsertManyParams{Args: engine.RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}})
 		}
 	}
 	if len(jobs) > 0 {
@@ -206,7 +207,7 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 		// River does not promise to return jobs in the order given.
 		byRun := make(map[string]int64, len(res))
 		for _, r := range res {
-			var args RunJobArgs
+			var args engine.RunJobArgs
 			if err := json.Unmarshal(r.Job.EncodedArgs, &args); err != nil {
 				return nil, fmt.Errorf("enqueue: read back job args: %w", err)
 			}
@@ -257,7 +258,7 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 func (d *DB) submitOne(ctx context.Context, tx pgx.Tx, it submitItem) (*runRow, error) {
 	var jobID *int64
 	if it.Enqueue {
-		res, err := d.river.InsertTx(ctx, tx, RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}, nil)
+		res, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}, nil)
 		if err != nil {
 			return nil, fmt.Errorf("enqueue: %w", err)
 		}

@@ -5,7 +5,11 @@
 // prompt.
 //
 //	go run ./cmd/fakellm -addr 127.0.0.1:8089
-//	# then point an OpenAI client at http://127.0.0.1:8089/v1
+//	# then point an OpenAI client at http://127.0.0.1:8089/v1 (any API key, or none)
+//
+// At exit it logs how many requests and TCP connections it served: many
+// more connections than concurrent clients means a client is not reusing
+// its connections.
 package main
 
 import (
@@ -56,6 +60,7 @@ func run(ctx context.Context, addr string, logger *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           logRequests(fake, logger),
 		ReadHeaderTimeout: 10 * time.Second,
+		ConnState:         fake.ConnState, // for the connection count logged at exit
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -66,7 +71,7 @@ func run(ctx context.Context, addr string, logger *slog.Logger) error {
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down", "requests", fake.Count())
+	logger.Info("shutting down", "requests", fake.Count(), "connections", fake.Connections())
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"time"
@@ -26,12 +25,18 @@ same database: River hands each run to exactly one of them. On SIGINT or
 SIGTERM the worker stops taking runs, lets running ones finish for
 --shutdown-timeout, then hands the rest back to pending for another worker.
 
-The model is reached through OPENAI_API_KEY and OPENAI_BASE_URL (any
-OpenAI-compatible endpoint: OpenAI, Ollama, vLLM, cmd/fakellm).`,
+The model is reached through OPENAI_BASE_URL (any OpenAI-compatible
+endpoint: Ollama, vLLM, cmd/fakellm; unset means OpenAI's API) and
+OPENAI_API_KEY, which only OpenAI's API requires: a local endpoint needs no
+key, and gets one sent only if it is set.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if os.Getenv("OPENAI_API_KEY") == "" {
-				return errors.New("OPENAI_API_KEY is not set (any value works for a local endpoint)")
+			// Before touching the database: a missing key is a setup mistake
+			// to report at once, not after connecting, nor on every run. The
+			// resolved client is then shared by all runs of this worker.
+			chat, err := agent.OpenAIChat{ID: model}.Resolve()
+			if err != nil {
+				return err // already says which variable to set
 			}
 			ctx := cmd.Context()
 			d, err := flags.open(ctx)
@@ -40,7 +45,7 @@ OpenAI-compatible endpoint: OpenAI, Ollama, vLLM, cmd/fakellm).`,
 			}
 			defer d.Close()
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-			a := &agent.Agent{Name: name, Instructions: instructions, Model: agent.OpenAIChat{ID: model}, DB: d}
+			a := &agent.Agent{Name: name, Instructions: instructions, Model: chat, DB: d}
 			w, err := agent.NewWorker(d, cfg, a)
 			if err != nil {
 				return err

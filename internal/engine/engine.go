@@ -55,6 +55,12 @@ type Store interface {
 	// re-queues runs whose job was lost; see db's package doc.
 	RescueStale(ctx context.Context, staleAfter time.Duration, maxAttempts int) (Rescued, error)
 
+	// RegisterWorker records (or renews) that worker id serves agents, until
+	// ttl from now; UnregisterWorker removes it. A run of an agent no
+	// registered worker serves reads as pending with an Error saying so.
+	RegisterWorker(ctx context.Context, id string, agents []string, ttl time.Duration) error
+	UnregisterWorker(ctx context.Context, id string) error
+
 	// SubscribeCancel signals when a cancel request for the run may have
 	// been recorded.
 	SubscribeCancel(runID string) Subscription

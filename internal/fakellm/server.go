@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,6 +26,7 @@ type Server struct {
 	limit   int
 	count   int
 	changed chan struct{}
+	conns   atomic.Int64 // see ConnState
 }
 
 // New returns a server whose default script answers every request with
@@ -43,6 +45,19 @@ func (s *Server) Script(fn func(req Request) Reply) {
 	defer s.mu.Unlock()
 	s.script = fn
 }
+
+// ConnState counts new TCP connections; Start installs it, and a caller
+// serving s on its own http.Server can set it as that server's ConnState.
+// Tests use the count to check that clients reuse connections.
+func (s *Server) ConnState(_ net.Conn, state http.ConnState) {
+	if state == http.StateNew {
+		s.conns.Add(1)
+	}
+}
+
+// Connections returns how many TCP connections have been opened to s (see
+// ConnState) since it was created.
+func (s *Server) Connections() int64 { return s.conns.Load() }
 
 // ServeHTTP routes /v1/chat/completions (and /chat/completions) and
 // /v1/models; everything else gets an OpenAI-shaped 404.
@@ -126,6 +141,7 @@ func (s *Server) Start() (baseURL string, stop func(), err error) {
 			s.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
+		ConnState:         s.ConnState,
 	}
 	served := make(chan struct{})
 	go func() {

@@ -1,0 +1,113 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/kern-go/kern/run"
+)
+
+// WorkerConfig tunes a Worker. Zero values take the documented defaults.
+type WorkerConfig struct {
+	// MaxConcurrentRuns is how many runs this worker executes at once, in
+	// total across all its agents. Default 5.
+	MaxConcurrentRuns int
+	DefaultTimeout    time.Duration // for runs without WithTimeout; default 5m
+	MaxAttempts       int           // executions of a run before it errors; default 3
+	RescueAfter       time.Duration // stale-heartbeat threshold; default 30s
+	MaxContentBytes   int           // largest answer kept; default 4 MiB
+	// Retention is how long finished runs are kept: every worker deletes
+	// runs (with their events) that finished longer ago, a bounded batch at
+	// a time, about once a minute. 0 means the default, 24h; a negative
+	// value keeps runs forever.
+	Retention time.Duration
+	// Not supported yet (operator issue): a non-zero value is refused by
+	// NewWorker with run.ErrInvalidArgument rather than silently ignored.
+	MaxRunsPerKey int
+	OnComplete    func(ctx context.Context, out *run.Output)
+	WebhookSecret string
+	// Logger receives kern's logs; River's routine Info lines are demoted
+	// to Debug. Default slog.Default().
+	Logger *slog.Logger
+
+	// HeartbeatInterval is how often an executing run proves it is alive,
+	// how often this worker renews its registration, and how often it looks
+	// for stale runs to rescue. Default 5s.
+	HeartbeatInterval time.Duration
+	// RetryBaseDelay is the backoff of the first retry; each further one
+	// doubles it, with jitter, unless the provider sends Retry-After.
+	// Default 1s.
+	RetryBaseDelay time.Duration
+
+	// FetchCooldown and FetchPollInterval tune River's fetching (see
+	// river.Config): the shortest time between two fetches of new runs,
+	// and the longest wait for one when no notification arrives. River's
+	// defaults (100ms and 1s) when zero.
+	FetchCooldown     time.Duration
+	FetchPollInterval time.Duration
+
+	// FlushInterval and FlushBytes batch streamed content into the row:
+	// whichever comes first after the first unflushed delta. Defaults 100ms
+	// and 4 KiB.
+	FlushInterval time.Duration
+	FlushBytes    int
+}
+
+// defaultRetention is how long finished runs are kept when Retention is 0.
+const defaultRetention = 24 * time.Hour
+
+func (c *WorkerConfig) withDefaults() (WorkerConfig, error) {
+	out := *c
+	if out.MaxConcurrentRuns < 0 || out.DefaultTimeout < 0 || out.MaxAttempts < 0 || out.FlushInterval < 0 || out.FlushBytes < 0 ||
+		out.RescueAfter < 0 || out.MaxContentBytes < 0 || out.HeartbeatInterval < 0 || out.RetryBaseDelay < 0 ||
+		out.FetchCooldown < 0 || out.FetchPollInterval < 0 {
+		return out, fmt.Errorf("%w: worker config has a negative value", run.ErrInvalidArgument)
+	}
+	switch {
+	case out.MaxRunsPerKey != 0:
+		return out, fmt.Errorf("%w: WorkerConfig.MaxRunsPerKey is not supported by this release yet", run.ErrInvalidArgument)
+	case out.OnComplete != nil:
+		return out, fmt.Errorf("%w: WorkerConfig.OnComplete is not supported by this release yet", run.ErrInvalidArgument)
+	case out.WebhookSecret != "":
+		return out, fmt.Errorf("%w: WorkerConfig.WebhookSecret is not supported by this release yet", run.ErrInvalidArgument)
+	}
+	if out.MaxConcurrentRuns == 0 {
+		out.MaxConcurrentRuns = 5
+	}
+	if out.DefaultTimeout == 0 {
+		out.DefaultTimeout = defaultTimeout
+	}
+	if out.MaxAttempts == 0 {
+		out.MaxAttempts = defaultMaxAttempts
+	}
+	if out.RescueAfter == 0 {
+		out.RescueAfter = 30 * time.Second
+	}
+	if out.MaxContentBytes == 0 {
+		out.MaxContentBytes = defaultMaxContentBytes
+	}
+	if out.HeartbeatInterval == 0 {
+		out.HeartbeatInterval = min(defaultHeartbeat, out.RescueAfter/3)
+	}
+	if out.RetryBaseDelay == 0 {
+		out.RetryBaseDelay = defaultRetryBase
+	}
+	if out.HeartbeatInterval >= out.RescueAfter {
+		return out, fmt.Errorf("%w: HeartbeatInterval %v must be shorter than RescueAfter %v", run.ErrInvalidArgument, out.HeartbeatInterval, out.RescueAfter)
+	}
+	if out.Retention == 0 {
+		out.Retention = defaultRetention
+	}
+	if out.FlushInterval == 0 {
+		out.FlushInterval = defaultFlushEvery
+	}
+	if out.FlushBytes == 0 {
+		out.FlushBytes = defaultFlushBytes
+	}
+	if out.Logger == nil {
+		out.Logger = slog.Default()
+	}
+	return out, nil
+}

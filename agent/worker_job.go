@@ -1,0 +1,62 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/kern-go/kern/internal/engine"
+)
+
+// runWorker is the River worker of kern's job kind.
+type runWorker struct {
+	river.WorkerDefaults[engine.RunJobArgs]
+	w *Worker
+}
+
+// Timeout disables River's job timeout; see NewWorker.
+func (*runWorker) Timeout(*river.Job[engine.RunJobArgs]) time.Duration { return -1 }
+
+// notServedDelay is how long a job this worker cannot execute is put back
+// for: only a job inserted by hand onto one of its queues, or an agent whose
+// queue name collides with one it serves, gets here.
+const notServedDelay = 5 * time.Second
+
+// busyDelay is how long a run waits when all of a multi-agent worker's
+// slots are taken: about a fetch cooldown, jittered so that the runs put
+// back together spread out, and short, since another worker may be free.
+func busyDelay() time.Duration { return 50*time.Millisecond + rand.N(100*time.Millisecond) }
+
+func (rw *runWorker) Work(ctx context.Context, job *river.Job[engine.RunJobArgs]) error {
+	w := rw.w
+	a := w.agents[job.Args.AgentName]
+	if a == nil {
+		// Never fail a run this worker cannot execute: it stays pending
+		// for a worker that serves its agent. A snooze uses no attempt.
+		return river.JobSnooze(notServedDelay)
+	}
+	if w.slots != nil {
+		// River bounds each queue on its own; MaxConcurrentRuns is the
+		// worker's total. A full worker puts the job back (pending, no
+		// attempt used) instead of holding it, so an idle worker can take it.
+		select {
+		case w.slots <- struct{}{}:
+			defer func() { <-w.slots }()
+		default:
+			return river.JobSnooze(busyDelay())
+		}
+	}
+	err := w.exec.execute(ctx, a, w.models[a.Name], job.Args.RunID, &job.ID)
+	var retry *retryLater
+	switch {
+	case errors.As(err, &retry):
+		// kern counts the run's attempts itself; a snooze costs no River attempt.
+		return river.JobSnooze(retry.delay)
+	case errors.Is(err, errHandedBack):
+		return river.JobSnooze(0)
+	}
+	return err
+}
