@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,11 +39,11 @@ type Agent struct {
 func (a *Agent) validate() error {
 	switch {
 	case a == nil:
-		return fmt.Errorf("%w: agent is nil", run.ErrInvalidArgument)
+		return fmt.Errorf("kern: %w: agent is nil", run.ErrInvalidArgument)
 	case a.Name == "":
-		return fmt.Errorf("%w: agent has no Name", run.ErrInvalidArgument)
+		return fmt.Errorf("kern: %w: agent has no Name", run.ErrInvalidArgument)
 	case a.DB == nil:
-		return fmt.Errorf("%w: agent %q has no DB", run.ErrInvalidArgument, a.Name)
+		return fmt.Errorf("kern: %w: agent %q has no DB", run.ErrInvalidArgument, a.Name)
 	}
 	return a.validateConfig()
 }
@@ -51,13 +52,13 @@ func (a *Agent) validate() error {
 func (a *Agent) validateConfig() error {
 	switch {
 	case a.Model == nil:
-		return fmt.Errorf("%w: agent %q has no Model", run.ErrInvalidArgument, a.Name)
+		return fmt.Errorf("kern: %w: agent %q has no Model", run.ErrInvalidArgument, a.Name)
 	case len(a.Tools) > 0:
-		return fmt.Errorf("%w: agent %q: Agent.Tools is not supported by this release yet", run.ErrInvalidArgument, a.Name)
+		return fmt.Errorf("kern: %w: agent %q: Agent.Tools is not supported by this release yet", run.ErrInvalidArgument, a.Name)
 	case a.HistoryRuns != 0:
-		return fmt.Errorf("%w: agent %q: Agent.HistoryRuns is not supported by this release yet", run.ErrInvalidArgument, a.Name)
+		return fmt.Errorf("kern: %w: agent %q: Agent.HistoryRuns is not supported by this release yet", run.ErrInvalidArgument, a.Name)
 	case a.MaxSteps != 0:
-		return fmt.Errorf("%w: agent %q: Agent.MaxSteps is not supported by this release yet", run.ErrInvalidArgument, a.Name)
+		return fmt.Errorf("kern: %w: agent %q: Agent.MaxSteps is not supported by this release yet", run.ErrInvalidArgument, a.Name)
 	}
 	return nil
 }
@@ -93,7 +94,7 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		// call, not a stored run.
 		m, err := a.models.get(a.Model)
 		if err != nil {
-			return nil, fmt.Errorf("agent %q: %w", a.Name, err)
+			return nil, fmt.Errorf("kern: agent %q: %w", a.Name, err)
 		}
 		model = m
 	}
@@ -140,7 +141,8 @@ func (a *Agent) runForeground(ctx context.Context, model Model, runID string) (*
 			endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
 			defer cancel()
 			if _, cerr := a.DB.CancelRun(endCtx, runID); cerr != nil {
-				return nil, errors.Join(execErr, cerr)
+				// Left to the workers' rescue; say what failed first.
+				return nil, cmp.Or(execErr, cerr)
 			}
 			if out, err = a.DB.GetRun(endCtx, runID); err != nil || execErr == nil {
 				return out, err
@@ -242,7 +244,7 @@ func (a *Agent) WaitRun(ctx context.Context, runID string) (*run.Output, error) 
 
 func (a *Agent) requireDB() error {
 	if a == nil || a.DB == nil {
-		return fmt.Errorf("%w: agent has no DB", run.ErrInvalidArgument)
+		return fmt.Errorf("kern: %w: agent has no DB", run.ErrInvalidArgument)
 	}
 	return nil
 }

@@ -103,6 +103,11 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{"bad run id", good, "hi", []agent.RunOption{agent.WithRunID("a\nb")}, run.ErrInvalidArgument},
 		{"negative timeout", good, "hi", []agent.RunOption{agent.WithTimeout(-1)}, run.ErrInvalidArgument},
 		{"unsupported option", good, "hi", []agent.RunOption{agent.WithWebhook("http://127.0.0.1/")}, run.ErrInvalidArgument},
+		{"empty run id", good, "hi", []agent.RunOption{agent.WithRunID("")}, run.ErrInvalidArgument},
+		{"metadata too large", good, "hi", []agent.RunOption{agent.WithMetadata(map[string]any{"blob": strings.Repeat("x", 2<<20)})}, run.ErrInvalidArgument},
+		{"tools (not supported yet)", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Name: "t"}}}, "hi", nil, run.ErrInvalidArgument},
+		{"history (not supported yet)", &agent.Agent{Name: "a", Model: model, DB: d, HistoryRuns: 3}, "hi", nil, run.ErrInvalidArgument},
+		{"max steps (not supported yet)", &agent.Agent{Name: "a", Model: model, DB: d, MaxSteps: 3}, "hi", nil, run.ErrInvalidArgument},
 		{"duplicate id", good, "second", []agent.RunOption{agent.WithRunID("taken")}, run.ErrAlreadyExists},
 	}
 	for _, tc := range cases {
@@ -139,6 +144,21 @@ func TestNewWorkerRejectsBadConfig(t *testing.T) {
 			return agent.NewWorker(d, agent.WorkerConfig{}, &agent.Agent{Name: "b"})
 		},
 		"negative": func() (*agent.Worker, error) { return agent.NewWorker(d, agent.WorkerConfig{MaxConcurrentRuns: -1}, a) },
+		"MaxRunsPerKey (not supported yet)": func() (*agent.Worker, error) {
+			return agent.NewWorker(d, agent.WorkerConfig{MaxRunsPerKey: 1}, a)
+		},
+		"OnComplete (not supported yet)": func() (*agent.Worker, error) {
+			return agent.NewWorker(d, agent.WorkerConfig{OnComplete: func(context.Context, *run.Output) {}}, a)
+		},
+		"WebhookSecret (not supported yet)": func() (*agent.Worker, error) {
+			return agent.NewWorker(d, agent.WorkerConfig{WebhookSecret: "s"}, a)
+		},
+		"agent with tools (not supported yet)": func() (*agent.Worker, error) {
+			return agent.NewWorker(d, agent.WorkerConfig{}, &agent.Agent{Name: "b", Model: model, Tools: []agent.Tool{{Name: "t"}}})
+		},
+		"agent with MaxSteps (not supported yet)": func() (*agent.Worker, error) {
+			return agent.NewWorker(d, agent.WorkerConfig{}, &agent.Agent{Name: "b", Model: model, MaxSteps: 2})
+		},
 	}
 	for name, mk := range cases {
 		if w, err := mk(); !errors.Is(err, run.ErrInvalidArgument) || w != nil {
@@ -222,5 +242,56 @@ func TestForegroundRunEndsWhenCallerGoesAway(t *testing.T) {
 	}
 	if out.Status != run.StatusCancelled {
 		t.Fatalf("status %s, want cancelled", out.Status)
+	}
+}
+
+// Errors read once: one "kern:" prefix, the sentinel's words once, and no
+// SQL or constraint names.
+func TestErrorsReadOnce(t *testing.T) {
+	t.Parallel()
+	d := kerntest.DB(t)
+	_, model := kerntest.Model(t)
+	a := &agent.Agent{Name: "a", Model: model, DB: d}
+	ctx := kerntest.Context(t, 30*time.Second)
+	if _, err := a.Run(ctx, "first", agent.Background(true), agent.WithRunID("taken")); err != nil {
+		t.Fatal(err)
+	}
+	eventsErr := func(id string, after int64) error {
+		for _, err := range a.Events(ctx, id, after) {
+			return err
+		}
+		return nil
+	}
+	_, getErr := a.GetRunOutput(ctx, "missing")
+	_, dupErr := a.Run(ctx, "again", agent.Background(true), agent.WithRunID("taken"))
+	_, emptyErr := a.Run(ctx, "", agent.Background(true))
+	_, badIDErr := a.GetRunOutput(ctx, "a\nb")
+	_, waitErr := a.WaitRun(ctx, "missing")
+	for _, tc := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"GetRun of an unknown id", getErr, run.ErrNotFound},
+		{"WaitRun of an unknown id", waitErr, run.ErrNotFound},
+		{"duplicate run id", dupErr, run.ErrAlreadyExists},
+		{"empty prompt", emptyErr, run.ErrInvalidArgument},
+		{"malformed id", badIDErr, run.ErrInvalidArgument},
+		{"Events of an unknown id", eventsErr("missing", 0), run.ErrNotFound},
+		{"Events after a negative seq", eventsErr("taken", -1), run.ErrInvalidArgument},
+	} {
+		if !errors.Is(tc.err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, tc.err, tc.want)
+			continue
+		}
+		msg := tc.err.Error()
+		if !strings.HasPrefix(msg, "kern: ") || strings.Count(msg, "kern:") != 1 || strings.Count(msg, tc.want.Error()) != 1 {
+			t.Errorf("%s: %q does not read once", tc.name, msg)
+		}
+		for _, leak := range []string{"SQLSTATE", "constraint", "duplicate key", "kern_run"} {
+			if strings.Contains(msg, leak) {
+				t.Errorf("%s: %q shows %q", tc.name, msg, leak)
+			}
+		}
 	}
 }

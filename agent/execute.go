@@ -38,6 +38,11 @@ const (
 	defaultFlushEvery      = 100 * time.Millisecond
 	defaultFlushBytes      = 4 << 10
 	finalWriteTimeout      = 2 * time.Minute
+	// handOffTimeout bounds the write that hands a run back (shutdown) or
+	// puts it back for a retry. Should it fail, the run stays running with
+	// no heartbeat, and a rescuer takes it after RescueAfter: nothing waits
+	// on Postgres without a deadline.
+	handOffTimeout = 10 * time.Second
 )
 
 // executor runs one attempt of a run: claim it, call the model, stream
@@ -104,7 +109,7 @@ func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID
 	}
 	runCtx, stopRun := context.WithCancelCause(ctx)
 	defer stopRun(nil)
-	runCtx, stopTimer := context.WithTimeoutCause(runCtx, timeout, fmt.Errorf("%w after %v", errTimedOut, timeout))
+	runCtx, stopTimer := context.WithTimeoutCause(runCtx, timeout, fmt.Errorf("kern: %w after %v", errTimedOut, timeout))
 	defer stopTimer()
 	go e.watch(runCtx, log, fence, cancelSub, stopRun)
 
@@ -163,7 +168,9 @@ func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID
 		log.InfoContext(ctx, "kern: run lost to a cancel or a rescue; stopping")
 		return nil
 	case ctx.Err() != nil && e.handBack:
-		if err := e.store.ReleaseRun(context.WithoutCancel(ctx), fence); err != nil && !errors.Is(err, run.ErrNotRunning) {
+		releaseCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handOffTimeout)
+		defer cancel()
+		if err := e.store.ReleaseRun(releaseCtx, fence); err != nil && !errors.Is(err, run.ErrNotRunning) {
 			return err
 		}
 		log.InfoContext(ctx, "kern: run handed back")
@@ -172,7 +179,9 @@ func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID
 		fin.Status = run.StatusCancelled
 	case Retryable(modelErr) && attempt < e.maxAttempts:
 		delay := retryDelay(modelErr, attempt, e.retryBase)
-		err := e.store.RetryRun(context.WithoutCancel(ctx), fence, modelErr.Error(), delay)
+		retryCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handOffTimeout)
+		defer cancel()
+		err := e.store.RetryRun(retryCtx, fence, modelErr.Error(), delay)
 		if errors.Is(err, run.ErrNotRunning) {
 			return nil // cancelled meanwhile
 		}

@@ -132,7 +132,7 @@ func (m OpenAIChat) Resolve() (OpenAIChat, error) {
 	}
 	env, err := readOpenAIEnv()
 	if err != nil {
-		return m, err
+		return m, fmt.Errorf("kern: %w", err)
 	}
 	m.Client, _ = newOpenAIClient(env.apiKey, env.baseURL)
 	return m, nil

@@ -84,10 +84,10 @@ func WithWebhook(url string) RunOption {
 
 func (c *runConfig) validate() error {
 	if len(c.unsupported) > 0 {
-		return fmt.Errorf("%w: option %s is not supported by this release yet", run.ErrInvalidArgument, c.unsupported[0])
+		return fmt.Errorf("kern: %w: option %s is not supported by this release yet", run.ErrInvalidArgument, c.unsupported[0])
 	}
 	if c.timeout < 0 {
-		return fmt.Errorf("%w: timeout %v is negative", run.ErrInvalidArgument, c.timeout)
+		return fmt.Errorf("kern: %w: timeout %v is negative", run.ErrInvalidArgument, c.timeout)
 	}
 	return nil
 }

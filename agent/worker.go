@@ -51,14 +51,14 @@ type Worker struct {
 // now. Agents may leave DB nil: the worker uses d.
 func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 	if d == nil {
-		return nil, fmt.Errorf("%w: worker needs a DB", run.ErrInvalidArgument)
+		return nil, fmt.Errorf("kern: %w: worker needs a DB", run.ErrInvalidArgument)
 	}
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	if len(agents) == 0 {
-		return nil, fmt.Errorf("%w: worker needs at least one agent", run.ErrInvalidArgument)
+		return nil, fmt.Errorf("kern: %w: worker needs at least one agent", run.ErrInvalidArgument)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -70,18 +70,18 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 	for _, a := range agents {
 		switch {
 		case a == nil:
-			return nil, fmt.Errorf("%w: nil agent", run.ErrInvalidArgument)
+			return nil, fmt.Errorf("kern: %w: nil agent", run.ErrInvalidArgument)
 		case a.Name == "":
-			return nil, fmt.Errorf("%w: agent has no Name", run.ErrInvalidArgument)
+			return nil, fmt.Errorf("kern: %w: agent has no Name", run.ErrInvalidArgument)
 		case w.agents[a.Name] != nil:
-			return nil, fmt.Errorf("%w: two agents named %q", run.ErrInvalidArgument, a.Name)
+			return nil, fmt.Errorf("kern: %w: two agents named %q", run.ErrInvalidArgument, a.Name)
 		}
 		if err := a.validateConfig(); err != nil {
 			return nil, err
 		}
 		model, err := a.models.get(a.Model)
 		if err != nil {
-			return nil, fmt.Errorf("agent %q: %w", a.Name, err)
+			return nil, fmt.Errorf("kern: agent %q: %w", a.Name, err)
 		}
 		w.agents[a.Name], w.models[a.Name] = a, model
 		queues[engine.QueueFor(a.Name)] = river.QueueConfig{MaxWorkers: cfg.MaxConcurrentRuns}

@@ -63,15 +63,15 @@ func (c *WorkerConfig) withDefaults() (WorkerConfig, error) {
 	if out.MaxConcurrentRuns < 0 || out.DefaultTimeout < 0 || out.MaxAttempts < 0 || out.FlushInterval < 0 || out.FlushBytes < 0 ||
 		out.RescueAfter < 0 || out.MaxContentBytes < 0 || out.HeartbeatInterval < 0 || out.RetryBaseDelay < 0 ||
 		out.FetchCooldown < 0 || out.FetchPollInterval < 0 {
-		return out, fmt.Errorf("%w: worker config has a negative value", run.ErrInvalidArgument)
+		return out, fmt.Errorf("kern: %w: worker config has a negative value", run.ErrInvalidArgument)
 	}
 	switch {
 	case out.MaxRunsPerKey != 0:
-		return out, fmt.Errorf("%w: WorkerConfig.MaxRunsPerKey is not supported by this release yet", run.ErrInvalidArgument)
+		return out, fmt.Errorf("kern: %w: WorkerConfig.MaxRunsPerKey is not supported by this release yet", run.ErrInvalidArgument)
 	case out.OnComplete != nil:
-		return out, fmt.Errorf("%w: WorkerConfig.OnComplete is not supported by this release yet", run.ErrInvalidArgument)
+		return out, fmt.Errorf("kern: %w: WorkerConfig.OnComplete is not supported by this release yet", run.ErrInvalidArgument)
 	case out.WebhookSecret != "":
-		return out, fmt.Errorf("%w: WorkerConfig.WebhookSecret is not supported by this release yet", run.ErrInvalidArgument)
+		return out, fmt.Errorf("kern: %w: WorkerConfig.WebhookSecret is not supported by this release yet", run.ErrInvalidArgument)
 	}
 	if out.MaxConcurrentRuns == 0 {
 		out.MaxConcurrentRuns = 5
@@ -95,7 +95,7 @@ func (c *WorkerConfig) withDefaults() (WorkerConfig, error) {
 		out.RetryBaseDelay = defaultRetryBase
 	}
 	if out.HeartbeatInterval >= out.RescueAfter {
-		return out, fmt.Errorf("%w: HeartbeatInterval %v must be shorter than RescueAfter %v", run.ErrInvalidArgument, out.HeartbeatInterval, out.RescueAfter)
+		return out, fmt.Errorf("kern: %w: HeartbeatInterval %v must be shorter than RescueAfter %v", run.ErrInvalidArgument, out.HeartbeatInterval, out.RescueAfter)
 	}
 	if out.Retention == 0 {
 		out.Retention = defaultRetention

@@ -37,6 +37,10 @@ func (d *DB) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2
 			yield(run.Event{}, err)
 			return
 		}
+		if afterSeq < 0 {
+			yield(run.Event{}, fmt.Errorf("kern: %w: afterSeq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq))
+			return
+		}
 		sub := d.subscribeEvents(runID)
 		defer sub.Close()
 		for failures := 0; ; {

@@ -61,7 +61,7 @@ func (d engineDB) AppendContent(ctx context.Context, f engine.Fence, seq int64, 
 // it does not (a cancel or a later execution won): then nothing was written.
 func (d engineDB) FinishRun(ctx context.Context, f engine.Fence, fin engine.Finish) error {
 	if !fin.Status.Terminal() {
-		return fmt.Errorf("%w: finish run with non-terminal status %q", run.ErrInvalidArgument, fin.Status)
+		return fmt.Errorf("kern: %w: finish run with non-terminal status %q", run.ErrInvalidArgument, fin.Status)
 	}
 	fin.Tail, fin.Error = storable(fin.Tail), storable(fin.Error)
 	return fenced("finish", f.RunID)(d.exec.finish.do(ctx, finishItem{f, fin}))

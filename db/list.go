@@ -28,7 +28,7 @@ func (d *DB) ListRuns(ctx context.Context, p run.ListParams) (*run.ListResult, e
 	case limit == 0:
 		limit = defaultListLimit
 	case limit < 0 || limit > maxListLimit:
-		return nil, fmt.Errorf("%w: limit %d is not in 1..%d", run.ErrInvalidArgument, limit, maxListLimit)
+		return nil, fmt.Errorf("kern: %w: limit %d is not in 1..%d", run.ErrInvalidArgument, limit, maxListLimit)
 	}
 	statuses, err := statusStrings(p.Statuses, false)
 	if err != nil {
@@ -69,7 +69,7 @@ func (d *DB) ListRuns(ctx context.Context, p run.ListParams) (*run.ListResult, e
 // It returns how many runs it deleted.
 func (d *DB) DeleteRuns(ctx context.Context, p run.DeleteParams) (int, error) {
 	if p.OlderThan < 0 {
-		return 0, fmt.Errorf("%w: OlderThan %v is negative", run.ErrInvalidArgument, p.OlderThan)
+		return 0, fmt.Errorf("kern: %w: OlderThan %v is negative", run.ErrInvalidArgument, p.OlderThan)
 	}
 	statuses, err := statusStrings(p.Statuses, true)
 	if err != nil {
@@ -94,9 +94,9 @@ func statusStrings(statuses []run.Status, terminalOnly bool) ([]string, error) {
 	for _, s := range statuses {
 		switch {
 		case !s.Valid():
-			return nil, fmt.Errorf("%w: unknown status %q", run.ErrInvalidArgument, s)
+			return nil, fmt.Errorf("kern: %w: unknown status %q", run.ErrInvalidArgument, s)
 		case terminalOnly && !s.Terminal():
-			return nil, fmt.Errorf("%w: status %q is not terminal; only finished runs are deleted", run.ErrInvalidArgument, s)
+			return nil, fmt.Errorf("kern: %w: status %q is not terminal; only finished runs are deleted", run.ErrInvalidArgument, s)
 		}
 		out = append(out, string(s))
 	}
@@ -111,12 +111,12 @@ func encodeCursor(at time.Time, id string) string {
 func decodeCursor(c string) (time.Time, string, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
-		return time.Time{}, "", fmt.Errorf("%w: malformed cursor", run.ErrInvalidArgument)
+		return time.Time{}, "", fmt.Errorf("kern: %w: malformed cursor", run.ErrInvalidArgument)
 	}
 	micros, id, ok := strings.Cut(string(raw), "|")
 	us, err := strconv.ParseInt(micros, 10, 64)
 	if !ok || err != nil || run.ValidateID(id) != nil {
-		return time.Time{}, "", fmt.Errorf("%w: malformed cursor", run.ErrInvalidArgument)
+		return time.Time{}, "", fmt.Errorf("kern: %w: malformed cursor", run.ErrInvalidArgument)
 	}
 	return time.UnixMicro(us), id, nil
 }

@@ -13,18 +13,22 @@ const runColumns = `id, session_id, agent_name, name, status, input, content, er
 	created_at, started_at, finished_at`
 
 // sqlInsertRun inserts one run: a lone submit, which this single-row form
-// serves faster than sqlInsertRuns' unnest.
+// serves faster than sqlInsertRuns' unnest. A foreground run (no job, $8)
+// starts with a heartbeat: its caller is alive now, and the rescuer takes it
+// only once that is stale (the caller died before starting it).
 const sqlInsertRun = `
-INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key)
-VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9)
+INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, heartbeat_at)
+VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9, CASE WHEN $8::bigint IS NULL THEN now() END)
 RETURNING ` + runColumns
 
 // sqlInsertRuns inserts the runs of a batch of submits, one element of
-// each array per run.
+// each array per run; foreground runs start with a heartbeat, as in
+// sqlInsertRun.
 const sqlInsertRuns = `
-INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::json[],
-	$7::bigint[], $8::bigint[], $9::text[])
+INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, heartbeat_at)
+SELECT u.*, CASE WHEN u.job_id IS NULL THEN now() END
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::json[],
+	$7::bigint[], $8::bigint[], $9::text[]) AS u(id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key)
 RETURNING ` + runColumns
 
 // sqlGetByIdempotencyKey finds the run an earlier submit with the same key
@@ -164,10 +168,13 @@ SELECT id, event_seq, 'run.released' FROM released`
 
 // sqlRetryRun puts a failed attempt's run back to pending for a retry, with
 // the error visible until the next attempt starts, and a run.retrying event.
+// heartbeat_at is set to when the retry is due ($4 ms from now): the run is
+// looked after until then, so the rescuer leaves a foreground run waiting
+// out its delay alone.
 const sqlRetryRun = `
 WITH retried AS (
-	UPDATE kern_run SET status = 'pending', content = '', error = $3, heartbeat_at = NULL,
-		event_seq = event_seq + 1
+	UPDATE kern_run SET status = 'pending', content = '', error = $3,
+		heartbeat_at = now() + $4::bigint * interval '1 millisecond', event_seq = event_seq + 1
 	WHERE id = $1 AND execution = $2 AND status = 'running'
 	RETURNING id, event_seq, attempt
 )
@@ -186,21 +193,72 @@ ORDER BY heartbeat_at
 LIMIT 100
 FOR UPDATE SKIP LOCKED`
 
-// sqlOrphanedRuns locks pending runs whose job can no longer start them:
-// the job is gone, finished, or was taken by a worker that died before
-// claiming the run (River would only rescue that job after an hour). A job
-// legitimately holds a pending run for milliseconds only, so anything older
-// than $1 seconds is an orphan.
-const sqlOrphanedRuns = `
-SELECT r.id, r.agent_name, r.attempt FROM kern_run r
-LEFT JOIN river_job j ON j.id = r.job_id
-WHERE r.status = 'pending' AND r.job_id IS NOT NULL
-  AND r.created_at < now() - make_interval(secs => $1)
+// A pending run is orphaned when nobody will start it: it has been left
+// alone for longer than the rescuer's staleAfter ($1 seconds) — since it was
+// created, since its last event (a retry, a hand-back, a rescue), and past
+// heartbeat_at, which a foreground submit sets to now and a retry to when
+// the retry is due — and its job cannot start it: there is none (a
+// foreground run whose caller died, or a job row deleted by hand), the job
+// has ended, or a worker took the job more than staleAfter ago and died
+// before claiming the run (River itself would only rescue that job after an
+// hour). It is a condition on a pending run r LEFT JOINed to its job j and
+// its last event e.
+const orphanedRun = `r.status = 'pending'
+  AND GREATEST(r.created_at, r.heartbeat_at, e.at) < now() - make_interval(secs => $1)
   AND (j.id IS NULL
-    OR (j.state = 'running' AND j.attempted_at < now() - make_interval(secs => $1))
-    OR (j.state IN ('completed', 'discarded', 'cancelled') AND j.finalized_at < now() - make_interval(secs => $1)))
+    OR j.state IN ('completed', 'discarded', 'cancelled')
+    OR (j.state = 'running' AND j.attempted_at < now() - make_interval(secs => $1)))`
+
+// sqlOrphanedRuns locks orphaned runs. It never scans the pending runs: a
+// legitimate backlog can be large, and every worker rescues every few
+// seconds. The candidates come from small sets instead: kern jobs River has
+// running (as many as the fleet's concurrency, served by River's fetch
+// index), kern jobs discarded or cancelled in the last $2 seconds before
+// staleAfter (rare), pending foreground runs (kern_run_foreground_idx: live
+// ones only), and the ids the sweep flagged ($3). Each candidate is then
+// checked on its own run row and job, by primary key, under the lock.
+const sqlOrphanedRuns = `
+WITH candidates AS (
+	SELECT j.args->>'run_id' AS run_id FROM river_job j
+	WHERE j.state = 'running' AND j.kind = 'kern_run' AND j.attempted_at < now() - make_interval(secs => $1)
+	UNION ALL
+	SELECT j.args->>'run_id' FROM river_job j
+	WHERE j.state IN ('discarded', 'cancelled') AND j.kind = 'kern_run'
+	  AND j.finalized_at BETWEEN now() - make_interval(secs => $1 + $2) AND now() - make_interval(secs => $1)
+	UNION ALL
+	SELECT id FROM kern_run
+	WHERE status = 'pending' AND job_id IS NULL AND created_at < now() - make_interval(secs => $1)
+	UNION ALL
+	SELECT unnest($3::text[])
+)
+SELECT r.id, r.agent_name, r.attempt, r.job_id IS NULL FROM kern_run r
+LEFT JOIN river_job j ON j.id = r.job_id
+LEFT JOIN kern_run_event e ON e.run_id = r.id AND e.seq = r.event_seq
+WHERE r.id = ANY (ARRAY(SELECT run_id FROM candidates)) AND ` + orphanedRun + `
 LIMIT 100
 FOR UPDATE OF r SKIP LOCKED`
+
+// The sweep is the backstop for orphans no candidate set above names — a
+// job row deleted by hand, a job that completed without starting its run,
+// one discarded longer ago: each rescue looks at one page of pending runs
+// after the sweep's cursor, oldest first, and flags the orphans among them,
+// so the work per rescue is one page however long the backlog, and the
+// fleet covers it all in turn. SKIP LOCKED: a rescuer that finds another
+// one sweeping skips its turn.
+const sqlSweepCursor = `SELECT created_at, run_id FROM kern_rescue_sweep FOR UPDATE SKIP LOCKED`
+
+// sqlSweepPage reads the page of pending runs after the cursor ($2, $3)
+// through kern_run_pending_idx, each with whether it is orphaned ($1 is
+// staleAfter in seconds); $4 is the page size.
+const sqlSweepPage = `
+SELECT r.id, r.created_at, COALESCE(` + orphanedRun + `, false) FROM kern_run r
+LEFT JOIN river_job j ON j.id = r.job_id
+LEFT JOIN kern_run_event e ON e.run_id = r.id AND e.seq = r.event_seq
+WHERE r.status = 'pending' AND r.created_at >= $2 AND (r.created_at > $2 OR r.id > $3)
+ORDER BY r.created_at, r.id
+LIMIT $4`
+
+const sqlSweepAdvance = `UPDATE kern_rescue_sweep SET created_at = $1, run_id = $2`
 
 // sqlRequeueRun gives a rescued run a new job ($3) and puts it back to
 // pending for another worker; the dead attempt is fenced out by the attempt

@@ -39,9 +39,10 @@ type SubmitParams struct {
 // must stay well under a page); a prompt is bounded so one submit cannot
 // exhaust memory.
 const (
-	maxKeyBytes    = 255
-	maxNameBytes   = 1024
-	maxPromptBytes = 16 << 20
+	maxKeyBytes      = 255
+	maxNameBytes     = 1024
+	maxPromptBytes   = 16 << 20
+	maxMetadataBytes = 1 << 20
 )
 
 // validate checks p and returns its metadata as JSON.
@@ -51,11 +52,11 @@ func (p *SubmitParams) validate() (string, error) {
 	}
 	switch {
 	case strings.TrimSpace(p.Input) == "":
-		return "", fmt.Errorf("%w: prompt is empty", run.ErrInvalidArgument)
+		return "", fmt.Errorf("kern: %w: prompt is empty", run.ErrInvalidArgument)
 	case p.AgentName == "":
-		return "", fmt.Errorf("%w: agent name is empty", run.ErrInvalidArgument)
+		return "", fmt.Errorf("kern: %w: agent name is empty", run.ErrInvalidArgument)
 	case p.Timeout < 0:
-		return "", fmt.Errorf("%w: timeout %v is negative", run.ErrInvalidArgument, p.Timeout)
+		return "", fmt.Errorf("kern: %w: timeout %v is negative", run.ErrInvalidArgument, p.Timeout)
 	}
 	for _, f := range []struct {
 		name  string
@@ -80,7 +81,10 @@ func (p *SubmitParams) validate() (string, error) {
 	}
 	meta, err := json.Marshal(p.Metadata)
 	if err != nil {
-		return "", fmt.Errorf("%w: metadata is not JSON-encodable: %w", run.ErrInvalidArgument, err)
+		return "", fmt.Errorf("kern: %w: metadata is not JSON-encodable: %w", run.ErrInvalidArgument, err)
+	}
+	if len(meta) > maxMetadataBytes {
+		return "", fmt.Errorf("kern: %w: metadata is %d bytes as JSON, more than %d", run.ErrInvalidArgument, len(meta), maxMetadataBytes)
 	}
 	return string(meta), nil
 }
@@ -90,11 +94,11 @@ func (p *SubmitParams) validate() (string, error) {
 func checkText(field, s string, maxBytes int) error {
 	switch {
 	case len(s) > maxBytes:
-		return fmt.Errorf("%w: %s is %d bytes, more than %d", run.ErrInvalidArgument, field, len(s), maxBytes)
+		return fmt.Errorf("kern: %w: %s is %d bytes, more than %d", run.ErrInvalidArgument, field, len(s), maxBytes)
 	case !utf8.ValidString(s):
-		return fmt.Errorf("%w: %s is not valid UTF-8", run.ErrInvalidArgument, field)
+		return fmt.Errorf("kern: %w: %s is not valid UTF-8", run.ErrInvalidArgument, field)
 	case strings.IndexByte(s, 0) >= 0:
-		return fmt.Errorf("%w: %s contains a NUL byte, which Postgres text cannot store", run.ErrInvalidArgument, field)
+		return fmt.Errorf("kern: %w: %s contains a NUL byte, which Postgres text cannot store", run.ErrInvalidArgument, field)
 	}
 	return nil
 }
@@ -105,7 +109,7 @@ func checkMetadata(v any) error {
 	switch v := v.(type) {
 	case string:
 		if !utf8.ValidString(v) {
-			return fmt.Errorf("%w: metadata contains a string that is not valid UTF-8", run.ErrInvalidArgument)
+			return fmt.Errorf("kern: %w: metadata contains a string that is not valid UTF-8", run.ErrInvalidArgument)
 		}
 	case map[string]any:
 		for k, e := range v {
@@ -145,7 +149,8 @@ func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error)
 		return nil, fmt.Errorf("kern: submit run: %w", err)
 	}
 	if p.IdempotencyKey == "" {
-		return nil, fmt.Errorf("kern: submit run %q: %w: %w", p.RunID, run.ErrAlreadyExists, err)
+		// Not the unique violation's own text: it names a constraint.
+		return nil, fmt.Errorf("kern: submit run %q: %w", p.RunID, run.ErrAlreadyExists)
 	}
 	// The key (or the id) is taken: the winner of the race has committed.
 	rows, qerr := d.pool.Query(ctx, sqlGetByIdempotencyKey, p.AgentName, p.IdempotencyKey)

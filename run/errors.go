@@ -4,15 +4,15 @@ import "errors"
 
 var (
 	// ErrNotFound is returned for a run id that has no run.
-	ErrNotFound = errors.New("kern: run not found")
+	ErrNotFound = errors.New("run not found")
 	// ErrAlreadyExists is returned when WithRunID names an id that already
 	// has a run; the existing run is left untouched.
-	ErrAlreadyExists = errors.New("kern: run already exists")
+	ErrAlreadyExists = errors.New("run already exists")
 	// ErrInvalidArgument marks bad input (empty prompt, malformed id, …).
 	// Errors that wrap it say which argument and why.
-	ErrInvalidArgument = errors.New("kern: invalid argument")
+	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrNotRunning is returned to an executing worker whose write was
 	// refused because the run is no longer running under its attempt: it was
 	// cancelled, timed out elsewhere, or taken over by a later attempt.
-	ErrNotRunning = errors.New("kern: run is no longer running for this attempt")
+	ErrNotRunning = errors.New("run is no longer running for this execution")
 )

@@ -14,15 +14,15 @@ const MaxIDLength = 255
 func ValidateID(id string) error {
 	switch {
 	case id == "":
-		return fmt.Errorf("%w: run id is empty", ErrInvalidArgument)
+		return fmt.Errorf("kern: %w: run id is empty", ErrInvalidArgument)
 	case len(id) > MaxIDLength:
-		return fmt.Errorf("%w: run id is %d bytes, more than %d", ErrInvalidArgument, len(id), MaxIDLength)
+		return fmt.Errorf("kern: %w: run id is %d bytes, more than %d", ErrInvalidArgument, len(id), MaxIDLength)
 	case !utf8.ValidString(id):
-		return fmt.Errorf("%w: run id is not valid UTF-8", ErrInvalidArgument)
+		return fmt.Errorf("kern: %w: run id is not valid UTF-8", ErrInvalidArgument)
 	}
 	for _, r := range id {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("%w: run id contains control character %U", ErrInvalidArgument, r)
+			return fmt.Errorf("kern: %w: run id contains control character %U", ErrInvalidArgument, r)
 		}
 	}
 	return nil
