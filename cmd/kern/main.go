@@ -3,13 +3,15 @@
 //
 //	kern migrate
 //	kern worker --agent assistant --model gpt-5-mini --concurrency 10
+//	kern worker --agent writer,editor   # one worker, several agents
 //	kern runs submit --agent assistant "What is the capital of France?"
 //	kern runs wait <run-id>
 //	kern runs list --status running
 //	kern runs clear --older-than 24h
 //
 // The database comes from --database-url or DATABASE_URL; the model from
-// OPENAI_API_KEY and OPENAI_BASE_URL.
+// OPENAI_BASE_URL (unset: OpenAI's API) and OPENAI_API_KEY (needed only for
+// OpenAI's API; a local endpoint takes none).
 package main
 
 import (

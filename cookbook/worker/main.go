@@ -1,5 +1,7 @@
 // A worker process: what you deploy, as many times as you like, next to the
 // application that submits runs. It serves one agent from the same database
+// (runs of other agents never reach it; pass several agents to NewWorker to
+// serve them all)
 // and stops gracefully on SIGINT or SIGTERM — runs in progress get up to 30
 // seconds to finish; the rest are handed back to pending for another worker
 // (without using up an attempt). Nothing is lost when it is killed outright
@@ -8,7 +10,8 @@
 //	DATABASE_URL=postgres://… OPENAI_API_KEY=… go run ./cookbook/worker
 //
 // OPENAI_BASE_URL points it at any OpenAI-compatible endpoint (Ollama, vLLM,
-// or `go run ./cmd/fakellm`); KERN_MODEL picks the model.
+// or `go run ./cmd/fakellm`), which needs no OPENAI_API_KEY; KERN_MODEL
+// picks the model.
 package main
 
 import (

@@ -60,12 +60,17 @@ func Setup(ctx context.Context, logger *slog.Logger) (_ *Env, err error) {
 		return nil, err
 	}
 
-	if key := os.Getenv("OPENAI_API_KEY"); key != "" {
+	if os.Getenv("OPENAI_API_KEY") != "" || os.Getenv("OPENAI_BASE_URL") != "" {
 		id := os.Getenv("KERN_MODEL")
 		if id == "" {
 			id = "gpt-5-mini"
 		}
-		e.Model = agent.OpenAIChat{Client: agent.NewOpenAIClient(key, os.Getenv("OPENAI_BASE_URL")), ID: id}
+		// The same rules as a worker's: a local OPENAI_BASE_URL needs no key.
+		chat, err := agent.OpenAIChat{ID: id}.Resolve()
+		if err != nil {
+			return nil, err
+		}
+		e.Model = chat
 		logger.Info("using a real model endpoint", slog.String("model", id))
 		return e, nil
 	}
@@ -76,7 +81,7 @@ func Setup(ctx context.Context, logger *slog.Logger) (_ *Env, err error) {
 	}
 	e.closers = append(e.closers, stop)
 	e.Model = agent.OpenAIChat{Client: agent.NewOpenAIClient("offline", base), ID: "fake-model"}
-	logger.Info("using the offline fake model (set OPENAI_API_KEY for a real one)", slog.String("url", base))
+	logger.Info("using the offline fake model (set OPENAI_API_KEY or OPENAI_BASE_URL for a real one)", slog.String("url", base))
 	return e, nil
 }
 
