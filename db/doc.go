@@ -2,6 +2,18 @@
 // migrations (kern's via tern, River's via rivermigrate), and the one
 // LISTEN connection per process that wakes waiters.
 //
+// # What an application sees, and what it does not
+//
+// DB's methods are the application's API: submit (SubmitRun; agent.Run
+// builds on it), read (GetRun, ListRuns, Events), wait (WaitRun), cancel
+// (CancelRun), clear (DeleteRuns), Migrate. The statements of a run's
+// execution — claim, content, heartbeat, finish, retry, hand-back, rescue,
+// worker registration, the listener's subscriptions — are in this package
+// too, next to the rest of the SQL, but on an unexported type that
+// implements engine.Store (internal/engine). Package agent reaches it
+// through DB.Engine, whose key type only kern's own packages can name, so an
+// application cannot start, fence or finish a run by hand.
+//
 // # The flow of a run through the database
 //
 //  1. SubmitRun inserts the run row (pending) and, for a background run, its
@@ -12,8 +24,9 @@
 //     pending to running, or straight to cancelled when the cancel table has
 //     a request for the id; then the model is never called.
 //  3. Streamed content is appended in batches (AppendContent), each write
-//     fenced by status = 'running' and the attempt.
-//  4. FinishRun writes the terminal status, fenced the same way.
+//     fenced by status = 'running', the execution, and the event seq it
+//     takes (see "Executions, fencing and content written once").
+//  4. FinishRun writes the terminal status, fenced by status and execution.
 //  5. Every terminal transition writes the run's terminal event, and a
 //     trigger on the event table notifies kern_event with the run id and a
 //     "done" mark; WaitRun and event followers sleep on it through the
@@ -77,6 +90,42 @@
 // spent tokens that the rescuing attempt spends again. A run's status and
 // content, though, are written exactly once: by the attempt that owns it.
 //
+// # Executions, fencing and content written once
+//
+// Every start of a run takes the next value of its execution counter, which
+// only ever grows (attempt, by contrast, counts the executions that used up
+// an attempt, so a hand-back gives one back and it can repeat). Every write
+// of an execution — content, heartbeat, final status, retry, hand-back — is
+// conditional on status = 'running' and that execution, so a worker that
+// lost its run (to a cancel, a rescue, or a hand-back) matches no row, and
+// no two executions of a run ever hold the same fence; run.started carries
+// it as "execution".
+//
+// Content is written exactly once even when a write's outcome is unknown
+// (the connection dropped, the reply timed out — possibly after Postgres
+// committed). Each content chunk names the event seq its content.delta takes
+// and applies only right after seq-1; the worker keeps a chunk in doubt
+// aside and sends exactly it again, at the same seq, before anything else.
+// If the first try had committed, the second matches nothing and a fresh
+// read (a new statement, so it also sees a try that committed while this one
+// waited for the row lock) finds the chunk in the run: success. So the
+// content is never doubled, and the deltas always add up to it. The final
+// write is idempotent by its status condition.
+//
+// # Routing runs to the workers that serve their agent
+//
+// Each agent's runs have a River queue of their own (engine.QueueFor: a
+// readable form of the name plus a hash of it), and a worker works only the
+// queues of the agents it serves, so a run is never fetched by a worker
+// that cannot execute it. A worker's MaxConcurrentRuns is its total across
+// its queues: a worker of several agents that is full puts a fetched job
+// back (a River snooze, no attempt used) for another worker. Workers
+// register the agents they serve in kern_worker and renew it every
+// heartbeat; a pending background run whose agent no live worker serves
+// reads (GetRun, ListRuns, WaitRun's result) with an Error saying so, and
+// starts when one does. Migrate moves unfinished jobs left on the single
+// queue of earlier releases to their agents' queues.
+//
 // # Batched statements
 //
 // SubmitRun and the statements every executing run makes (StartRun,
@@ -89,7 +138,7 @@
 // once per batch instead of once per run. This is what puts kern's
 // throughput above the run-shaped River floor's (BENCHMARKS.md).
 //
-// Each item of a batch keeps its own conditions (status, attempt, job), so
+// Each item of a batch keeps its own conditions (status, execution, seq, job), so
 // everything above holds run by run. A batch of submits is one transaction
 // holding every run's row and job (River's InsertManyTx); any other batch
 // is one statement, so one transaction too. Items are sent in run-id order,
