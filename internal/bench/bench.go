@@ -32,7 +32,7 @@ type Config struct {
 	// a worker process holding several runs. It needs Env.SpawnWorker.
 	RecoveryRounds int
 	// Only limits the figures to these groups: submit, e2e, heartbeat,
-	// cancel, wait, events, recovery, memory, scale. Empty: all.
+	// cancel, wait, events, pickup, recovery, memory, scale. Empty: all.
 	Only []string
 	// InFlight is how many streaming runs one worker process holds for the
 	// memory figure, RSSRuns how many runs it works for the growth figure
@@ -90,7 +90,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		run  func(context.Context, Env, Config) ([]Result, error)
 	}{
 		{"submit", submitLatency}, {"e2e", endToEnd}, {"heartbeat", heartbeatCost}, {"cancel", cancelLatency},
-		{"wait", waitWakeup}, {"events", eventLag}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
+		{"wait", waitWakeup}, {"events", eventLag}, {"pickup", pickup}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue
