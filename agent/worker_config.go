@@ -42,9 +42,12 @@ type WorkerConfig struct {
 	RetryBaseDelay time.Duration
 
 	// FetchCooldown and FetchPollInterval tune River's fetching (see
-	// river.Config): the shortest time between two fetches of new runs,
-	// and the longest wait for one when no notification arrives. River's
-	// defaults (100ms and 1s) when zero.
+	// river.Config): the shortest time between two fetches of new runs of
+	// one agent, and the longest wait for one when no notification arrives.
+	// Defaults 2ms and 1s. River's own default cooldown, 100ms, would make a
+	// run wait up to that long for an idle worker and cap a worker at about
+	// 10 × MaxConcurrentRuns runs/s; a fetch costs one query, and a worker
+	// whose slots are all busy does not fetch at all.
 	FetchCooldown     time.Duration
 	FetchPollInterval time.Duration
 
@@ -55,8 +58,13 @@ type WorkerConfig struct {
 	FlushBytes    int
 }
 
-// defaultRetention is how long finished runs are kept when Retention is 0.
-const defaultRetention = 24 * time.Hour
+// Defaults that differ from River's.
+const (
+	// defaultRetention is how long finished runs are kept when Retention is 0.
+	defaultRetention     = 24 * time.Hour
+	defaultFetchCooldown = 2 * time.Millisecond
+	defaultFetchPoll     = time.Second
+)
 
 func (c *WorkerConfig) withDefaults() (WorkerConfig, error) {
 	out := *c
@@ -99,6 +107,15 @@ func (c *WorkerConfig) withDefaults() (WorkerConfig, error) {
 	}
 	if out.Retention == 0 {
 		out.Retention = defaultRetention
+	}
+	if out.FetchCooldown == 0 {
+		out.FetchCooldown = defaultFetchCooldown
+	}
+	if out.FetchPollInterval == 0 {
+		out.FetchPollInterval = defaultFetchPoll
+	}
+	if out.FetchPollInterval < out.FetchCooldown {
+		return out, fmt.Errorf("%w: FetchPollInterval %v must not be shorter than FetchCooldown %v", run.ErrInvalidArgument, out.FetchPollInterval, out.FetchCooldown)
 	}
 	if out.FlushInterval == 0 {
 		out.FlushInterval = defaultFlushEvery

@@ -68,7 +68,17 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 		return nil, errors.New("kern: pool is nil")
 	}
 	logger := slog.Default()
-	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{Logger: logx.RiverLogger(logger)})
+	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Logger: logx.RiverLogger(logger),
+		// An inserting client sends at most one "new jobs" notification per
+		// queue per FetchCooldown. At River's 100ms, a submit soon after
+		// another sends none, and an idle worker that already fetched finds
+		// its run only at its next poll, up to a second later. Submits are
+		// group-committed (one notification per batch), so the shortest
+		// cooldown River allows still costs a notification per commit, not
+		// per run.
+		FetchCooldown: river.FetchCooldownMin,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("kern: river client: %w", err)
 	}

@@ -140,6 +140,6 @@ func pickup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		{"pickup at defaults, idle p99", ms(pct(idle, 99)), ""},
 		{"pickup at defaults, 100 runs/s p50", ms(pct(loaded, 50)), fmt.Sprintf("%d runs submitted 10ms apart", samples)},
 		{"pickup at defaults, 100 runs/s p99", ms(pct(loaded, 99)), ""},
-		{"end-to-end runs/s at defaults", fmt.Sprintf("%.0f", rate), fmt.Sprintf("%d runs, %d submitters, default WorkerConfig (MaxConcurrentRuns 5, River's fetch defaults)", cfg.Runs, cfg.Submitters)},
+		{"end-to-end runs/s at defaults", fmt.Sprintf("%.0f", rate), fmt.Sprintf("%d runs, %d submitters, default WorkerConfig (MaxConcurrentRuns 5, kern's fetch defaults)", cfg.Runs, cfg.Submitters)},
 	}, nil
 }
