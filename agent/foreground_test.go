@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kern-go/kern/agent"
 	"github.com/kern-go/kern/db"
@@ -41,23 +40,9 @@ func TestForegroundRunWhoseCallerLeavesBeforeItStartsEndsCancelled(t *testing.T)
 	url := kerntest.DatabaseURL(t)
 	ctx := kerntest.Context(t, 60*time.Second)
 	callerCtx, leave := context.WithCancel(ctx)
-	cfg, err := pgxpool.ParseConfig(kerntest.WithPoolSize(url, kerntest.TestPoolSize))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The submit's transaction is the pool's first COMMIT: the caller goes
 	// away the moment it is committed, before the run can start.
-	cfg.ConnConfig.Tracer = &onCommit{fn: leave}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	d, err := db.New(pool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
+	d := dbWithTracer(t, ctx, url, &onCommit{fn: leave})
 	srv, model := kerntest.Model(t)
 	a := &agent.Agent{Name: "assistant", Model: model, DB: d}
 

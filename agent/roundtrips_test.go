@@ -173,11 +173,18 @@ func TestRoundTripsOfOneBackgroundRun(t *testing.T) {
 func tracedDB(t *testing.T, ctx context.Context, url string) (*statementLog, *db.DB) {
 	t.Helper()
 	log := &statementLog{}
+	return log, dbWithTracer(t, ctx, url, log)
+}
+
+// dbWithTracer opens a kern DB on its own pool with tracer on every
+// connection, closed when the test ends.
+func dbWithTracer(t *testing.T, ctx context.Context, url string, tracer pgx.QueryTracer) *db.DB {
+	t.Helper()
 	cfg, err := pgxpool.ParseConfig(kerntest.WithPoolSize(url, kerntest.TestPoolSize))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.ConnConfig.Tracer = log
+	cfg.ConnConfig.Tracer = tracer
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +195,7 @@ func tracedDB(t *testing.T, ctx context.Context, url string) (*statementLog, *db
 		t.Fatal(err)
 	}
 	t.Cleanup(traced.Close)
-	return log, traced
+	return traced
 }
 
 // waitJobsCompleted polls until n River jobs are completed.

@@ -20,17 +20,11 @@ func TestAppendWithLostReplyIsWrittenOnce(t *testing.T) {
 	d, proxy := kerntest.ProxiedDB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	e := d.Engine(engine.Key{})
-	if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: "r", AgentName: "a", Input: "x"}); err != nil {
-		t.Fatal(err)
-	}
-	claim, err := e.StartRun(ctx, "r", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	claim := startedRun(t, ctx, d, "r")
 	seq := claim.EventSeq + 1
 
 	cut := proxy.CutAfterCommit("req_delta")
-	err = e.AppendContent(ctx, claim.Fence, seq, "hello ")
+	err := e.AppendContent(ctx, claim.Fence, seq, "hello ")
 	select {
 	case <-cut:
 	case <-ctx.Done():
@@ -68,13 +62,7 @@ func TestAppendIsFencedBySeqAndExecution(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	e := d.Engine(engine.Key{})
-	if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: "r", AgentName: "a", Input: "x"}); err != nil {
-		t.Fatal(err)
-	}
-	claim, err := e.StartRun(ctx, "r", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	claim := startedRun(t, ctx, d, "r")
 	if err := e.AppendContent(ctx, claim.Fence, claim.EventSeq+1, "a"); err != nil {
 		t.Fatal(err)
 	}
@@ -104,13 +92,7 @@ func TestReleasedExecutionIsFencedOut(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 30*time.Second)
 	e := d.Engine(engine.Key{})
-	if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: "r", AgentName: "a", Input: "x"}); err != nil {
-		t.Fatal(err)
-	}
-	first, err := e.StartRun(ctx, "r", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := startedRun(t, ctx, d, "r")
 	if err := e.ReleaseRun(ctx, first.Fence); err != nil {
 		t.Fatal(err)
 	}
@@ -174,4 +156,17 @@ func deltas(t *testing.T, d *db.DB, runID string) string {
 		}
 	}
 	return s
+}
+
+// startedRun submits a foreground-style run and claims it.
+func startedRun(t *testing.T, ctx context.Context, d *db.DB, id string) *engine.Claim {
+	t.Helper()
+	if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: id, AgentName: "a", Input: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	claim, err := d.Engine(engine.Key{}).StartRun(ctx, id, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return claim
 }

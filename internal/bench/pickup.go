@@ -54,18 +54,13 @@ func pickup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	env.Fake.Script(func(fakellm.Request) fakellm.Reply { return fakellm.Reply{Content: "ok"} })
 	model := &arrivals{Model: env.Model, at: map[string]chan time.Time{}}
 	a := &agent.Agent{Name: "bench", Model: model, DB: d}
-	w, err := agent.NewWorker(d, agent.WorkerConfig{Logger: cfg.Logger}, a)
+	defaults := cfg
+	defaults.FetchCooldown, defaults.FetchPollInterval, defaults.Concurrency = 0, 0, 0
+	stop, err := newWorker(ctx, d, env, defaults, a)
 	if err != nil {
 		return nil, err
 	}
-	if err := w.Start(ctx); err != nil {
-		return nil, err
-	}
-	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = w.Stop(stopCtx)
-	}()
+	defer stop()
 
 	wait := func(runID string, arrived <-chan time.Time, submitted time.Time) (time.Duration, error) {
 		select {
@@ -129,8 +124,6 @@ func pickup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		}
 	}
 
-	defaults := cfg
-	defaults.FetchCooldown, defaults.FetchPollInterval, defaults.Concurrency = 0, 0, 0
 	rate, err := throughput(ctx, env, defaults, fakellm.Reply{Content: "The capital of France is Paris."})
 	if err != nil {
 		return nil, err
