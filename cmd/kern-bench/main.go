@@ -3,11 +3,18 @@
 // to the model's HTTP stream closing) and WaitRun wake-up, against a real
 // Postgres (DATABASE_URL, else a throwaway one) and the fake model over HTTP.
 //
+// Then it measures the groups named by -stock again on a second throwaway
+// cluster with Postgres's default settings (fsync and synchronous_commit
+// on, data on disk: pgtest.StartStock), and prints a table for each,
+// headed with the server's settings.
+//
 //	go run ./cmd/kern-bench -runs 5000 -samples 500
+//	go run ./cmd/kern-bench -only e2e -stock ""      (the first cluster only)
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -15,10 +22,13 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/kern-go/kern/agent"
 	"github.com/kern-go/kern/db"
@@ -49,6 +59,11 @@ func main() {
 	flag.IntVar(&cfg.InFlight, "inflight", 1000, "streaming runs in flight in one worker process for the memory figure (0: skip)")
 	flag.IntVar(&cfg.RSSRuns, "rss-runs", 100000, "runs one worker process works for the RSS growth figure (0: skip)")
 	flag.IntVar(&cfg.ScaleRows, "scale-rows", 1000000, "finished runs in the table for the GetRun figure (0: skip)")
+	stockGroups := flag.String("stock", defaultStock, `comma-separated figure groups to measure again on a stock-settings cluster (fsync on, data on disk); "" skips it. Unset, with -only: the groups of -only among `+defaultStock)
+	var stock stockSizes
+	flag.IntVar(&stock.runs, "stock-runs", 0, "end-to-end runs on the stock cluster (0: -runs)")
+	flag.IntVar(&stock.rounds, "stock-rounds", 0, "alternating kern/floor rounds on the stock cluster (0: -rounds)")
+	flag.IntVar(&stock.samples, "stock-samples", 0, "samples per latency figure on the stock cluster (0: -samples)")
 	flag.Parse()
 	if *workerName != "" {
 		if err := bench.RunWorkerProcess(*workerName, *workerDB, *workerModel, agent.WorkerConfig{
@@ -64,6 +79,7 @@ func main() {
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
 	}
+	stock.groups = stockGroupList(*stockGroups, flagSet("stock"), cfg.Only)
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil {
@@ -76,20 +92,58 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if err := run(context.Background(), cfg); err != nil {
+	if err := run(context.Background(), cfg, stock); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "kern-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, cfg bench.Config) error {
-	srv, err := pgtest.Start(ctx)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = srv.Stop(context.Background()) }()
+// defaultStock are the groups measured on the stock cluster too: the ones
+// a commit's WAL flush is part of (submit, the end-to-end rate against the
+// floor, pickup and the rate at kern's defaults).
+const defaultStock = "submit,e2e,pickup"
 
+// stockSizes are the stock cluster's groups and its sizes (0: as for the
+// first cluster).
+type stockSizes struct {
+	groups                []string
+	runs, rounds, samples int
+}
+
+// stockGroupList is -stock's groups. Left unset, it is defaultStock, or
+// when -only is given the groups of -only that defaultStock names, so
+// `-only recovery` measures nothing twice and `-only e2e` both clusters.
+func stockGroupList(value string, set bool, only []string) []string {
+	if value == "" {
+		return nil
+	}
+	groups := strings.Split(value, ",")
+	if set || len(only) == 0 {
+		return groups
+	}
+	var out []string
+	for _, g := range groups {
+		if slices.Contains(only, g) {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// table is the figures of one cluster.
+type table struct {
+	header  string
+	results []bench.Result
+}
+
+func run(ctx context.Context, cfg bench.Config, stock stockSizes) error {
 	fake := fakellm.New()
 	fake.SetLogLimit(1000)
 	base, stop, err := fake.Start()
@@ -98,6 +152,84 @@ func run(ctx context.Context, cfg bench.Config) error {
 	}
 	defer stop()
 
+	start := time.Now()
+	var tables []table
+	srv, err := pgtest.Start(ctx)
+	if err != nil {
+		return err
+	}
+	t, err := measure(ctx, srv, fake, base, cfg, "")
+	_ = srv.Stop(context.Background())
+	if err != nil {
+		return err
+	}
+	tables = append(tables, t)
+
+	if len(stock.groups) > 0 {
+		scfg := cfg
+		scfg.Only = stock.groups
+		var sized []string
+		if stock.runs > 0 && stock.runs != cfg.Runs {
+			scfg.Runs = stock.runs
+			sized = append(sized, fmt.Sprintf("%d runs", stock.runs))
+		}
+		if stock.rounds > 0 && stock.rounds != cfg.Rounds {
+			scfg.Rounds = stock.rounds
+			sized = append(sized, fmt.Sprintf("%d rounds", stock.rounds))
+		}
+		if stock.samples > 0 && stock.samples != cfg.Samples {
+			scfg.Samples = stock.samples
+			sized = append(sized, fmt.Sprintf("%d samples", stock.samples))
+		}
+		note := "groups " + strings.Join(stock.groups, ",")
+		if len(sized) > 0 {
+			note += "; unlike above: " + strings.Join(sized, ", ")
+		}
+		srv, err := pgtest.StartStock(ctx)
+		switch {
+		case errors.Is(err, pgtest.ErrNoLocalPostgres):
+			tables = append(tables, table{header: "stock-settings cluster skipped: " + err.Error()})
+		case err != nil:
+			return err
+		default:
+			t, err := measure(ctx, srv, fake, base, scfg, note)
+			_ = srv.Stop(context.Background())
+			if err != nil {
+				return err
+			}
+			tables = append(tables, t)
+		}
+	}
+
+	fmt.Printf("kern-bench on %d CPUs, %s, %v total\n", runtime.NumCPU(), runtime.Version(), time.Since(start).Round(time.Second))
+	for _, t := range tables {
+		fmt.Printf("\n%s\n", t.header)
+		if len(t.results) == 0 {
+			continue
+		}
+		fmt.Println()
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "figure\tvalue\tconditions")
+		for _, r := range t.results {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, r.Value, r.Note)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// measure runs cfg's figure groups on srv and heads them with the server's
+// kind and durability settings as the server reports them.
+func measure(ctx context.Context, srv *pgtest.Server, fake *fakellm.Server, base string, cfg bench.Config, note string) (table, error) {
+	settings, err := serverSettings(ctx, srv.AdminURL)
+	if err != nil {
+		return table{}, err
+	}
+	if dir, ok := srv.DataDir(); ok {
+		settings += " data_directory=" + dir
+	}
 	env := bench.Env{
 		Fake:  fake,
 		Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", base), ID: "fake-model"},
@@ -131,19 +263,36 @@ func run(ctx context.Context, cfg bench.Config) error {
 	start := time.Now()
 	results, err := bench.Run(ctx, env, cfg)
 	if err != nil {
-		return err
+		return table{}, fmt.Errorf("%s: %w", srv.Kind, err)
 	}
-	fmt.Printf("kern-bench on %d CPUs, %s, Postgres from %s, %v total\n\n", runtime.NumCPU(), runtime.Version(), srv.Kind, time.Since(start).Round(time.Second))
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "figure\tvalue\tconditions")
-	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, r.Value, r.Note)
+	took := time.Since(start).Round(time.Second)
+	header := fmt.Sprintf("Postgres from %s, %v", srv.Kind, took)
+	if note != "" {
+		header += "; " + note
 	}
-	return tw.Flush()
+	return table{header: header + "\n" + settings, results: results}, nil
 }
 
-// spawnWorker starts this binary as a worker process and waits until it
-// works.
+// serverSettings reads what decides how much a commit costs, as the server
+// reports it.
+func serverSettings(ctx context.Context, adminURL string) (string, error) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	names := []string{"server_version", "fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "wal_sync_method"}
+	parts := make([]string, len(names))
+	for i, n := range names {
+		var v string
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", n).Scan(&v); err != nil {
+			return "", fmt.Errorf("SHOW %s: %w", n, err)
+		}
+		parts[i] = n + "=" + v
+	}
+	return strings.Join(parts, " "), nil
+}
+
 // spawnWorker starts this binary as a worker process, fetching with the
 // bench's River settings.
 func spawnWorker(name, dbURL, modelURL string, concurrency int, cfg bench.Config) (*bench.WorkerProcess, error) {

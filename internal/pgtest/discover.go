@@ -18,6 +18,9 @@ const (
 	KindEnv            = "env"
 	KindTestcontainers = "testcontainers"
 	KindInitdb         = "initdb"
+	// KindInitdbStock is a StartStock cluster: Postgres's default settings,
+	// data on disk.
+	KindInitdbStock = "initdb (stock settings: fsync on)"
 )
 
 // Server is a Postgres server reachable at AdminURL. Stop stops what this
@@ -26,8 +29,8 @@ type Server struct {
 	// AdminURL connects as a role that may CREATE DATABASE, to a database we
 	// never drop.
 	AdminURL string
-	// Kind says where the server came from: KindEnv, KindTestcontainers or
-	// KindInitdb.
+	// Kind says where the server came from: KindEnv, KindTestcontainers,
+	// KindInitdb or (StartStock) KindInitdbStock.
 	Kind string
 
 	// version is server_version_num; it gates DROP DATABASE ... WITH
@@ -42,7 +45,8 @@ type Server struct {
 	stop     func(ctx context.Context) error
 	stopOnce sync.Once
 	stopErr  error
-	// cluster is set for KindInitdb servers, the only ones Restart handles.
+	// cluster is set for KindInitdb and KindInitdbStock servers, the only
+	// ones Restart handles.
 	cluster *cluster
 
 	templates templates
@@ -143,4 +147,14 @@ func (s *Server) PostmasterPID() (int, bool) {
 	line, _, _ := strings.Cut(string(b), "\n")
 	pid, err := strconv.Atoi(strings.TrimSpace(line))
 	return pid, err == nil
+}
+
+// DataDir is the data directory of a server this process started from
+// initdb (StartLocal, StartStock, or Start without DATABASE_URL or Docker);
+// false for other kinds. It is deleted by Stop.
+func (s *Server) DataDir() (string, bool) {
+	if s.cluster == nil {
+		return "", false
+	}
+	return s.cluster.data, true
 }

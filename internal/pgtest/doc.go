@@ -19,7 +19,9 @@
 // Tests that must control the server itself use StartLocal, which always
 // builds a private initdb cluster, and Server.Restart, which takes it down
 // (dropping every client connection) and brings it back on the same port to
-// simulate an outage.
+// simulate an outage. Benchmarks that must measure what users see use
+// StartStock: the same kind of private cluster, but with Postgres's default
+// settings (fsync on) and its data on disk.
 //
 // Nothing is shared between processes: parallel `go test` packages each get
 // their own templates (and, without DATABASE_URL, their own server), so they

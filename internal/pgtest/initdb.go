@@ -66,9 +66,53 @@ type cluster struct {
 	watchdogExited chan struct{}
 }
 
-// startInitdb builds and starts a fresh cluster in a new temp dir, so a
-// cluster orphaned by a killed run can never get in the way of this one.
-func startInitdb(ctx context.Context) (s *Server, err error) {
+// stockSettings are only what it takes to run a throwaway cluster next to
+// others: its own address (the port and max_connections come on the
+// command line) and, appended by startCluster, its own unix socket dir.
+// Everything else — fsync, synchronous_commit, full_page_writes,
+// shared_buffers, max_wal_size, wal_sync_method — stays at what initdb
+// writes and Postgres defaults to, as on a packaged server.
+const stockSettings = `
+listen_addresses = '127.0.0.1'
+`
+
+// clusterKind is what differs between the throwaway clusters pgtest builds.
+type clusterKind struct {
+	kind     string                  // Server.Kind
+	settings string                  // appended to postgresql.conf
+	root     func(a *account) string // where the cluster dir is created
+	initdb   []string                // extra initdb flags
+}
+
+// throwawayCluster is fast and not durable: tests and the offline demo.
+var throwawayCluster = clusterKind{
+	kind:     KindInitdb,
+	settings: serverSettings,
+	root:     (*account).tempRoot,
+	// The cluster is thrown away: nothing initdb writes needs to reach disk.
+	initdb: []string{"--no-sync"},
+}
+
+// stockCluster is durable the way a default install is: fsync on, data on
+// disk (see StartStock).
+var stockCluster = clusterKind{
+	kind:     KindInitdbStock,
+	settings: stockSettings,
+	root:     (*account).diskTempRoot,
+	// Without --no-sync initdb syncs what it wrote, as a packaged install
+	// does, so none of it is still being written back while the caller
+	// measures.
+}
+
+// startInitdb builds and starts a fresh throwaway (fsync off) cluster.
+func startInitdb(ctx context.Context) (*Server, error) {
+	return startCluster(ctx, throwawayCluster)
+}
+
+// startCluster builds and starts a fresh cluster of kind k in a new temp
+// dir, so a cluster orphaned by a killed run can never get in the way of
+// this one.
+func startCluster(ctx context.Context, k clusterKind) (s *Server, err error) {
 	bin, err := findPostgresBin()
 	if err != nil {
 		return nil, err
@@ -77,7 +121,7 @@ func startInitdb(ctx context.Context) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(as.tempRoot(), "kern-pgtest-")
+	dir, err := os.MkdirTemp(k.root(as), "kern-pgtest-")
 	if err != nil {
 		return nil, fmt.Errorf("create cluster dir: %w", err)
 	}
@@ -91,12 +135,11 @@ func startInitdb(ctx context.Context) (s *Server, err error) {
 		return nil, fmt.Errorf("hand cluster dir to %s: %w", as.name, err)
 	}
 
-	if err := c.run(ctx, "initdb", false,
-		"-D", c.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--no-locale",
-	); err != nil {
+	args := append([]string{"-D", c.data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-locale"}, k.initdb...)
+	if err := c.run(ctx, "initdb", false, args...); err != nil {
 		return nil, err
 	}
-	conf := serverSettings + "unix_socket_directories = " + quoteConf(dir) + "\n"
+	conf := k.settings + "unix_socket_directories = " + quoteConf(dir) + "\n"
 	if err := appendFile(filepath.Join(c.data, "postgresql.conf"), conf); err != nil {
 		return nil, err
 	}
@@ -107,7 +150,7 @@ func startInitdb(ctx context.Context) (s *Server, err error) {
 
 	s = &Server{
 		AdminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port),
-		Kind:     KindInitdb,
+		Kind:     k.kind,
 		stop:     c.stop,
 		cluster:  c,
 	}

@@ -17,3 +17,5 @@ func (a *account) sysProcAttr(bool) *syscall.SysProcAttr { return nil }
 func (a *account) chown(string) error { return nil }
 
 func (a *account) tempRoot() string { return os.TempDir() }
+
+func (a *account) diskTempRoot() string { return os.TempDir() }

@@ -65,17 +65,44 @@ func (a *account) tempRoot() string {
 	if dir := memoryTempRoot(); dir != "" {
 		return dir
 	}
-	dir := os.TempDir()
-	if a == nil {
+	return a.traversableTempDir()
+}
+
+// traversableTempDir is TMPDIR, or /tmp when a cannot reach TMPDIR.
+func (a *account) traversableTempDir() string {
+	if dir := os.TempDir(); a.canTraverse(dir) {
 		return dir
+	}
+	return "/tmp"
+}
+
+// canTraverse reports whether a can reach dir: every parent must let others
+// search it. Running as ourselves, anything goes.
+func (a *account) canTraverse(dir string) bool {
+	if a == nil {
+		return true
 	}
 	for d := dir; ; d = filepath.Dir(d) {
 		fi, err := os.Stat(d)
 		if err != nil || fi.Mode().Perm()&0o001 == 0 {
-			return "/tmp"
+			return false
 		}
 		if d == filepath.Dir(d) {
+			return true
+		}
+	}
+}
+
+// diskTempRoot returns where to create a cluster whose data must be on
+// disk, so that its fsyncs are real: TMPDIR, else /var/tmp (on disk by
+// convention, even where /tmp is a tmpfs), else /tmp — the first one a can
+// reach that is not a tmpfs. When all are tmpfs it settles for
+// traversableTempDir.
+func (a *account) diskTempRoot() string {
+	for _, dir := range []string{os.TempDir(), "/var/tmp", "/tmp"} {
+		if a.canTraverse(dir) && !isTmpfs(dir) {
 			return dir
 		}
 	}
+	return a.traversableTempDir()
 }

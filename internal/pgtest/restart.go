@@ -47,7 +47,29 @@ func StartLocal(ctx context.Context) (*Server, error) {
 	return s, nil
 }
 
-// Restart simulates a Postgres outage on a StartLocal server: it stops the
+// StartStock builds a fresh throwaway initdb cluster like StartLocal, but
+// one that runs with Postgres's default settings, for figures that must hold
+// on the server users run: fsync, synchronous_commit and full_page_writes
+// on, the default shared_buffers (128MB), max_wal_size and wal_sync_method.
+// Only what it takes to run beside other clusters is set: listen_addresses
+// 127.0.0.1, a free port, its own unix socket dir and max_connections (500,
+// or 100 where the OS lacks the semaphores), as for StartLocal.
+//
+// Its data directory is on disk, not in /dev/shm: under TMPDIR, or
+// /var/tmp when TMPDIR is a tmpfs (see DataDir), so every commit waits for
+// a real WAL flush. Its Kind is KindInitdbStock. CREATE DATABASE uses
+// Postgres's default WAL_LOG strategy there (FILE_COPY, which pgtest
+// picks with fsync off, would fsync every copied file). Stop, the
+// watchdog, Restart and ErrNoLocalPostgres work as for StartLocal.
+func StartStock(ctx context.Context) (*Server, error) {
+	s, err := startCluster(ctx, stockCluster)
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: start stock cluster: %w", err)
+	}
+	return s, nil
+}
+
+// Restart simulates a Postgres outage on a StartLocal (or StartStock) server: it stops the
 // postmaster with pg_ctl stop -m fast, which ends every client connection
 // (clients see FATAL 57P01 or a closed connection), keeps it down for down,
 // then starts it again on the same port and data directory and returns once

@@ -17,9 +17,16 @@ func memoryTempRoot() string {
 	if err := syscall.Statfs(dir, &st); err != nil {
 		return ""
 	}
-	const tmpfsMagic = 0x01021994
 	if st.Type != tmpfsMagic || uint64(st.Bavail)*uint64(st.Bsize) < minShmFree {
 		return ""
 	}
 	return dir
+}
+
+const tmpfsMagic = 0x01021994
+
+// isTmpfs reports whether dir is on a tmpfs (RAM), where fsync is free.
+func isTmpfs(dir string) bool {
+	var st syscall.Statfs_t
+	return syscall.Statfs(dir, &st) == nil && st.Type == tmpfsMagic
 }
