@@ -3,19 +3,25 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/run"
 )
 
-// retentionEvery is how often a worker applies Retention.
+// retentionEvery is how often, on average, a worker applies Retention.
 const retentionEvery = time.Minute
 
-// retain deletes runs that finished more than olderThan ago, every every,
-// until ctx ends. (Placeholder; replaced by the retention change.)
+// retain deletes runs that finished more than olderThan ago (with their
+// events, and cancel requests whose run never came), about every every,
+// until ctx ends. Each wait is drawn from [every/2, 3·every/2): workers of a
+// fleet started together do not all delete at the same moment, and one
+// that restarts often still gets its turn. DeleteRuns works in bounded
+// batches and lets concurrent callers share the work, so every worker may
+// run this.
 func retain(ctx context.Context, d *db.DB, olderThan, every time.Duration, logger *slog.Logger) {
-	t := time.NewTicker(every)
+	t := time.NewTimer(jitter(every))
 	defer t.Stop()
 	for {
 		select {
@@ -23,8 +29,19 @@ func retain(ctx context.Context, d *db.DB, olderThan, every time.Duration, logge
 			return
 		case <-t.C:
 		}
-		if _, err := d.DeleteRuns(ctx, run.DeleteParams{OlderThan: olderThan}); err != nil && ctx.Err() == nil {
-			logger.WarnContext(ctx, "kern: retention failed", slog.Any("error", err))
+		n, err := d.DeleteRuns(ctx, run.DeleteParams{OlderThan: olderThan})
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.WarnContext(ctx, "kern: retention failed", slog.Any("error", err), slog.Int("deleted", n))
+		case n > 0:
+			logger.DebugContext(ctx, "kern: retention deleted finished runs", slog.Int("deleted", n),
+				slog.Duration("older_than", olderThan))
 		}
+		t.Reset(jitter(every))
 	}
+}
+
+// jitter is a wait of every ± 50%, uniformly.
+func jitter(every time.Duration) time.Duration {
+	return every/2 + rand.N(max(every, 1))
 }

@@ -65,6 +65,11 @@
 //     UPDATE: within one transaction a worker could start the run between
 //     the UPDATE and the commit without seeing the request.
 //
+// A request for a run that never comes does not last forever: DeleteRuns
+// (the workers' Retention, a day by default) removes it once it is older
+// than its OlderThan, and a run submitted with that id later is not
+// cancelled by it.
+//
 // The model call is interrupted by a notification on kern_cancel (sent by a
 // trigger when the request row is inserted), with a once-a-second re-check
 // of the cancel table as the fallback when a notification is lost.
@@ -83,8 +88,26 @@
 //
 // Workers heartbeat their running runs; RescueStale re-queues a running run
 // whose heartbeat is older than the worker's RescueAfter with a new job (or
-// ends it as error when its attempts are used up), and a pending run whose
-// job was lost before it could start it. River's own rescuer waits an hour.
+// ends it as error when its attempts are used up). River's own rescuer
+// waits an hour. RescueStale also re-queues, with a new job, an orphaned
+// pending run — one nobody will start. A pending run is orphaned when it has
+// been left alone for RescueAfter (since it was created, since its last
+// event, and past heartbeat_at, which a foreground submit sets to now and a
+// retry to when the retry is due, so a run waiting out its backoff is not
+// one) and its job cannot start it: a worker took the job more than
+// RescueAfter ago and died before claiming the run, the job ended
+// (discarded, cancelled, completed) or is gone, or there is none — a
+// foreground run whose caller died.
+//
+// Every worker rescues every HeartbeatInterval, so the work of one rescue
+// is bounded whatever the backlog; a backlog of pending runs waiting for
+// busy workers is never scanned. Stale running runs come from the partial
+// index of running runs (as many as the fleet runs at once); orphans from
+// the jobs River has running, the jobs discarded or cancelled in the last
+// hour, the partial index of pending foreground runs (live ones only), and
+// a sweep: each rescue looks at the next 100 runs in id order after a
+// cursor the fleet shares (kern_rescue_sweep), the backstop that in time
+// finds any orphan, such as one whose job row was deleted by hand.
 //
 // Model calls are therefore at least once: a worker killed mid-answer has
 // spent tokens that the rescuing attempt spends again. A run's status and

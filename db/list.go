@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kern-go/kern/run"
 )
@@ -43,7 +45,11 @@ func (d *DB) ListRuns(ctx context.Context, p run.ListParams) (*run.ListResult, e
 		}
 		afterAt, afterID = &at, id
 	}
-	rows, err := d.pool.Query(ctx, sqlListRuns, statuses, p.AgentName, p.SessionID, p.Name, afterAt, afterID, limit+1)
+	query, args := sqlListRuns, []any{statuses, p.SessionID, p.Name, afterAt, afterID, limit + 1}
+	if p.AgentName != "" {
+		query, args = sqlListRunsOfAgent, append(args, p.AgentName)
+	}
+	rows, err := d.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("kern: list runs: %w", err)
 	}
@@ -63,10 +69,27 @@ func (d *DB) ListRuns(ctx context.Context, p run.ListParams) (*run.ListResult, e
 	return res, nil
 }
 
+// deleteBatch is how many rows one statement of DeleteRuns deletes at
+// most: each batch is its own short transaction, so a large backlog never
+// holds locks, or builds up dead rows and WAL, in one go.
+const deleteBatch = 1000
+
 // DeleteRuns deletes finished runs — only terminal ones, ever — whose
 // status is in p.Statuses (all terminal statuses when empty) and that
 // finished at least p.OlderThan ago, with their events and cancel requests.
 // It returns how many runs it deleted.
+//
+// It deletes oldest first, in batches of at most 1,000 runs, each its own
+// transaction, until fewer than a batch are left or ctx ends; on an error
+// the batches before it stay deleted and are counted. Concurrent calls (the
+// retention of every worker) share the work instead of waiting on each
+// other.
+//
+// When the cancelled status is included (as it is when p.Statuses is
+// empty), it also deletes cancel requests made at least p.OlderThan ago
+// for ids that have no run: a cancel-before-start request therefore lasts
+// until then — with the workers' default Retention, a day — and a run
+// submitted with that id later is not cancelled by it.
 func (d *DB) DeleteRuns(ctx context.Context, p run.DeleteParams) (int, error) {
 	if p.OlderThan < 0 {
 		return 0, fmt.Errorf("kern: %w: OlderThan %v is negative", run.ErrInvalidArgument, p.OlderThan)
@@ -78,11 +101,53 @@ func (d *DB) DeleteRuns(ctx context.Context, p run.DeleteParams) (int, error) {
 	if statuses == nil {
 		statuses = []string{string(run.StatusCompleted), string(run.StatusError), string(run.StatusCancelled)}
 	}
-	var n int
-	if err := d.pool.QueryRow(ctx, sqlDeleteRuns, statuses, p.OlderThan.Seconds()).Scan(&n); err != nil {
-		return 0, fmt.Errorf("kern: delete runs: %w", err)
+	olderThan := p.OlderThan.Seconds()
+	total, err := d.inBatches(ctx, func(after pgtype.Timestamptz) (int, pgtype.Timestamptz, error) {
+		return d.deleteOnce(ctx, sqlDeleteRuns, statuses, olderThan, after, deleteBatch)
+	})
+	if err != nil {
+		return total, fmt.Errorf("kern: delete runs: %w", err)
 	}
-	return n, nil
+	if !slices.Contains(statuses, string(run.StatusCancelled)) {
+		return total, nil
+	}
+	if _, err := d.inBatches(ctx, func(after pgtype.Timestamptz) (int, pgtype.Timestamptz, error) {
+		return d.deleteOnce(ctx, sqlDeleteStrayCancels, olderThan, after, deleteBatch)
+	}); err != nil {
+		return total, fmt.Errorf("kern: delete runs: cancel requests without a run: %w", err)
+	}
+	return total, nil
+}
+
+// inBatches calls batch, which deletes at most deleteBatch rows from its
+// cursor on and returns the count and the next cursor, until a batch comes
+// back short. The cursor is a timestamp the rows are taken in order of, so
+// rows that a filter passes over are read once per call, not once per batch.
+func (d *DB) inBatches(ctx context.Context, batch func(after pgtype.Timestamptz) (int, pgtype.Timestamptz, error)) (int, error) {
+	total := 0
+	after := pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
+	for {
+		n, last, err := batch(after)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < deleteBatch {
+			return total, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		after = last
+	}
+}
+
+// deleteOnce runs one batch statement, which answers (count, cursor).
+func (d *DB) deleteOnce(ctx context.Context, query string, args ...any) (int, pgtype.Timestamptz, error) {
+	var n int
+	var last pgtype.Timestamptz
+	err := d.pool.QueryRow(ctx, query, args...).Scan(&n, &last)
+	return n, last, err
 }
 
 // statusStrings validates a status filter; nil for no filter.

@@ -201,64 +201,82 @@ FOR UPDATE SKIP LOCKED`
 // foreground run whose caller died, or a job row deleted by hand), the job
 // has ended, or a worker took the job more than staleAfter ago and died
 // before claiming the run (River itself would only rescue that job after an
-// hour). It is a condition on a pending run r LEFT JOINed to its job j and
-// its last event e.
-const orphanedRun = `r.status = 'pending'
-  AND GREATEST(r.created_at, r.heartbeat_at, e.at) < now() - make_interval(secs => $1)
-  AND (j.id IS NULL
-    OR j.state IN ('completed', 'discarded', 'cancelled')
-    OR (j.state = 'running' AND j.attempted_at < now() - make_interval(secs => $1)))`
+// hour). The last event matters for that last case: a run handed back or
+// put back for a retry a moment ago still has its old job running, until
+// River records the job's snooze.
+//
+// It is a condition on a run r with its job j and its last event e (see
+// orphanJoins), written as a CASE so that the planner cannot read the runs
+// it applies to from a partial index of pending runs — which holds the whole
+// backlog, and whose size the statistics may not know yet: they must come
+// from the candidates, by primary key.
+const orphanedRun = `CASE WHEN r.status = 'pending' THEN
+	GREATEST(r.created_at, r.heartbeat_at, e.at) < now() - make_interval(secs => $1)
+	AND (j.id IS NULL
+	  OR j.state IN ('completed', 'discarded', 'cancelled')
+	  OR (j.state = 'running' AND j.attempted_at < now() - make_interval(secs => $1)))
+	ELSE false END`
+
+// orphanJoins looks up a pending run's job and last event for orphanedRun,
+// each by primary key, one run at a time (LIMIT keeps the subqueries from
+// being flattened into joins): a hash join would read all of river_job or
+// kern_run_event whenever the statistics make them look small.
+const orphanJoins = `
+LEFT JOIN LATERAL (SELECT id, state, attempted_at FROM river_job
+	WHERE id = r.job_id AND r.status = 'pending' LIMIT 1) j ON true
+LEFT JOIN LATERAL (SELECT at FROM kern_run_event
+	WHERE run_id = r.id AND seq = r.event_seq AND r.status = 'pending' LIMIT 1) e ON true`
 
 // sqlOrphanedRuns locks orphaned runs. It never scans the pending runs: a
 // legitimate backlog can be large, and every worker rescues every few
-// seconds. The candidates come from small sets instead: kern jobs River has
+// seconds. The candidates come from small sets instead: the jobs River has
 // running (as many as the fleet's concurrency, served by River's fetch
-// index), kern jobs discarded or cancelled in the last $2 seconds before
-// staleAfter (rare), pending foreground runs (kern_run_foreground_idx: live
-// ones only), and the ids the sweep flagged ($3). Each candidate is then
-// checked on its own run row and job, by primary key, under the lock.
+// index), jobs discarded or cancelled in the $2 seconds before staleAfter
+// (rare), pending foreground runs (kern_run_foreground_idx: live ones
+// only), and the ids the sweep flagged ($3). The jobs are not filtered by
+// kind, which would invite a scan of River's index on kind (every kern job
+// River keeps): a job of another kind names no run whose job it is, and
+// each candidate is checked on its own run row and that run's own job, by
+// primary key, under the lock.
 const sqlOrphanedRuns = `
 WITH candidates AS (
-	SELECT j.args->>'run_id' AS run_id FROM river_job j
-	WHERE j.state = 'running' AND j.kind = 'kern_run' AND j.attempted_at < now() - make_interval(secs => $1)
+	SELECT args->>'run_id' AS run_id FROM river_job
+	WHERE state = 'running' AND attempted_at < now() - make_interval(secs => $1)
 	UNION ALL
-	SELECT j.args->>'run_id' FROM river_job j
-	WHERE j.state IN ('discarded', 'cancelled') AND j.kind = 'kern_run'
-	  AND j.finalized_at BETWEEN now() - make_interval(secs => $1 + $2) AND now() - make_interval(secs => $1)
+	SELECT args->>'run_id' FROM river_job
+	WHERE state IN ('discarded', 'cancelled')
+	  AND finalized_at BETWEEN now() - make_interval(secs => $1 + $2) AND now() - make_interval(secs => $1)
 	UNION ALL
 	SELECT id FROM kern_run
 	WHERE status = 'pending' AND job_id IS NULL AND created_at < now() - make_interval(secs => $1)
 	UNION ALL
 	SELECT unnest($3::text[])
 )
-SELECT r.id, r.agent_name, r.attempt, r.job_id IS NULL FROM kern_run r
-LEFT JOIN river_job j ON j.id = r.job_id
-LEFT JOIN kern_run_event e ON e.run_id = r.id AND e.seq = r.event_seq
+SELECT r.id, r.agent_name, r.attempt, r.job_id IS NULL FROM kern_run r` + orphanJoins + `
 WHERE r.id = ANY (ARRAY(SELECT run_id FROM candidates)) AND ` + orphanedRun + `
 LIMIT 100
 FOR UPDATE OF r SKIP LOCKED`
 
 // The sweep is the backstop for orphans no candidate set above names — a
 // job row deleted by hand, a job that completed without starting its run,
-// one discarded longer ago: each rescue looks at one page of pending runs
-// after the sweep's cursor, oldest first, and flags the orphans among them,
-// so the work per rescue is one page however long the backlog, and the
-// fleet covers it all in turn. SKIP LOCKED: a rescuer that finds another
-// one sweeping skips its turn.
-const sqlSweepCursor = `SELECT created_at, run_id FROM kern_rescue_sweep FOR UPDATE SKIP LOCKED`
+// one discarded longer ago: each rescue looks at the next page of runs in
+// id order after the fleet's shared cursor and flags the orphans among
+// them. A page is read through the primary key, the one plan that stays
+// right whatever the statistics say, so the work per rescue is one page
+// however long the backlog; the fleet covers the table in turn. SKIP
+// LOCKED: a rescuer that finds another one sweeping skips its turn.
+const sqlSweepCursor = `SELECT run_id FROM kern_rescue_sweep FOR UPDATE SKIP LOCKED`
 
-// sqlSweepPage reads the page of pending runs after the cursor ($2, $3)
-// through kern_run_pending_idx, each with whether it is orphaned ($1 is
-// staleAfter in seconds); $4 is the page size.
+// sqlSweepPage reads the page of runs after the cursor ($2), $3 of them,
+// each with whether it is orphaned ($1 is staleAfter in seconds); only the
+// pending ones look up their job and last event.
 const sqlSweepPage = `
-SELECT r.id, r.created_at, COALESCE(` + orphanedRun + `, false) FROM kern_run r
-LEFT JOIN river_job j ON j.id = r.job_id
-LEFT JOIN kern_run_event e ON e.run_id = r.id AND e.seq = r.event_seq
-WHERE r.status = 'pending' AND r.created_at >= $2 AND (r.created_at > $2 OR r.id > $3)
-ORDER BY r.created_at, r.id
-LIMIT $4`
+SELECT r.id, COALESCE(` + orphanedRun + `, false)
+FROM (SELECT id, status, job_id, created_at, heartbeat_at, event_seq FROM kern_run
+	WHERE id > $2 ORDER BY id LIMIT $3) r` + orphanJoins + `
+ORDER BY r.id`
 
-const sqlSweepAdvance = `UPDATE kern_rescue_sweep SET created_at = $1, run_id = $2`
+const sqlSweepAdvance = `UPDATE kern_rescue_sweep SET run_id = $1`
 
 // sqlRequeueRun gives a rescued run a new job ($3) and puts it back to
 // pending for another worker; the dead attempt is fenced out by the attempt
@@ -358,29 +376,75 @@ LIMIT $3`
 // can come: the run's status and its last event's seq.
 const sqlEventPosition = `SELECT status, event_seq FROM kern_run WHERE id = $1`
 
-// sqlListRuns pages runs newest first, by the keyset (created_at, id) of
-// the last row of the previous page ($5, $6). kern_run_created_idx serves
-// it, or kern_run_session_idx for one session.
+// listRunsFilter is the WHERE of ListRuns' statements but for the agent:
+// the statuses ($1, NULL for any), the session ($2) and name ($3), empty
+// for any, and the keyset (created_at, id) of the last row of the previous
+// page ($4, $5; NULL and empty for the first page). The keyset is always a
+// condition, with infinity for the first page, so that even a generic plan
+// of the prepared statement starts its index scan at the cursor instead of
+// reading from the newest run and filtering.
+const listRunsFilter = `($1::text[] IS NULL OR status = ANY($1))
+  AND ($2 = '' OR session_id = $2)
+  AND ($3 = '' OR name = $3)
+  AND (created_at, id) < (COALESCE($4::timestamptz, 'infinity'), $5::text)`
+
+// sqlListRuns pages runs newest first, $6 at a time. kern_run_created_idx
+// serves it, or kern_run_session_idx for one session.
 var sqlListRuns = `
 SELECT ` + runReadColumns + ` FROM kern_run
-WHERE ($1::text[] IS NULL OR status = ANY($1))
-  AND ($2 = '' OR agent_name = $2)
-  AND ($3 = '' OR session_id = $3)
-  AND ($4 = '' OR name = $4)
-  AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::text))
+WHERE ` + listRunsFilter + `
 ORDER BY created_at DESC, id DESC
-LIMIT $7`
+LIMIT $6`
 
-// sqlDeleteRuns deletes finished runs ($1: terminal statuses only) that
-// finished at least $2 seconds ago, with their events and cancel requests.
+// sqlListRunsOfAgent is sqlListRuns for one agent ($7), served by
+// kern_run_agent_idx. It is a statement of its own because a condition
+// that holds for every agent when $7 is empty cannot use the index in a
+// generic plan, and then an agent with no runs costs a scan of the table.
+var sqlListRunsOfAgent = `
+SELECT ` + runReadColumns + ` FROM kern_run
+WHERE agent_name = $7 AND ` + listRunsFilter + `
+ORDER BY created_at DESC, id DESC
+LIMIT $6`
+
+// sqlDeleteRuns deletes one batch ($4) of finished runs ($1: terminal
+// statuses only) that finished at least $2 seconds ago, oldest first from
+// $3 on (the last batch's newest finished_at), with their events and cancel
+// requests. kern_run_finished_idx serves it; the rest is looked up by
+// primary key — an array of ids, not a join, so that no plan can read a
+// whole table to find a batch's rows. SKIP LOCKED: concurrent deleters take
+// different batches instead of queueing behind each other. It returns how
+// many runs it deleted and the newest finished_at among them.
 const sqlDeleteRuns = `
-WITH deleted AS (
-	DELETE FROM kern_run
-	WHERE status = ANY($1) AND finished_at <= now() - make_interval(secs => $2)
-	RETURNING id
+WITH doomed AS (
+	SELECT id FROM kern_run
+	WHERE finished_at >= $3 AND finished_at <= now() - make_interval(secs => $2) AND status = ANY($1)
+	ORDER BY finished_at
+	LIMIT $4
+	FOR UPDATE SKIP LOCKED
+), deleted AS (
+	DELETE FROM kern_run WHERE id = ANY (ARRAY(SELECT id FROM doomed))
+	RETURNING id, finished_at
 ), events AS (
-	DELETE FROM kern_run_event e USING deleted d WHERE e.run_id = d.id
+	DELETE FROM kern_run_event WHERE run_id = ANY (ARRAY(SELECT id FROM deleted))
 ), requests AS (
-	DELETE FROM kern_run_cancel c USING deleted d WHERE c.run_id = d.id
+	DELETE FROM kern_run_cancel WHERE run_id = ANY (ARRAY(SELECT id FROM deleted))
 )
-SELECT count(*) FROM deleted`
+SELECT count(*), max(finished_at) FROM deleted`
+
+// sqlDeleteStrayCancels deletes one batch ($3) of cancel requests made at
+// least $1 seconds ago, oldest first from $2 on, whose run does not exist:
+// a cancel-before-start for a run that never came. kern_run_cancel_requested_idx
+// serves it. It returns how many it deleted and the newest requested_at.
+const sqlDeleteStrayCancels = `
+WITH doomed AS (
+	SELECT c.run_id FROM kern_run_cancel c
+	WHERE c.requested_at >= $2 AND c.requested_at <= now() - make_interval(secs => $1)
+	  AND NOT EXISTS (SELECT 1 FROM kern_run r WHERE r.id = c.run_id)
+	ORDER BY c.requested_at
+	LIMIT $3
+	FOR UPDATE OF c SKIP LOCKED
+), deleted AS (
+	DELETE FROM kern_run_cancel WHERE run_id = ANY (ARRAY(SELECT run_id FROM doomed))
+	RETURNING requested_at
+)
+SELECT count(*), max(requested_at) FROM deleted`

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/kern-go/kern/internal/engine"
 )
@@ -15,7 +14,7 @@ import (
 // Bounds of one rescue: it reads about this many rows whatever the size of
 // the table or of the pending backlog.
 const (
-	// sweepPage is how many pending runs one rescue's sweep looks at.
+	// sweepPage is how many runs one rescue's sweep looks at.
 	sweepPage = 100
 	// finalizedWindow is how far back (before staleAfter) a discarded or
 	// cancelled job is looked at by job: they are rare, but River keeps them
@@ -108,44 +107,42 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 	return res, nil
 }
 
-// sweep looks at the next page of pending runs after the fleet's shared
-// cursor, moves the cursor on (back to the start after the last page), and
-// returns the orphans it found, for sqlOrphanedRuns to lock and check again.
-// When another rescuer holds the cursor, this one skips its turn.
+// sweep looks at the next page of runs after the fleet's shared cursor,
+// moves the cursor on (back to the start after the last page), and returns
+// the orphans it found, for sqlOrphanedRuns to lock and check again. When
+// another rescuer holds the cursor, this one skips its turn.
 func sweep(ctx context.Context, tx pgx.Tx, staleAfter time.Duration) ([]string, error) {
-	var at pgtype.Timestamptz
-	var id string
-	err := tx.QueryRow(ctx, sqlSweepCursor).Scan(&at, &id)
+	var after string
+	err := tx.QueryRow(ctx, sqlSweepCursor).Scan(&after)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	rows, err := tx.Query(ctx, sqlSweepPage, staleAfter.Seconds(), at, id, sweepPage)
+	rows, err := tx.Query(ctx, sqlSweepPage, staleAfter.Seconds(), after, sweepPage)
 	if err != nil {
 		return nil, err
 	}
-	type pending struct {
-		ID        string
-		CreatedAt pgtype.Timestamptz
-		Orphaned  bool
+	type swept struct {
+		ID       string
+		Orphaned bool
 	}
-	page, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pending])
+	page, err := pgx.CollectRows(rows, pgx.RowToStructByPos[swept])
 	if err != nil {
 		return nil, err
 	}
 	var orphans []string
-	for _, p := range page {
-		if p.Orphaned {
-			orphans = append(orphans, p.ID)
+	for _, r := range page {
+		if r.Orphaned {
+			orphans = append(orphans, r.ID)
 		}
 	}
-	next, nextID := pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}, ""
+	next := ""
 	if len(page) == sweepPage {
-		next, nextID = page[len(page)-1].CreatedAt, page[len(page)-1].ID
+		next = page[len(page)-1].ID
 	}
-	if _, err := tx.Exec(ctx, sqlSweepAdvance, next, nextID); err != nil {
+	if _, err := tx.Exec(ctx, sqlSweepAdvance, next); err != nil {
 		return nil, err
 	}
 	return orphans, nil
