@@ -70,13 +70,15 @@ func TestForegroundRunWhoseCallerLeavesBeforeItStartsEndsCancelled(t *testing.T)
 
 // A foreground run whose process dies while it runs is rescued: a worker
 // serving its agent takes it over once its heartbeat is RescueAfter old.
+// So is one whose process died between submit and start (pending, with no
+// job).
 func TestForegroundRunsOfADeadProcessAreRescued(t *testing.T) {
 	t.Parallel()
 	d := kerntest.DB(t)
 	_, model := kerntest.Model(t)
 	a := &agent.Agent{Name: "assistant", Model: model, DB: d}
 	ctx := kerntest.Context(t, 60*time.Second)
-	for _, id := range []string{"died-running"} {
+	for _, id := range []string{"died-running", "died-pending"} {
 		if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: id, AgentName: "assistant", Input: "What is the capital of France?"}); err != nil {
 			t.Fatal(err)
 		}
@@ -86,8 +88,12 @@ func TestForegroundRunsOfADeadProcessAreRescued(t *testing.T) {
 		heartbeat_at = now() - interval '1 hour' WHERE id = 'died-running'`); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := d.Pool().Exec(ctx, `UPDATE kern_run SET created_at = now() - interval '1 hour',
+		heartbeat_at = now() - interval '1 hour' WHERE id = 'died-pending'`); err != nil {
+		t.Fatal(err)
+	}
 	kerntest.Worker(t, d, agent.WorkerConfig{RescueAfter: time.Second, HeartbeatInterval: 100 * time.Millisecond}, a)
-	for _, id := range []string{"died-running"} {
+	for _, id := range []string{"died-running", "died-pending"} {
 		if final := mustWait(t, a, id); final.Status != run.StatusCompleted || final.Content != "The capital of France is Paris." {
 			t.Fatalf("rescued foreground run %s: %s %q %q", id, final.Status, final.Error, final.Content)
 		}

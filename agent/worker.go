@@ -186,7 +186,7 @@ func (w *Worker) maintain(ctx context.Context, startDone <-chan struct{}) {
 			continue
 		}
 		for _, id := range res.Requeued {
-			w.cfg.Logger.WarnContext(ctx, "kern: rescued a run whose worker stopped heartbeating", slog.String("run_id", id))
+			w.cfg.Logger.WarnContext(ctx, "kern: rescued a run whose worker or job was lost", slog.String("run_id", id))
 		}
 		for _, id := range res.Failed {
 			w.cfg.Logger.WarnContext(ctx, "kern: run lost its worker with no attempts left", slog.String("run_id", id))

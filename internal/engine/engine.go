@@ -97,8 +97,8 @@ type Finish struct {
 
 // Rescued counts what RescueStale did.
 type Rescued struct {
-	Requeued []string // back to pending with a new job, for another worker
-	Failed   []string // out of attempts, or a foreground run whose caller died: ended as error
+	Requeued []string // back to pending with a new job, for another worker (a dead foreground run's too)
+	Failed   []string // out of attempts: ended as error
 }
 
 // Subscription is a wake-up signal for one run: C receives (coalesced) when
