@@ -41,6 +41,12 @@ func statementName(sql string) string {
 		{"AS req(req_id, req_execution)", "kern: heartbeats"},
 		{"FOR UPDATE SKIP LOCKED", "kern: rescue"},
 		{"FOR UPDATE OF r SKIP LOCKED", "kern: rescue"},
+		// The listener's own connection (its config is the pool's, tracer
+		// included) LISTENs when a run needs a channel it had dropped after
+		// an idle second: not a round trip the run waits for.
+		{"UNLISTEN ", "listener: UNLISTEN"},
+		{"LISTEN ", "listener: LISTEN"},
+		{"INTO kern_worker", "kern: register worker"},
 	} {
 		if strings.Contains(sql, s.marker) {
 			return s.name
