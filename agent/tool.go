@@ -6,8 +6,9 @@ import (
 )
 
 // Tool is a function the model may call. Tool calling in a loop arrives
-// with a later release; the type is part of the API already so agents can
-// be declared with their tools.
+// with a later release; the type is part of the API already, but an Agent
+// with Tools is refused with run.ErrInvalidArgument until then, rather than
+// run without them.
 type Tool struct {
 	Name        string
 	Description string
