@@ -109,7 +109,7 @@ func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID
 	}
 	runCtx, stopRun := context.WithCancelCause(ctx)
 	defer stopRun(nil)
-	runCtx, stopTimer := context.WithTimeoutCause(runCtx, timeout, fmt.Errorf("kern: %w after %v", errTimedOut, timeout))
+	runCtx, stopTimer := context.WithTimeoutCause(runCtx, timeout, fmt.Errorf("%w after %v", errTimedOut, timeout))
 	defer stopTimer()
 	go e.watch(runCtx, log, fence, cancelSub, stopRun)
 
