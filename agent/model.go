@@ -35,6 +35,10 @@ type ToolCall struct {
 type ModelRequest struct {
 	Messages []Message
 	Tools    []Tool
+	// OutputSchema, when set, asks for structured output: the answer is a
+	// JSON value valid against this JSON Schema (chat: response_format
+	// json_schema; Responses API: text.format).
+	OutputSchema map[string]any
 }
 
 // ModelResponse is one chat turn's output.

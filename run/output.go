@@ -36,4 +36,6 @@ type Metrics struct {
 	TotalTokens      int
 	TimeToFirstToken time.Duration // from the model call to its first content
 	Duration         time.Duration // from start of execution to the terminal status
+	ModelTurns       int           // model calls that finished, over all attempts' kept steps
+	ToolCalls        int           // tool calls the model asked for
 }
