@@ -29,9 +29,10 @@ type Agent struct {
 	DB           *db.DB
 	// Not supported yet (tools issue): a non-empty value is refused with
 	// run.ErrInvalidArgument by Run and NewWorker rather than ignored.
-	Tools       []Tool
-	HistoryRuns int
-	MaxSteps    int
+	Tools        []Tool
+	HistoryRuns  int
+	MaxSteps     int
+	OutputSchema map[string]any
 
 	models modelCache
 }
@@ -59,6 +60,8 @@ func (a *Agent) validateConfig() error {
 		return fmt.Errorf("kern: %w: agent %q: Agent.HistoryRuns is not supported by this release yet", run.ErrInvalidArgument, a.Name)
 	case a.MaxSteps != 0:
 		return fmt.Errorf("kern: %w: agent %q: Agent.MaxSteps is not supported by this release yet", run.ErrInvalidArgument, a.Name)
+	case a.OutputSchema != nil:
+		return fmt.Errorf("kern: %w: agent %q: Agent.OutputSchema is not supported by this release yet", run.ErrInvalidArgument, a.Name)
 	}
 	return nil
 }
