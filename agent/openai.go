@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -168,32 +169,37 @@ func (m OpenAIChat) Stream(ctx context.Context, req *ModelRequest, onDelta func(
 	if m.ID == "" {
 		return nil, &ModelError{Message: "OpenAIChat.ID (the model id) is empty"}
 	}
-	client := m.Client
-	if client == nil {
-		// Not through an Agent (which resolves once, see modelCache): a
-		// client for this call only. Its connection is closed when the call
-		// ends rather than left idle, so repeated direct calls cost a
-		// handshake each but do not pile up connections.
-		env, err := readOpenAIEnv()
-		if err != nil {
-			return nil, &ModelError{Message: err.Error(), Err: err}
-		}
-		var t *http.Transport
-		client, t = newOpenAIClient(env.apiKey, env.baseURL)
-		defer t.CloseIdleConnections() // runs after stream.Close below
-	}
-	callCtx, retryAfter := withRetryAfterRecord(ctx)
-	// Cancelled only to bound body.drain; results are judged by ctx.
-	callCtx, cancelCall := context.WithCancel(callCtx)
-	defer cancelCall() // after stream.Close: cancelling first would drop the connection
-	callCtx, body := withStreamBody(callCtx)
-	stream, err := client.CreateChatCompletionStream(callCtx, openai.ChatCompletionRequest{
+	chatReq := openai.ChatCompletionRequest{
 		Model:         m.ID,
 		Messages:      toOpenAIMessages(req.Messages),
 		Tools:         toOpenAITools(req.Tools),
 		Stream:        true,
 		StreamOptions: &openai.StreamOptions{IncludeUsage: true},
-	})
+	}
+	if req.OutputSchema != nil {
+		schema, err := outputSchemaJSON(req.OutputSchema)
+		if err != nil {
+			return nil, err
+		}
+		// Not strict: OpenAI's strict mode accepts only schemas whose every
+		// property is required and whose objects forbid additional ones,
+		// which an arbitrary OutputSchema need not be.
+		chatReq.ResponseFormat = &openai.ChatCompletionResponseFormat{
+			Type:       openai.ChatCompletionResponseFormatTypeJSONSchema,
+			JSONSchema: &openai.ChatCompletionResponseFormatJSONSchema{Name: outputSchemaName, Schema: schema},
+		}
+	}
+	client, release, err := callClient(m.Client)
+	if err != nil {
+		return nil, err
+	}
+	defer release() // runs after stream.Close below
+	callCtx, retryAfter := withRetryAfterRecord(ctx)
+	// Cancelled only to bound body.drain; results are judged by ctx.
+	callCtx, cancelCall := context.WithCancel(callCtx)
+	defer cancelCall() // after stream.Close: cancelling first would drop the connection
+	callCtx, body := withStreamBody(callCtx)
+	stream, err := client.CreateChatCompletionStream(callCtx, chatReq)
 	if err != nil {
 		return nil, withRetryAfter(modelError(ctx, err), retryAfter)
 	}
@@ -245,6 +251,39 @@ func (m OpenAIChat) Stream(ctx context.Context, req *ModelRequest, onDelta func(
 		return &resp, &ModelError{Message: errStreamCut, Retryable: true}
 	}
 	return &resp, nil
+}
+
+// callClient returns the client a Stream call uses: client, or for a nil
+// one — a call not made through an Agent, which resolves once (see
+// modelCache) — a client from the environment for this call only. release
+// closes that client's connection when the call ends rather than leaving it
+// idle, so repeated direct calls cost a handshake each but do not pile up
+// connections; call it after closing the stream.
+func callClient(client *openai.Client) (_ *openai.Client, release func(), _ error) {
+	if client != nil {
+		return client, func() {}, nil
+	}
+	env, err := readOpenAIEnv()
+	if err != nil {
+		return nil, nil, &ModelError{Message: err.Error(), Err: err}
+	}
+	client, t := newOpenAIClient(env.apiKey, env.baseURL)
+	return client, t.CloseIdleConnections, nil
+}
+
+// outputSchemaName names the JSON Schema of a structured-output request;
+// both APIs require a name, and kern asks for one answer only.
+const outputSchemaName = "output"
+
+// outputSchemaJSON encodes a ModelRequest.OutputSchema for the request body.
+// Encoded here, not by go-openai, so that a schema that cannot be encoded
+// is a clear, non-retryable error rather than a failed "connection".
+func outputSchemaJSON(schema map[string]any) (json.RawMessage, error) {
+	b, err := json.Marshal(schema)
+	if err != nil {
+		return nil, &ModelError{Message: "OutputSchema is not valid JSON: " + err.Error(), Err: err}
+	}
+	return b, nil
 }
 
 // errStreamCut is the message of a stream that broke off mid-answer.

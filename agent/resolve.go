@@ -7,11 +7,12 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 )
 
-// modelCache turns an OpenAIChat without a Client into one with a client
-// built from the environment, building that client once and handing the same
-// one out afterwards, so that every run of an agent shares one connection
-// pool instead of paying a TCP/TLS handshake (and leaving an idle connection
-// behind) per model call.
+// modelCache turns an OpenAIChat or OpenAIResponses without a Client into
+// one with a client built from the environment, building that client once
+// and handing the same one out afterwards, so that every run of an agent
+// shares one connection pool instead of paying a TCP/TLS handshake (and
+// leaving an idle connection behind) per model call. Both adapters share
+// the one client: it is the same endpoint, only the path differs.
 //
 // The client is keyed on the environment it was built from, not on the
 // model: an agent whose Model changes (another ID, say) keeps the client,
@@ -29,35 +30,59 @@ type modelCache struct {
 	transport *http.Transport // client's, to close its idle connections when replaced
 }
 
-// get returns the Model to call for m: for an OpenAIChat (or *OpenAIChat)
-// with a nil Client, a copy of it with the cached client set; any other
-// Model as is. The error (missing OPENAI_API_KEY for OpenAI's own endpoint)
-// wraps run.ErrInvalidArgument; nothing is cached then, so a fixed
-// environment is picked up by the next call.
+// get returns the Model to call for m: for an OpenAIChat or
+// OpenAIResponses (or a pointer to one) with a nil Client, a copy of it
+// with the cached client set; any other Model as is. The error (missing
+// OPENAI_API_KEY for OpenAI's own endpoint) wraps run.ErrInvalidArgument;
+// nothing is cached then, so a fixed environment is picked up by the next
+// call.
 func (c *modelCache) get(m Model) (Model, error) {
-	var chat OpenAIChat
 	switch v := m.(type) {
-	case OpenAIChat:
-		chat = v
 	case *OpenAIChat:
 		if v == nil {
 			return m, nil // calling it panics, as it would without the cache
 		}
-		chat = *v
-	default:
-		return m, nil
+		if v.Client == nil {
+			return c.get(*v)
+		}
+	case *OpenAIResponses:
+		if v == nil {
+			return m, nil
+		}
+		if v.Client == nil {
+			return c.get(*v)
+		}
+	case OpenAIChat:
+		if v.Client == nil {
+			client, err := c.envClient()
+			if err != nil {
+				return nil, err
+			}
+			v.Client = client
+			return v, nil
+		}
+	case OpenAIResponses:
+		if v.Client == nil {
+			client, err := c.envClient()
+			if err != nil {
+				return nil, err
+			}
+			v.Client = client
+			return v, nil
+		}
 	}
-	if chat.Client != nil {
-		return m, nil
-	}
+	return m, nil
+}
+
+// envClient returns the client for the current environment.
+func (c *modelCache) envClient() (*openai.Client, error) {
 	// Reading the environment per call costs two lookups, against an HTTP
 	// request that follows; it is what lets a changed environment take effect.
 	env, err := readOpenAIEnv()
 	if err != nil {
 		return nil, err
 	}
-	chat.Client = c.clientFor(env)
-	return chat, nil
+	return c.clientFor(env), nil
 }
 
 func (c *modelCache) clientFor(env openAIEnv) *openai.Client {

@@ -27,6 +27,10 @@ type exchange struct {
 	// called by complete.
 	record   func(outcome)
 	recorded bool
+	// responses: play the reply as a Responses API stream (responses.go)
+	// instead of a chat completion.
+	responses bool
+	seq       int // the next Responses API event's sequence_number
 }
 
 func newExchange(w http.ResponseWriter, r *http.Request, req Request, record func(outcome)) *exchange {
@@ -76,9 +80,12 @@ func (x *exchange) run(reply Reply) {
 			reply.ToolCalls[i].ID = "call_" + strconv.Itoa(x.req.Seq) + "_" + strconv.Itoa(i)
 		}
 	}
-	if x.req.Stream {
+	switch {
+	case x.responses:
+		x.streamResponse(reply)
+	case x.req.Stream:
 		x.stream(reply)
-	} else {
+	default:
 		x.json(reply)
 	}
 }

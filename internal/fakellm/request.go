@@ -15,9 +15,16 @@ type Request struct {
 	Model        string
 	Messages     []Message
 	Stream       bool
-	IncludeUsage bool
+	IncludeUsage bool     // chat: stream_options.include_usage; always true for the Responses API
 	Tools        []string // names of the tools offered
 	PromptTokens int      // CountTokens-based prompt size, as reported in usage
+	// OutputFormat is the structured output asked for: the json_schema's
+	// name (chat: response_format.json_schema.name; Responses API:
+	// text.format.name), "json_object", or "" for plain text.
+	OutputFormat string
+	// API is the endpoint the request came to: "chat" (chat completions)
+	// or "responses" (the Responses API).
+	API string
 
 	ReceivedAt time.Time
 	// DoneAt is when the handler finished (cut or client gone) or, for a
@@ -90,6 +97,12 @@ type wireRequest struct {
 	Functions []struct {
 		Name string `json:"name"`
 	} `json:"functions"`
+	ResponseFormat *struct {
+		Type       string `json:"type"`
+		JSONSchema *struct {
+			Name string `json:"name"`
+		} `json:"json_schema"`
+	} `json:"response_format"`
 }
 
 type wireMessage struct {
@@ -114,6 +127,7 @@ func parseRequest(body []byte) (Request, error) {
 		return Request{}, fmt.Errorf("decoding request body: %w", err)
 	}
 	req := Request{
+		API:          "chat",
 		Model:        w.Model,
 		Stream:       w.Stream,
 		IncludeUsage: w.StreamOptions != nil && w.StreamOptions.IncludeUsage,
@@ -136,8 +150,30 @@ func parseRequest(body []byte) (Request, error) {
 	for _, f := range w.Functions {
 		req.Tools = append(req.Tools, f.Name)
 	}
+	if rf := w.ResponseFormat; rf != nil {
+		name := ""
+		if rf.JSONSchema != nil {
+			name = rf.JSONSchema.Name
+		}
+		req.OutputFormat = outputFormat(rf.Type, name)
+	}
 	req.PromptTokens = promptTokens(req.Messages)
 	return req, nil
+}
+
+// outputFormat is Request.OutputFormat for a requested format type and
+// json_schema name; a json_schema without a name still counts as asked for.
+func outputFormat(typ, name string) string {
+	switch typ {
+	case "json_schema":
+		if name == "" {
+			return "json_schema"
+		}
+		return name
+	case "json_object":
+		return "json_object"
+	}
+	return ""
 }
 
 // messageContent flattens OpenAI's two content shapes — a string, or an array

@@ -15,7 +15,7 @@ import (
 // maxBodyBytes bounds request bodies; real prompts in tests are tiny.
 const maxBodyBytes = 32 << 20
 
-// Server is a fake OpenAI chat completions endpoint. It implements
+// Server is a fake OpenAI chat completions and Responses API endpoint. It implements
 // http.Handler, so it can be mounted anywhere; Start is a convenience that
 // serves it on a loopback port. The zero value is not usable: call New.
 type Server struct {
@@ -59,8 +59,8 @@ func (s *Server) ConnState(_ net.Conn, state http.ConnState) {
 // ConnState) since it was created.
 func (s *Server) Connections() int64 { return s.conns.Load() }
 
-// ServeHTTP routes /v1/chat/completions (and /chat/completions) and
-// /v1/models; everything else gets an OpenAI-shaped 404.
+// ServeHTTP routes /v1/chat/completions, /v1/responses and /v1/models (each
+// also without the /v1 prefix); everything else gets an OpenAI-shaped 404.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/v1")
 	switch path {
@@ -69,7 +69,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusMethodNotAllowed, "use POST for /chat/completions", "")
 			return
 		}
-		s.serveChat(w, r)
+		s.serve(w, r, parseRequest, false)
+	case "/responses":
+		if r.Method != http.MethodPost {
+			writeError(w, http.StatusMethodNotAllowed, "use POST for /responses", "")
+			return
+		}
+		s.serve(w, r, parseResponsesRequest, true)
 	case "/models":
 		if r.Method != http.MethodGet {
 			writeError(w, http.StatusMethodNotAllowed, "use GET for /models", "")
@@ -81,7 +87,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) serveChat(w http.ResponseWriter, r *http.Request) {
+// serve answers one model request: parse decodes the body of its API (chat
+// completions, or the Responses API when responses is set), and the reply
+// the script picks for it is played in that API's wire format.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request, parse func([]byte) (Request, error), responses bool) {
 	received := time.Now()
 	// Reading the body to EOF matters beyond parsing: net/http only starts
 	// watching the connection for a client hang-up (cancelling r.Context())
@@ -95,7 +104,7 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, fmt.Sprintf("reading request body: %v", err), "")
 		return
 	}
-	req, err := parseRequest(body)
+	req, err := parse(body)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), "")
 		return
@@ -109,6 +118,7 @@ func (s *Server) serveChat(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 
 	x := newExchange(w, r, snapshot, func(o outcome) { s.finish(entry, o) })
+	x.responses = responses
 	// Deferred so that a panicking script, or the abort below, still marks
 	// the request done.
 	defer x.done()
