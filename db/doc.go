@@ -40,6 +40,22 @@
 // channel interrupts the listener's wait; the LISTEN is followed by a
 // re-check, so nothing sent before it is missed.
 //
+// Event notifications are sent at all only while some process listens for
+// them: a listener that LISTENs on kern_event registers in
+// kern_event_listener (renewed every 10 s, expiring after 30 s), and the
+// event trigger notifies only while a registration is live. A transaction
+// that notifies takes Postgres's cluster-wide notification lock at commit
+// and holds it through its WAL flush, so notifying writers commit one at a
+// time; a fleet that nobody follows no longer pays that on every claim and
+// final write. The listener LISTENs before it registers, so a writer that
+// sees the registration notifies a connection that listens; a statement
+// that began before the registration was visible sends nothing, which the
+// re-checks right after registering, 100 ms later, and every second after
+// that cover, as for any lost notification. Waiting and following stay at
+// least as prompt as before; only the first waiter of a process can be
+// woken by a re-check instead of a notification, and only for a run that
+// finished while it registered.
+//
 // # Why a cancel that answered true always ends cancelled
 //
 // CancelRun first commits a row in kern_run_cancel, then, in a second

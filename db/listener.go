@@ -45,6 +45,18 @@ const ListenerApplicationName = "kern_listener"
 // often. It is also the listener's reconnect pace.
 const recheckInterval = time.Second
 
+// listenerTTL is how long a listener's registration in kern_event_listener
+// lives without renewal; a listener renews it well before (every third of
+// it), so only a process that died leaves one behind, for at most this
+// long. registeredRecheck is how soon after registering the listener
+// re-checks once more: a statement that appended events before the
+// registration was visible to it sent no notification, and the first
+// re-check may have run before that statement committed.
+const (
+	listenerTTL       = 30 * time.Second
+	registeredRecheck = 100 * time.Millisecond
+)
+
 // listener is the one LISTEN connection of a DB. It fans notifications out
 // to every subscriber (WaitRun callers, executing runs watching for a cancel)
 // so a thousand waiters cost one connection, not a thousand.
@@ -56,8 +68,14 @@ const recheckInterval = time.Second
 type listener struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
-	// recheckEvery is recheckInterval but in tests.
-	recheckEvery time.Duration
+	// id is this listener's row in kern_event_listener while it LISTENs on
+	// kern_event: the event trigger notifies only while such a row is live
+	// (migrations/006_listeners.sql).
+	id string
+	// recheckEvery is recheckInterval but in tests; registeredRecheckAfter
+	// is registeredRecheck but in tests.
+	recheckEvery           time.Duration
+	registeredRecheckAfter time.Duration
 
 	mu      sync.Mutex
 	subs    map[topic]map[*subscription]struct{}
@@ -127,7 +145,7 @@ func (d *DB) subscribeEvents(runID string) *subscription {
 func (s *subscription) SetPosition(seq int64) { s.position.Store(seq) }
 
 func newListener(pool *pgxpool.Pool, logger *slog.Logger) *listener {
-	return &listener{pool: pool, logger: logger, recheckEvery: recheckInterval,
+	return &listener{pool: pool, logger: logger, recheckEvery: recheckInterval, registeredRecheckAfter: registeredRecheck, id: newListenerID(),
 		subs: make(map[topic]map[*subscription]struct{}), listening: map[string]bool{}, topicsOn: map[string]int{}}
 }
 
@@ -282,17 +300,29 @@ func (l *listener) listen(ctx context.Context) error {
 	l.mu.Lock()
 	clear(l.listening)
 	l.mu.Unlock()
+	var reg registration
+	defer reg.drop(ctx, l.pool, l.id)
 	var nextRecheck time.Time
 	for {
 		added, err := l.syncChannels(ctx, conn, !time.Now().Before(nextRecheck))
 		if err != nil {
 			return err
 		}
-		if added || !time.Now().Before(nextRecheck) {
+		l.mu.Lock()
+		wantEvents := l.listening[channelEvent]
+		l.mu.Unlock()
+		registered, err := reg.sync(ctx, conn, l.id, wantEvents)
+		if err != nil {
+			return err
+		}
+		if added || registered || !time.Now().Before(nextRecheck) {
 			if err := l.recheck(ctx, conn); err != nil {
 				return err
 			}
 			nextRecheck = time.Now().Add(l.recheckEvery)
+			if registered {
+				nextRecheck = time.Now().Add(l.registeredRecheckAfter)
+			}
 			at := nextRecheck
 			l.nextRecheckAt.Store(&at)
 		}

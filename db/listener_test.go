@@ -1,9 +1,12 @@
 package db_test
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/kern-go/kern/db"
@@ -201,5 +204,82 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Appending events notifies only while some listener is registered for
+// them: with none, a fleet nobody follows sends no event notifications
+// (each one would serialize the commits of the statements that send them).
+// A raw LISTEN connection, which does not register, sees the second run's
+// notification first: notifications arrive in commit order, so a
+// notification for the first run would have come before it.
+func TestEventsNotifyOnlyWhileAListenerIsRegistered(t *testing.T) {
+	t.Parallel()
+	d := kerntest.DB(t)
+	ctx := kerntest.Context(t, 30*time.Second)
+	conn, err := pgx.ConnectConfig(ctx, d.Pool().Config().ConnConfig.Copy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN kern_event"); err != nil {
+		t.Fatal(err)
+	}
+	finish := func(id string) {
+		t.Helper()
+		submit(t, d, id)
+		if _, err := ex(d).StartRun(ctx, id, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := ex(d).FinishRun(ctx, id, 1, engine.Finish{Status: run.StatusCompleted}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	finish("unwatched")
+	if _, err := d.Pool().Exec(ctx, `INSERT INTO kern_event_listener (id, expires_at) VALUES ('test', now() + interval '1 minute')`); err != nil {
+		t.Fatal(err)
+	}
+	finish("watched")
+	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	n, err := conn.WaitForNotification(waitCtx)
+	if err != nil {
+		t.Fatalf("no notification for the run finished while a listener was registered: %v", err)
+	}
+	if !strings.HasPrefix(n.Payload, "watched") {
+		t.Fatalf("first notification is %q: the run finished while no listener was registered notified", n.Payload)
+	}
+}
+
+// A WaitRun registers its process's listener for event notifications, and
+// closing the DB takes the registration back.
+func TestListenerRegistersWhileSomeoneWaits(t *testing.T) {
+	t.Parallel()
+	d := kerntest.DB(t)
+	ctx := kerntest.Context(t, 30*time.Second)
+	waiter, err := db.Open(ctx, d.Pool().Config().ConnString()) // another process on the same database
+	if err != nil {
+		t.Fatal(err)
+	}
+	registered := func() int {
+		var n int
+		if err := d.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_event_listener WHERE expires_at > now()`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := registered(); n != 0 {
+		t.Fatalf("%d registrations before anyone waits", n)
+	}
+	submit(t, d, "r")
+	waitCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { _, err := waiter.WaitRun(waitCtx, "r"); done <- err }()
+	pollUntil(t, 10*time.Second, "the waiter's listener to register", func() bool { return registered() == 1 })
+	cancel()
+	<-done
+	waiter.Close()
+	if n := registered(); n != 0 {
+		t.Fatalf("%d registrations left after the DB closed", n)
 	}
 }

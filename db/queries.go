@@ -448,3 +448,13 @@ WITH doomed AS (
 	RETURNING requested_at
 )
 SELECT count(*), max(requested_at) FROM deleted`
+
+// Listener registrations (db/listener_registry.go). Registering also clears
+// the rows that processes which died left behind; renewing is the same
+// upsert, since a row that expired while its process stalled may be gone.
+const (
+	sqlRegisterListener = `WITH gone AS (DELETE FROM kern_event_listener WHERE expires_at < now())
+INSERT INTO kern_event_listener (id, expires_at) VALUES ($1, now() + make_interval(secs => $2))
+ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at`
+	sqlUnregisterListener = `DELETE FROM kern_event_listener WHERE id = $1`
+)

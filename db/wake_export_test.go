@@ -13,8 +13,9 @@ type WakeHooks struct{ l *listener }
 // WakeHooksOf returns the listener hooks of d.
 func WakeHooksOf(d *DB) WakeHooks { return WakeHooks{d.listener} }
 
-// SetRecheckEvery sets the interval of the periodic re-check. It must be
-// called before anything subscribes (the listener reads it unlocked).
+// SetRecheckEvery sets the interval of the periodic re-check, and of the
+// one right after the listener registers for event notifications. It must
+// be called before anything subscribes (the listener reads it unlocked).
 func (h WakeHooks) SetRecheckEvery(every time.Duration) {
 	h.l.mu.Lock()
 	defer h.l.mu.Unlock()
@@ -22,6 +23,7 @@ func (h WakeHooks) SetRecheckEvery(every time.Duration) {
 		panic("db: SetRecheckEvery after the listener started")
 	}
 	h.l.recheckEvery = every
+	h.l.registeredRecheckAfter = every
 }
 
 // DropNotifications makes the listener lose (drop) every notification it
