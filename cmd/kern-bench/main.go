@@ -230,6 +230,11 @@ func measure(ctx context.Context, srv *pgtest.Server, fake *fakellm.Server, base
 	if dir, ok := srv.DataDir(); ok {
 		settings += " data_directory=" + dir
 	}
+	admin, err := pgx.Connect(ctx, srv.AdminURL)
+	if err != nil {
+		return table{}, err
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
 	env := bench.Env{
 		Fake:  fake,
 		Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("bench", base), ID: "fake-model"},
@@ -243,6 +248,11 @@ func measure(ctx context.Context, srv *pgtest.Server, fake *fakellm.Server, base
 				return 0, false
 			}
 			return bench.ProcessTreeCPU(pid)
+		},
+		PostgresCounters: func(ctx context.Context) (bench.PostgresCounters, error) {
+			var c bench.PostgresCounters
+			err := admin.QueryRow(ctx, bench.PostgresCountersQuery).Scan(&c.Xacts, &c.WALBytes, &c.WALSyncs)
+			return c, err
 		},
 		NewDB: func(ctx context.Context) (*db.DB, func(), error) {
 			url, err := srv.CreateDatabase(ctx, "kern_bench")

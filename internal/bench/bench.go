@@ -80,6 +80,8 @@ type Env struct {
 	// PostgresCPU, when set, returns the CPU time the Postgres server has
 	// used so far (only a server on this machine can tell).
 	PostgresCPU func() (time.Duration, bool)
+	// PostgresCounters, when set, reads the server's PostgresCounters.
+	PostgresCounters func(ctx context.Context) (PostgresCounters, error)
 }
 
 // Run measures every figure and returns them in print order.
@@ -171,24 +173,31 @@ func endToEnd(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}
 	var kernRates, floorRates []float64
 	var kernCPU, floorCPU cpuSamples
+	var kernCount, floorCount counterSamples
 	kernRound := func() error {
 		c0 := env.cpuNow()
+		n0, ok0 := env.countersNow(ctx)
 		rate, err := throughput(ctx, env, cfg, fakellm.Reply{Content: "The capital of France is Paris."})
 		if err != nil {
 			return err
 		}
 		kernRates = append(kernRates, rate)
 		kernCPU.add(c0, env.cpuNow(), cfg.Runs)
+		n1, ok1 := env.countersNow(ctx)
+		kernCount.add(n0, n1, ok0 && ok1, cfg.Runs)
 		return nil
 	}
 	floorRound := func() error {
 		c0 := env.cpuNow()
+		n0, ok0 := env.countersNow(ctx)
 		rate, err := floor(ctx, env, cfg)
 		if err != nil {
 			return err
 		}
 		floorRates = append(floorRates, rate)
 		floorCPU.add(c0, env.cpuNow(), cfg.Runs)
+		n1, ok1 := env.countersNow(ctx)
+		floorCount.add(n0, n1, ok0 && ok1, cfg.Runs)
 		return nil
 	}
 	// ABBA order: a machine that speeds up or slows down over the rounds
@@ -211,7 +220,8 @@ func endToEnd(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}
 	out := append([]Result{{"end-to-end runs/s", fmt.Sprintf("%.0f", median(kernRates)), note}},
 		floorResults(median(kernRates), median(floorRates), floorRates)...)
-	return append(out, cpuResults(kernCPU, floorCPU)...), nil
+	out = append(out, cpuResults(kernCPU, floorCPU)...)
+	return append(out, counterResults(kernCount, floorCount)...), nil
 }
 
 func median(xs []float64) float64 {
