@@ -55,14 +55,19 @@ const defaultArgChunk = 8
 //     streams for about eight seconds (long enough to cancel mid-stream);
 //   - otherwise a short sentence echoing the start of the prompt.
 //
-// Directives in the message ("[fake:status=429]", "[fake:drip=50ms]", ...,
-// see ParseDirectives) override the result. Matching is case-insensitive.
+// A "fake-plan:" line in the message scripts tool calls and the answer
+// after them (see Plan). Directives in the message ("[fake:status=429]",
+// "[fake:drip=50ms]", ..., see ParseDirectives) override the result.
+// Matching is case-insensitive.
 func DefaultReply(req Request) Reply {
 	prompt := req.LastUserMessage()
-	clean := strings.TrimSpace(StripDirectives(prompt))
+	clean := strings.TrimSpace(StripPlan(StripDirectives(prompt)))
 	lower := strings.ToLower(clean)
 	var r Reply
+	plan, planned := ParsePlan(prompt)
 	switch {
+	case planned:
+		r = plan.Reply(req)
 	case strings.Contains(lower, "capital of france"):
 		r.Content = "The capital of France is Paris."
 	case strings.Contains(lower, "essay"):
