@@ -13,6 +13,7 @@ test: vet
 demo:
 	$(GO) run ./cookbook/background_execution
 	$(GO) run ./cookbook/streaming
+	$(GO) run ./cookbook/tools
 
 vet:
 	$(GO) vet ./...

@@ -3,10 +3,12 @@ package agent
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
 	"log/slog"
+	"regexp"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,11 +29,16 @@ type Agent struct {
 	Instructions string
 	Model        Model
 	DB           *db.DB
+	// Tools are the functions the model may call, in a loop, until it
+	// answers (see Tool). Names must be unique.
+	Tools []Tool
+	// MaxSteps bounds the model turns of a run (default 10): a run whose
+	// model still asks for tools in its last turn ends as error "max steps
+	// (N) reached", with its transcript kept. Negative is refused.
+	MaxSteps int
 	// Not supported yet (tools issue): a non-empty value is refused with
 	// run.ErrInvalidArgument by Run and NewWorker rather than ignored.
-	Tools        []Tool
 	HistoryRuns  int
-	MaxSteps     int
 	OutputSchema map[string]any
 
 	models modelCache
@@ -54,14 +61,39 @@ func (a *Agent) validateConfig() error {
 	switch {
 	case a.Model == nil:
 		return fmt.Errorf("kern: %w: agent %q has no Model", run.ErrInvalidArgument, a.Name)
-	case len(a.Tools) > 0:
-		return fmt.Errorf("kern: %w: agent %q: Agent.Tools is not supported by this release yet", run.ErrInvalidArgument, a.Name)
+	case a.MaxSteps < 0:
+		return fmt.Errorf("kern: %w: agent %q: MaxSteps %d is negative", run.ErrInvalidArgument, a.Name, a.MaxSteps)
 	case a.HistoryRuns != 0:
 		return fmt.Errorf("kern: %w: agent %q: Agent.HistoryRuns is not supported by this release yet", run.ErrInvalidArgument, a.Name)
-	case a.MaxSteps != 0:
-		return fmt.Errorf("kern: %w: agent %q: Agent.MaxSteps is not supported by this release yet", run.ErrInvalidArgument, a.Name)
 	case a.OutputSchema != nil:
 		return fmt.Errorf("kern: %w: agent %q: Agent.OutputSchema is not supported by this release yet", run.ErrInvalidArgument, a.Name)
+	}
+	return a.validateTools()
+}
+
+// toolName is what OpenAI's API accepts as a function name; other
+// providers accept at least these. Refusing others here beats every run
+// failing with the provider's 400.
+var toolName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// validateTools refuses tools the loop could not offer or call.
+func (a *Agent) validateTools() error {
+	seen := make(map[string]bool, len(a.Tools))
+	for i, t := range a.Tools {
+		switch {
+		case t.Name == "":
+			return fmt.Errorf("kern: %w: agent %q: tool %d has no Name", run.ErrInvalidArgument, a.Name, i)
+		case !toolName.MatchString(t.Name):
+			return fmt.Errorf("kern: %w: agent %q: tool name %q: use letters, digits, '_' and '-', at most 64", run.ErrInvalidArgument, a.Name, t.Name)
+		case seen[t.Name]:
+			return fmt.Errorf("kern: %w: agent %q: two tools named %q", run.ErrInvalidArgument, a.Name, t.Name)
+		case t.Call == nil:
+			return fmt.Errorf("kern: %w: agent %q: tool %q has no Call", run.ErrInvalidArgument, a.Name, t.Name)
+		}
+		if _, err := json.Marshal(t.Parameters); err != nil {
+			return fmt.Errorf("kern: %w: agent %q: tool %q: Parameters is not JSON: %v", run.ErrInvalidArgument, a.Name, t.Name, err)
+		}
+		seen[t.Name] = true
 	}
 	return nil
 }

@@ -175,6 +175,14 @@ func (b *contentBuffer) close(ctx context.Context) (string, error) {
 	return b.pending.String(), nil
 }
 
+// lastSeq is the run's last event seq as far as the buffer knows: after
+// close, the next write of the execution takes lastSeq()+1.
+func (b *contentBuffer) lastSeq() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.seq
+}
+
 func (b *contentBuffer) isLost() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -23,4 +23,52 @@
 //
 // Without Background(true), Run executes in the caller's goroutine and
 // returns the finished run; it is stored exactly like a background run.
+//
+// # Tools and the loop
+//
+// An Agent with Tools runs a loop: model turn → tool calls → tool results
+// (role "tool", answering the call by its id) → model turn … until the
+// model answers without calls, or MaxSteps model turns (default 10) are
+// used up: then the run ends as error "max steps (10) reached", with its
+// transcript kept, and the last turn's calls are not made. The tools'
+// Parameters go to the model as function definitions. The calls of one turn
+// run concurrently, at most MaxParallelToolCalls at once, and their results
+// go back in the order the model asked. An unknown tool, arguments that are
+// not valid JSON, a tool's error ("error: …") and a tool's panic (recovered
+// and logged) all go back to the model as the call's output, so it can
+// correct itself. Content streamed in the turns that asked for tools is kept
+// in the transcript (db.DB.Messages); Output.Content is the final answer,
+// and Metrics add up the tokens of every turn, with ModelTurns and
+// ToolCalls.
+//
+// A tool's ctx is the run's: CancelRun interrupts a running tool at once
+// (its ctx is done) and the run ends cancelled, its transcript kept; a
+// timeout does the same and ends it as error. The loop waits a few seconds
+// for a tool that ignores its ctx, then leaves it behind.
+//
+// # Which steps are exactly once, and which at least once
+//
+// Every finished model turn that asked for tools, and every tool result, is
+// committed as it happens, fenced like every other write of the execution.
+// A retry, a rescue after the worker died, or a graceful hand-back resumes
+// from what is committed:
+//
+//   - A finished model turn is not asked again: exactly once (no tokens
+//     billed twice). The turn in flight when an attempt ended — streaming,
+//     or failed — is asked again: model calls as a whole are at least once,
+//     as for a plain run.
+//   - A tool call whose result was committed is not made again: its stored
+//     result is reused. A call in flight when its worker died, was stopped,
+//     or could not commit the result (Postgres away for minutes) is made
+//     again by the next attempt: tool calls are at least once. The window is
+//     the call itself plus one write; nothing can make it empty, since a
+//     process may die after the tool's side effect and before any record of
+//     it. So a tool with side effects keys them on ToolCallID(ctx), the same
+//     "<run id>/<tool call id>" on every attempt.
+//
+// Why: a step counts as done only once its row is committed, and the loop
+// goes on only after that commit, so whatever a later attempt finds stored
+// happened and is complete; what it does not find may or may not have
+// happened, and is redone. A plain run (no tools, one turn) writes no step
+// at all: its claim tells the worker there is nothing to resume from.
 package agent

@@ -105,9 +105,13 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{"unsupported option", good, "hi", []agent.RunOption{agent.WithWebhook("http://127.0.0.1/")}, run.ErrInvalidArgument},
 		{"empty run id", good, "hi", []agent.RunOption{agent.WithRunID("")}, run.ErrInvalidArgument},
 		{"metadata too large", good, "hi", []agent.RunOption{agent.WithMetadata(map[string]any{"blob": strings.Repeat("x", 2<<20)})}, run.ErrInvalidArgument},
-		{"tools (not supported yet)", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Name: "t"}}}, "hi", nil, run.ErrInvalidArgument},
+		{"tool without Call", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Name: "t"}}}, "hi", nil, run.ErrInvalidArgument},
+		{"tool without Name", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Call: okTool}}}, "hi", nil, run.ErrInvalidArgument},
+		{"tool name with a space", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Name: "get weather", Call: okTool}}}, "hi", nil, run.ErrInvalidArgument},
+		{"two tools of one name", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Name: "t", Call: okTool}, {Name: "t", Call: okTool}}}, "hi", nil, run.ErrInvalidArgument},
+		{"tool parameters not JSON", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Name: "t", Call: okTool, Parameters: map[string]any{"f": func() {}}}}}, "hi", nil, run.ErrInvalidArgument},
 		{"history (not supported yet)", &agent.Agent{Name: "a", Model: model, DB: d, HistoryRuns: 3}, "hi", nil, run.ErrInvalidArgument},
-		{"max steps (not supported yet)", &agent.Agent{Name: "a", Model: model, DB: d, MaxSteps: 3}, "hi", nil, run.ErrInvalidArgument},
+		{"negative max steps", &agent.Agent{Name: "a", Model: model, DB: d, MaxSteps: -1}, "hi", nil, run.ErrInvalidArgument},
 		{"duplicate id", good, "second", []agent.RunOption{agent.WithRunID("taken")}, run.ErrAlreadyExists},
 	}
 	for _, tc := range cases {
@@ -153,11 +157,15 @@ func TestNewWorkerRejectsBadConfig(t *testing.T) {
 		"WebhookSecret (not supported yet)": func() (*agent.Worker, error) {
 			return agent.NewWorker(d, agent.WorkerConfig{WebhookSecret: "s"}, a)
 		},
-		"agent with tools (not supported yet)": func() (*agent.Worker, error) {
+		"agent with a tool without Call": func() (*agent.Worker, error) {
 			return agent.NewWorker(d, agent.WorkerConfig{}, &agent.Agent{Name: "b", Model: model, Tools: []agent.Tool{{Name: "t"}}})
 		},
-		"agent with MaxSteps (not supported yet)": func() (*agent.Worker, error) {
-			return agent.NewWorker(d, agent.WorkerConfig{}, &agent.Agent{Name: "b", Model: model, MaxSteps: 2})
+		"agent with two tools of one name": func() (*agent.Worker, error) {
+			return agent.NewWorker(d, agent.WorkerConfig{}, &agent.Agent{Name: "b", Model: model,
+				Tools: []agent.Tool{{Name: "t", Call: okTool}, {Name: "t", Call: okTool}}})
+		},
+		"agent with negative MaxSteps": func() (*agent.Worker, error) {
+			return agent.NewWorker(d, agent.WorkerConfig{}, &agent.Agent{Name: "b", Model: model, MaxSteps: -2})
 		},
 	}
 	for name, mk := range cases {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -113,46 +114,31 @@ func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID
 	defer stopTimer()
 	go e.watch(runCtx, log, fence, cancelSub, stopRun)
 
-	buf := newContentBuffer(e.flushEvery, e.flushBytes, claim.EventSeq,
-		func(ctx context.Context, seq int64, delta string) error {
-			return e.store.AppendContent(ctx, fence, seq, delta)
-		},
-		func() { stopRun(errOwnerLost) },
-		func(err error) {
-			log.WarnContext(ctx, "kern: content flush failed; it is sent again before the final write", slog.Any("error", err))
-		})
-
-	var ttft time.Duration
-	var size int
-	callStart := time.Now()
-	resp, modelErr := model.Stream(runCtx, agent.request(out.Input), func(delta string) {
-		if ttft == 0 {
-			ttft = max(time.Since(callStart), time.Microsecond)
+	x := &execution{e: e, agent: agent, model: model, log: log, fence: fence, input: out.Input, stop: stopRun,
+		maxSteps: cmp.Or(agent.MaxSteps, defaultMaxSteps), seq: claim.EventSeq, tr: newTranscript(out.Input)}
+	if len(agent.Tools) > 0 {
+		x.tools = make(map[string]*Tool, len(agent.Tools))
+		for i := range agent.Tools {
+			x.tools[agent.Tools[i].Name] = &agent.Tools[i]
 		}
-		if size += len(delta); size > e.maxContentBytes {
-			stopRun(errTooLarge)
-			return
-		}
-		buf.add(delta)
-	})
-	closeCtx, stopClose := context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
-	tail, err := buf.close(closeCtx)
-	stopClose()
+	}
+	end, err := x.resume(runCtx, claim.TranscriptSeq)
+	if err == nil && end == nil {
+		var le loopEnd
+		le, err = x.run(runCtx, ctx)
+		end = &le
+	}
 	switch {
 	case errors.Is(err, run.ErrNotRunning):
 		log.InfoContext(ctx, "kern: run lost to a cancel or a rescue; stopping")
 		return nil
 	case err != nil:
 		// The run stays running without a heartbeat: a rescuer takes it.
-		return fmt.Errorf("kern: run %q: streamed content could not be written: %w", runID, err)
+		return fmt.Errorf("kern: run %q: %w", runID, err)
 	}
 
-	fin := engine.Finish{Tail: tail, Metrics: run.Metrics{TimeToFirstToken: ttft}}
-	if resp != nil {
-		fin.Metrics.InputTokens = resp.Usage.InputTokens
-		fin.Metrics.OutputTokens = resp.Usage.OutputTokens
-		fin.Metrics.TotalTokens = resp.Usage.TotalTokens
-	}
+	modelErr, size := end.err, end.size
+	fin := engine.Finish{Tail: end.tail, Metrics: x.metrics(*end)}
 	cause := context.Cause(runCtx)
 	switch {
 	case modelErr == nil && size <= e.maxContentBytes:
@@ -249,6 +235,26 @@ func (e *executor) finish(ctx context.Context, log *slog.Logger, fence engine.Fe
 		case <-time.After(wait):
 		}
 	}
+}
+
+// resume loads the transcript of a run whose earlier attempts stored steps
+// (the claim's transcriptSeq is above 1, the prompt's). A plain run, or a
+// tool run's first attempt, reads nothing. A non-nil loopEnd means the run's
+// context ended while loading.
+func (x *execution) resume(runCtx context.Context, transcriptSeq int) (*loopEnd, error) {
+	if transcriptSeq <= 1 {
+		return nil, nil
+	}
+	steps, err := x.e.store.Steps(runCtx, x.fence.RunID)
+	if err != nil {
+		if runCtx.Err() != nil {
+			return &loopEnd{err: context.Cause(runCtx)}, nil
+		}
+		return nil, err
+	}
+	x.tr = resumeTranscript(x.input, transcriptSeq, steps)
+	x.log.DebugContext(runCtx, "kern: run resumed from its transcript", slog.Int("steps", len(steps)))
+	return nil, nil
 }
 
 // request builds the model turn of a run.

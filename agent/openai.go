@@ -398,12 +398,18 @@ func toOpenAITools(tools []Tool) []openai.Tool {
 	}
 	out := make([]openai.Tool, 0, len(tools))
 	for _, t := range tools {
+		var params any = t.Parameters
+		if t.Parameters == nil {
+			// A tool without parameters: "parameters": null is refused by
+			// OpenAI's API, an empty object schema is not.
+			params = map[string]any{"type": "object", "properties": map[string]any{}}
+		}
 		out = append(out, openai.Tool{
 			Type: openai.ToolTypeFunction,
 			Function: &openai.FunctionDefinition{
 				Name:        t.Name,
 				Description: t.Description,
-				Parameters:  t.Parameters,
+				Parameters:  params,
 			},
 		})
 	}

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,6 +26,10 @@ const (
 	workerDBEnv      = "KERN_TEST_WORKER_DB"
 	workerModelEnv   = "KERN_TEST_WORKER_MODEL_URL"
 	workerRescueEnv  = "KERN_TEST_WORKER_RESCUE_AFTER"
+	// workerToolsEnv set gives the agent the tool "record", which counts
+	// its calls in the table test_tool_calls (made by the test): a count
+	// that survives the process.
+	workerToolsEnv = "KERN_TEST_WORKER_TOOLS"
 )
 
 // processAgent is the agent every worker process serves.
@@ -53,6 +58,12 @@ func runWorkerProcess() int {
 		// made a request.
 		Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("k", os.Getenv(workerModelEnv)), ID: os.Getenv(workerProcessEnv)},
 		DB:    d,
+	}
+	if os.Getenv(workerToolsEnv) != "" {
+		a.Tools = []agent.Tool{{Name: "record", Call: func(ctx context.Context, args json.RawMessage) (string, error) {
+			_, err := d.Pool().Exec(ctx, `INSERT INTO test_tool_calls (call_id) VALUES ($1)`, agent.ToolCallID(ctx))
+			return "recorded", err
+		}}}
 	}
 	w, err := agent.NewWorker(d, agent.WorkerConfig{
 		MaxConcurrentRuns: 20,
@@ -88,12 +99,13 @@ type workerProcess struct {
 }
 
 // startWorkerProcess starts a worker process and waits until it works.
-func startWorkerProcess(t *testing.T, name, dbURL, modelURL string, rescueAfter time.Duration) *workerProcess {
+func startWorkerProcess(t *testing.T, name, dbURL, modelURL string, rescueAfter time.Duration, env ...string) *workerProcess {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(),
 		workerProcessEnv+"="+name, workerDBEnv+"="+dbURL, workerModelEnv+"="+modelURL,
 		workerRescueEnv+"="+rescueAfter.String())
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -128,6 +128,8 @@
 // Model calls are therefore at least once: a worker killed mid-answer has
 // spent tokens that the rescuing attempt spends again. A run's status and
 // content, though, are written exactly once: by the attempt that owns it.
+// A tool run loses less: its finished steps are kept (see "Tool runs and
+// their transcript"), so only the step in flight is redone.
 //
 // # Executions, fencing and content written once
 //
@@ -168,7 +170,8 @@
 // # Batched statements
 //
 // SubmitRun and the statements every executing run makes (StartRun,
-// AppendContent, FinishRun, Heartbeat) are group-committed. A call that
+// AppendContent, FinishRun, Heartbeat, and a tool run's StoreTurn and
+// StoreToolResult) are group-committed. A call that
 // finds no statement of its kind in flight goes out at once, alone; calls
 // that arrive meanwhile wait (at most two are in flight per kind and DB)
 // and then go out together, up to 128 items or 4 MiB in one batch. A lone
@@ -196,5 +199,57 @@
 // taking the seq from the run's own counter under the row lock: seqs are
 // gap-free and commit in order, and the deltas add up to the content. A new
 // attempt starts its content afresh: it is the concatenation of the deltas
-// after the last run.started, run.retrying or run.released.
+// after the last run.started, run.retrying or run.released — or, in a tool
+// run, tool.call or tool.result, since the content is the current turn's.
+//
+// # Tool runs and their transcript
+//
+// A run of an agent with tools is a loop of model turns and tool calls.
+// Its transcript is the prompt, every model turn, every tool result and the
+// final answer; only the steps in between are rows of their own, in
+// kern_run_step keyed by (run id, seq): each finished model turn that asked
+// for tool calls (its content, its calls as JSON, its token usage) and each
+// tool result. The prompt is the run's input (seq 1) and the final answer
+// its content, so a plain run — no tools, one turn — writes no step and
+// makes no statement it did not make before; Messages puts the transcript
+// together from both (the final assistant message only once the run has
+// ended with content: completed, or a cancelled or failed run's partial
+// answer).
+//
+// StoreTurn commits a turn, with the unflushed tail of its content as a
+// content.delta, one tool.call event per call, and the run's content reset
+// to empty (the turn's text is in its step; the content column holds the turn
+// being streamed, and so ends as the final answer). A turn at seq s with n
+// calls reserves s+1 … s+n for their results, in the order the model asked:
+// StoreToolResult commits each result at its seq, with its tool.result
+// event, whenever the call returns, so the transcript reads in the asked
+// order while the events are in commit order. Both are fenced like content:
+// status 'running', the execution, and the event seq they take (applied only
+// right after seq-1; a turn also only right after transcript seq s-1), so a
+// write in doubt sent again applies once, and the read-back after a write
+// that did not apply tells one that had (nil) from a lost run
+// (run.ErrNotRunning). The worker writes a run's steps one at a time, after
+// settling its content buffer, so event seqs stay gap-free.
+//
+// The claim returns the run's transcript_seq, the last seq stored or
+// reserved (1: no steps), so an execution learns whether it resumes without
+// another round trip, and reads the steps only when there are some. A
+// retry, a rescue after a crash or a graceful hand-back thus resumes from
+// the transcript:
+//
+//   - a finished model turn is exactly once: its step committed before the
+//     loop went on, so no later attempt asks it again (no tokens re-billed);
+//     only the turn in flight when the attempt ended is asked again, which
+//     makes model calls as a whole at least once;
+//   - a tool call whose result committed is exactly once: the stored result
+//     is reused. A call in flight when the attempt ended, or whose result
+//     could not be committed, is made again by the next attempt: tool calls
+//     are at least once, which is why a tool gets an idempotency key,
+//     agent.ToolCallID, "<run id>/<tool call id>": the call id is stored
+//     with its turn (the model's, or "call_<turn>_<index>" when it gave
+//     none), so it is the same on every attempt.
+//
+// The run's tokens, ModelTurns and ToolCalls add up the stored turns and the
+// last one: each step write adds its turn's to the run's columns, and the
+// final write sets the totals. DeleteRuns deletes a run's steps with it.
 package db

@@ -37,7 +37,8 @@ func (d engineDB) StartRun(ctx context.Context, runID string, jobID *int64) (*en
 		}
 		return nil, fmt.Errorf("kern: start run %q: %w", runID, run.ErrNotRunning)
 	}
-	return &engine.Claim{Run: r.output(), Fence: engine.Fence{RunID: r.ID, Execution: r.Execution}, EventSeq: r.EventSeq}, nil
+	return &engine.Claim{Run: r.output(), Fence: engine.Fence{RunID: r.ID, Execution: r.Execution},
+		EventSeq: r.EventSeq, TranscriptSeq: r.TranscriptSeq}, nil
 }
 
 // AppendContent implements engine.Store. It returns run.ErrNotRunning once

@@ -16,6 +16,8 @@ type execBatchers struct {
 	append    *batcher[appendItem, bool]
 	finish    *batcher[finishItem, bool]
 	heartbeat *batcher[engine.Fence, bool]
+	turn      *batcher[turnItem, bool]
+	result    *batcher[resultItem, bool]
 }
 
 func (d *DB) newExecBatchers() execBatchers {
@@ -24,6 +26,8 @@ func (d *DB) newExecBatchers() execBatchers {
 		append:    newBatcher(appendItem.key, d.appendBatch).withSize(func(a appendItem) int { return len(a.delta) }),
 		finish:    newBatcher(finishItem.key, d.finishBatch).withSize(func(f finishItem) int { return len(f.Tail) + len(f.Error) }),
 		heartbeat: newBatcher(fenceKey, d.heartbeatBatch),
+		turn:      newBatcher(turnItem.key, d.turnBatch).withSize(turnItem.size),
+		result:    newBatcher(resultItem.key, d.resultBatch).withSize(func(r resultItem) int { return len(r.Output) }),
 	}
 }
 
@@ -54,8 +58,9 @@ func (f finishItem) key() string { return f.RunID }
 // startedRow is a run just claimed, with its fence and its event position.
 type startedRow struct {
 	runRow
-	Execution int
-	EventSeq  int64
+	Execution     int
+	EventSeq      int64
+	TranscriptSeq int
 }
 
 func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*startedRow, error) {
@@ -94,13 +99,15 @@ func (d *DB) finishBatch(ctx context.Context, items []finishItem) ([]bool, error
 	n := len(items)
 	ids, attempts, statuses, tails, errs := make([]string, n), make([]int32, n), make([]string, n), make([]string, n), make([]string, n)
 	inTok, outTok, totTok, ttft, dur := make([]int32, n), make([]int32, n), make([]int32, n), make([]int64, n), make([]int64, n)
+	turns, calls := make([]int32, n), make([]int32, n)
 	for i, it := range items {
 		m := it.Metrics
 		ids[i], attempts[i], statuses[i], tails[i], errs[i] = it.RunID, int32(it.Execution), string(it.Status), it.Tail, it.Error
 		inTok[i], outTok[i], totTok[i] = int32(m.InputTokens), int32(m.OutputTokens), int32(m.TotalTokens)
 		ttft[i], dur[i] = m.TimeToFirstToken.Microseconds(), m.Duration.Microseconds()
+		turns[i], calls[i] = int32(m.ModelTurns), int32(m.ToolCalls)
 	}
-	return d.appliedTo(ctx, ids, sqlFinishRuns, ids, attempts, statuses, tails, errs, inTok, outTok, totTok, ttft, dur)
+	return d.appliedTo(ctx, ids, sqlFinishRuns, ids, attempts, statuses, tails, errs, inTok, outTok, totTok, ttft, dur, turns, calls)
 }
 
 func (d *DB) heartbeatBatch(ctx context.Context, items []engine.Fence) ([]bool, error) {

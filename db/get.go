@@ -29,6 +29,8 @@ type runRow struct {
 	TotalTokens  int
 	TTFTUs       int64
 	DurationUs   int64
+	ModelTurns   int
+	ToolCalls    int
 	CreatedAt    time.Time
 	StartedAt    *time.Time
 	FinishedAt   *time.Time
@@ -51,6 +53,8 @@ func (r *runRow) output() *run.Output {
 			TotalTokens:      r.TotalTokens,
 			TimeToFirstToken: time.Duration(r.TTFTUs) * time.Microsecond,
 			Duration:         time.Duration(r.DurationUs) * time.Microsecond,
+			ModelTurns:       r.ModelTurns,
+			ToolCalls:        r.ToolCalls,
 		},
 		Attempt:    r.Attempt,
 		Timeout:    time.Duration(r.TimeoutMs) * time.Millisecond,

@@ -2,15 +2,16 @@ package db
 
 import "strings"
 
-// Every SQL statement kern runs lives in this file (the schema is in
-// ../migrations). Statements that change a run are conditional on its status
-// and, for a worker's writes, on its execution: see the package doc for why
-// that makes cancel and completion safe against each other.
+// Every SQL statement kern runs lives in this file, but for the transcript's
+// (queries_transcript.go); the schema is in ../migrations. Statements that
+// change a run are conditional on its status and, for a worker's writes, on
+// its execution: see the package doc for why that makes cancel and
+// completion safe against each other.
 
 // runColumns is the column list scanned by scanRun, in struct order.
 const runColumns = `id, session_id, agent_name, name, status, input, content, error, metadata,
 	attempt, timeout_ms, input_tokens, output_tokens, total_tokens, ttft_us, duration_us,
-	created_at, started_at, finished_at`
+	model_turns, tool_calls, created_at, started_at, finished_at`
 
 // sqlInsertRun inserts one run: a lone submit, which this single-row form
 // serves faster than sqlInsertRuns' unnest. A foreground run (no job, $8)
@@ -57,7 +58,8 @@ var runReadColumns = strings.Replace(runColumns, "error,", `CASE
 // may start it, so a stale job left over from a rescue cannot. A run moves
 // to running, or straight to cancelled when a cancel request is on file.
 // Content starts afresh, and the run.started event tells event readers to
-// start afresh too.
+// start afresh too. transcript_seq tells the worker whether stored steps
+// (kern_run_step) are there to resume from, so a plain run needs no read.
 const sqlStartRuns = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::bigint[]) AS r(req_id, req_job)
@@ -74,7 +76,7 @@ WITH req AS (
 		event_seq    = event_seq + 1
 	FROM req LEFT JOIN kern_run_cancel c ON c.run_id = req.req_id
 	WHERE id = req.req_id AND status = 'pending' AND job_id IS NOT DISTINCT FROM req.req_job
-	RETURNING ` + runColumns + `, execution, event_seq
+	RETURNING ` + runColumns + `, execution, event_seq, transcript_seq
 ), event AS (
 	INSERT INTO kern_run_event (run_id, seq, type, data)
 	SELECT id, event_seq, CASE WHEN status = 'cancelled' THEN 'run.cancelled' ELSE 'run.started' END,
@@ -82,7 +84,7 @@ WITH req AS (
 		ELSE jsonb_build_object('attempt', attempt, 'execution', execution) END
 	FROM started
 )
-SELECT ` + runColumns + `, execution, event_seq FROM started`
+SELECT ` + runColumns + `, execution, event_seq, transcript_seq FROM started`
 
 // sqlAppendContents persists flushed chunks of streamed content, each with
 // its content.delta event in the same statement: the events always add up
@@ -113,13 +115,14 @@ SELECT EXISTS (SELECT 1 FROM kern_run WHERE id = $1 AND execution = $2 AND statu
 // sqlFinishRuns writes terminal statuses for the executions that own their
 // runs, with the unflushed tail of the content and the terminal event: a
 // content.delta for a non-empty tail, then run.completed, run.error or
-// run.cancelled.
+// run.cancelled. The metrics are the run's totals, stored steps included.
 const sqlFinishRuns = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
-		$6::int[], $7::int[], $8::int[], $9::bigint[], $10::bigint[])
+		$6::int[], $7::int[], $8::int[], $9::bigint[], $10::bigint[], $11::int[], $12::int[])
 	AS r(req_id, req_execution, req_status, req_tail, req_error,
-		req_input_tokens, req_output_tokens, req_total_tokens, req_ttft_us, req_duration_us)
+		req_input_tokens, req_output_tokens, req_total_tokens, req_ttft_us, req_duration_us,
+		req_model_turns, req_tool_calls)
 ), finished AS (
 	UPDATE kern_run SET
 		status        = req.req_status,
@@ -130,6 +133,8 @@ WITH req AS (
 		total_tokens  = req.req_total_tokens,
 		ttft_us       = req.req_ttft_us,
 		duration_us   = req.req_duration_us,
+		model_turns   = req.req_model_turns,
+		tool_calls    = req.req_tool_calls,
 		finished_at   = now(),
 		event_seq     = event_seq + CASE WHEN req.req_tail = '' THEN 1 ELSE 2 END
 	FROM req
@@ -408,11 +413,12 @@ LIMIT $6`
 
 // sqlDeleteRuns deletes one batch ($4) of finished runs ($1: terminal
 // statuses only) that finished at least $2 seconds ago, oldest first from
-// $3 on (the last batch's newest finished_at), with their events and cancel
-// requests. kern_run_finished_idx serves it; the rest is looked up by
-// primary key — an array of ids, not a join, so that no plan can read a
-// whole table to find a batch's rows. SKIP LOCKED: concurrent deleters take
-// different batches instead of queueing behind each other. It returns how
+// $3 on (the last batch's newest finished_at), with their events, cancel
+// requests and transcript steps. kern_run_finished_idx serves it; the rest
+// is looked up by primary key — an array of ids, not a join, so that no
+// plan can read a whole table to find a batch's rows. SKIP LOCKED:
+// concurrent deleters take different batches instead of queueing behind
+// each other. It returns how
 // many runs it deleted and the newest finished_at among them.
 const sqlDeleteRuns = `
 WITH doomed AS (
@@ -428,6 +434,8 @@ WITH doomed AS (
 	DELETE FROM kern_run_event WHERE run_id = ANY (ARRAY(SELECT id FROM deleted))
 ), requests AS (
 	DELETE FROM kern_run_cancel WHERE run_id = ANY (ARRAY(SELECT id FROM deleted))
+), steps AS (
+	DELETE FROM kern_run_step WHERE run_id = ANY (ARRAY(SELECT id FROM deleted))
 )
 SELECT count(*), max(finished_at) FROM deleted`
 

@@ -32,7 +32,8 @@ type Config struct {
 	// a worker process holding several runs. It needs Env.SpawnWorker.
 	RecoveryRounds int
 	// Only limits the figures to these groups: submit, e2e, heartbeat,
-	// cancel, wait, events, pickup, recovery, memory, scale. Empty: all.
+	// cancel, wait, events, pickup, recovery, memory, scale, bounded,
+	// tools. Empty: all.
 	Only []string
 	// InFlight is how many streaming runs one worker process holds for the
 	// memory figure, RSSRuns how many runs it works for the growth figure
@@ -93,7 +94,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}{
 		{"submit", submitLatency}, {"e2e", endToEnd}, {"heartbeat", heartbeatCost}, {"cancel", cancelLatency},
 		{"wait", waitWakeup}, {"events", eventLag}, {"pickup", pickup}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
-		{"bounded", bounded},
+		{"bounded", bounded}, {"tools", tools},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue

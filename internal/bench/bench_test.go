@@ -66,7 +66,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"submit latency p50", "River floor submit latency p50", "River JobCancel → job context cancelled p50", "end-to-end runs/s", "CancelRun → cancelled p99", "CancelRun → model stream closed p50", "WaitRun wake-up p50", "event delivery lag p50", "GetRun p99", "ListRuns page p99", "ListRuns page, status=error p99",
-		"worker RSS, runs in flight", "worker RSS after 1k runs"}
+		"worker RSS, runs in flight", "worker RSS after 1k runs", "runs/s, 3-step tool run (2 tool turns + answer)", "round trips per persisted step"}
 	for _, name := range want {
 		found := false
 		for _, r := range results {

@@ -43,6 +43,21 @@ type Store interface {
 	AppendContent(ctx context.Context, f Fence, seq int64, delta string) error
 	// FinishRun writes a terminal status, with the unflushed tail.
 	FinishRun(ctx context.Context, f Fence, fin Finish) error
+	// Steps reads the run's stored transcript steps (see [Step]), in seq
+	// order. A claim whose TranscriptSeq is above 1 has some.
+	Steps(ctx context.Context, runID string) ([]Step, error)
+	// StoreTurn commits a finished model turn that asked for tool calls, as
+	// transcript step t.Seq, with the unflushed tail of its content and its
+	// events: a content.delta for a non-empty tail (at event seq), then one
+	// tool.call per call. It empties the run's content (the turn's text
+	// is in the step now) and reserves seqs t.Seq+1 … for the calls' results.
+	// It applies only right after event seq-1 and transcript seq t.Seq-1, so
+	// it is safe to repeat after an unknown outcome, like AppendContent.
+	StoreTurn(ctx context.Context, f Fence, seq int64, t Turn) error
+	// StoreToolResult commits one tool result at the transcript seq its
+	// turn reserved for it, with its tool.result event at event seq; it
+	// applies only right after event seq-1, and is safe to repeat.
+	StoreToolResult(ctx context.Context, f Fence, seq int64, r ToolResult) error
 	// Heartbeat records that the execution is alive.
 	Heartbeat(ctx context.Context, f Fence) error
 	// RetryRun puts a failed execution's run back to pending, errMsg visible
@@ -78,6 +93,45 @@ type Claim struct {
 	// EventSeq is the seq of the claim's own event (run.started): the
 	// execution's first content chunk takes EventSeq+1.
 	EventSeq int64
+	// TranscriptSeq is the run's last stored (or reserved) transcript seq:
+	// 1, the prompt, when no step is stored; above 1, the execution resumes
+	// from Steps.
+	TranscriptSeq int
+}
+
+// Step is one stored step of a run's transcript: a model turn that asked
+// for tool calls (Role "assistant"), or a tool result (Role "tool").
+type Step struct {
+	Seq        int
+	Role       string
+	Content    string
+	ToolCalls  []run.ToolCall // assistant
+	ToolCallID string         // tool: the call it answers
+	ToolName   string         // tool
+	Usage      Usage          // assistant: the turn's tokens
+	At         time.Time
+}
+
+// Usage is the token count of one model turn.
+type Usage struct {
+	InputTokens, OutputTokens, TotalTokens int
+}
+
+// Turn is a finished model turn that asked for tool calls.
+type Turn struct {
+	Seq     int    // its transcript seq; its calls' results take Seq+1 …
+	Content string // the whole turn's text
+	Tail    string // the part of Content not flushed yet
+	Calls   []run.ToolCall
+	Usage   Usage
+}
+
+// ToolResult is one tool call's output.
+type ToolResult struct {
+	Seq    int // the transcript seq the call's turn reserved for it
+	CallID string
+	Name   string
+	Output string
 }
 
 // Fence names one execution of a run: every write of it is conditional on
@@ -89,9 +143,11 @@ type Fence struct {
 
 // Finish is the end of one execution.
 type Finish struct {
-	Status  run.Status // completed, error or cancelled
-	Tail    string     // content not flushed yet, appended in the same statement
-	Error   string     // for StatusError
+	Status run.Status // completed, error or cancelled
+	Tail   string     // content not flushed yet, appended in the same statement
+	Error  string     // for StatusError
+	// Metrics are the run's totals: tokens over every model turn (stored
+	// steps included), ModelTurns and ToolCalls.
 	Metrics run.Metrics
 }
 
