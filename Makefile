@@ -14,6 +14,7 @@ demo:
 	$(GO) run ./cookbook/background_execution
 	$(GO) run ./cookbook/streaming
 	$(GO) run ./cookbook/tools
+	$(GO) run ./cookbook/sessions
 
 vet:
 	$(GO) vet ./...

@@ -36,12 +36,21 @@ type Agent struct {
 	// model still asks for tools in its last turn ends as error "max steps
 	// (N) reached", with its transcript kept. Negative is refused.
 	MaxSteps int
-	// Not supported yet (tools issue): a non-empty value is refused with
-	// run.ErrInvalidArgument by Run and NewWorker rather than ignored.
-	HistoryRuns  int
+	// HistoryRuns, for a run submitted WithSessionID, puts the last N
+	// finished runs of the same session and agent before its prompt, as
+	// user/assistant messages (0..100; see the package doc for what is
+	// replayed). Runs without a session get none.
+	HistoryRuns int
+	// OutputSchema asks for structured output: the request carries it as a
+	// JSON Schema (chat: response_format json_schema; Responses API:
+	// text.format), and the final answer must be JSON valid against it. An
+	// answer that is not is sent back to the model once with what is wrong;
+	// a second invalid answer ends the run as error. A schema that does not
+	// compile is refused with run.ErrInvalidArgument.
 	OutputSchema map[string]any
 
-	models modelCache
+	models  modelCache
+	schemas schemaCache
 }
 
 func (a *Agent) validate() error {
@@ -63,10 +72,11 @@ func (a *Agent) validateConfig() error {
 		return fmt.Errorf("kern: %w: agent %q has no Model", run.ErrInvalidArgument, a.Name)
 	case a.MaxSteps < 0:
 		return fmt.Errorf("kern: %w: agent %q: MaxSteps %d is negative", run.ErrInvalidArgument, a.Name, a.MaxSteps)
-	case a.HistoryRuns != 0:
-		return fmt.Errorf("kern: %w: agent %q: Agent.HistoryRuns is not supported by this release yet", run.ErrInvalidArgument, a.Name)
-	case a.OutputSchema != nil:
-		return fmt.Errorf("kern: %w: agent %q: Agent.OutputSchema is not supported by this release yet", run.ErrInvalidArgument, a.Name)
+	case a.HistoryRuns < 0 || a.HistoryRuns > db.MaxHistoryRuns:
+		return fmt.Errorf("kern: %w: agent %q: HistoryRuns %d is not in 0..%d", run.ErrInvalidArgument, a.Name, a.HistoryRuns, db.MaxHistoryRuns)
+	}
+	if _, err := a.schemas.get(a.Name, a.OutputSchema); err != nil {
+		return err // says what and whose already
 	}
 	return a.validateTools()
 }

@@ -71,4 +71,23 @@
 // happened and is complete; what it does not find may or may not have
 // happened, and is redone. A plain run (no tools, one turn) writes no step
 // at all: its claim tells the worker there is nothing to resume from.
+//
+// # Sessions and structured output
+//
+// Agent.HistoryRuns replays a session: before the prompt go the last N
+// finished runs of the same session and agent, oldest first, each as its
+// prompt (user) and final answer (assistant). A cancelled run's partial
+// answer ends with "[answer cut short: run cancelled]"; runs that ended in
+// error or without an answer are left out (a prompt that failed on its own
+// terms would fail every later run of the session), and so are old runs'
+// tool steps (their answers say what the tools gave). The history is read
+// once per attempt, before the first turn, so it does not change between
+// turns; another attempt reads it again. A run without a session has none.
+//
+// Agent.OutputSchema: the final answer must be JSON valid against the
+// schema. An answer that is not is stored as a step (with an
+// output.rejected event, and the run's content emptied), so a later attempt
+// does not ask for it again, and sent back to the model once with what is
+// wrong; the next invalid answer ends the run as error. Both count as model
+// turns.
 package agent

@@ -110,7 +110,9 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{"tool name with a space", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Name: "get weather", Call: okTool}}}, "hi", nil, run.ErrInvalidArgument},
 		{"two tools of one name", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Name: "t", Call: okTool}, {Name: "t", Call: okTool}}}, "hi", nil, run.ErrInvalidArgument},
 		{"tool parameters not JSON", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Name: "t", Call: okTool, Parameters: map[string]any{"f": func() {}}}}}, "hi", nil, run.ErrInvalidArgument},
-		{"history (not supported yet)", &agent.Agent{Name: "a", Model: model, DB: d, HistoryRuns: 3}, "hi", nil, run.ErrInvalidArgument},
+		{"negative HistoryRuns", &agent.Agent{Name: "a", Model: model, DB: d, HistoryRuns: -1}, "hi", nil, run.ErrInvalidArgument},
+		{"HistoryRuns over the bound", &agent.Agent{Name: "a", Model: model, DB: d, HistoryRuns: 101}, "hi", nil, run.ErrInvalidArgument},
+		{"OutputSchema that does not compile", &agent.Agent{Name: "a", Model: model, DB: d, OutputSchema: map[string]any{"type": 7}}, "hi", nil, run.ErrInvalidArgument},
 		{"negative max steps", &agent.Agent{Name: "a", Model: model, DB: d, MaxSteps: -1}, "hi", nil, run.ErrInvalidArgument},
 		{"duplicate id", good, "second", []agent.RunOption{agent.WithRunID("taken")}, run.ErrAlreadyExists},
 	}

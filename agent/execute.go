@@ -122,7 +122,7 @@ func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID
 			x.tools[agent.Tools[i].Name] = &agent.Tools[i]
 		}
 	}
-	end, err := x.resume(runCtx, claim.TranscriptSeq)
+	end, err := x.prepare(runCtx, out, claim.TranscriptSeq)
 	if err == nil && end == nil {
 		var le loopEnd
 		le, err = x.run(runCtx, ctx)
@@ -252,17 +252,36 @@ func (x *execution) resume(runCtx context.Context, transcriptSeq int) (*loopEnd,
 		}
 		return nil, err
 	}
-	x.tr = resumeTranscript(x.input, transcriptSeq, steps)
+	x.tr = resumeTranscript(x.input, transcriptSeq, steps, &x.check)
 	x.log.DebugContext(runCtx, "kern: run resumed from its transcript", slog.Int("steps", len(steps)))
 	return nil, nil
 }
 
-// request builds the model turn of a run.
-func (a *Agent) request(input string) *ModelRequest {
-	msgs := make([]Message, 0, 2)
-	if a.Instructions != "" {
-		msgs = append(msgs, Message{Role: "system", Content: a.Instructions})
+// prepare readies an execution before its first model turn: the compiled
+// OutputSchema, the session's history (read once, so the conversation does
+// not change between turns), and the stored transcript of earlier attempts.
+// A non-nil loopEnd ends the run before any turn (its ctx ended).
+func (x *execution) prepare(runCtx context.Context, out *run.Output, transcriptSeq int) (*loopEnd, error) {
+	schema, err := x.agent.schemas.get(x.agent.Name, x.agent.OutputSchema)
+	if err != nil {
+		return nil, err // validated when the agent was taken; changed since
 	}
-	msgs = append(msgs, Message{Role: "user", Content: input})
-	return &ModelRequest{Messages: msgs, Tools: a.Tools}
+	x.check = outputCheck{schema: schema}
+	if x.agent.HistoryRuns > 0 && out.SessionID != "" {
+		h, err := x.e.store.History(runCtx, out.SessionID, out.AgentName, out.RunID, x.agent.HistoryRuns)
+		if err != nil {
+			if runCtx.Err() != nil {
+				return &loopEnd{err: context.Cause(runCtx)}, nil
+			}
+			return nil, fmt.Errorf("session history: %w", err)
+		}
+		x.history = historyMessages(h)
+	}
+	return x.resume(runCtx, transcriptSeq)
+}
+
+// request builds the model turn of a run: the instructions, the session's
+// history, the prompt; the loop appends the run's transcript.
+func (a *Agent) request(history []Message, input string) *ModelRequest {
+	return &ModelRequest{Messages: startMessages(a.Instructions, history, input), Tools: a.Tools, OutputSchema: a.OutputSchema}
 }

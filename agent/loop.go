@@ -39,6 +39,8 @@ type execution struct {
 	maxSteps int
 	tr       *transcript
 	ttft     time.Duration
+	history  []Message   // the session's earlier runs (Agent.HistoryRuns)
+	check    outputCheck // the final answer against Agent.OutputSchema
 
 	// writeMu serialises the execution's writes after a turn's content is
 	// settled: each takes the next event seq, and parallel tool calls
@@ -83,9 +85,23 @@ func (x *execution) run(runCtx, ctx context.Context) (loopEnd, error) {
 			return loopEnd{}, err
 		}
 		end := loopEnd{resp: t.resp, err: t.err, tail: t.tail, size: t.size}
+		if t.err != nil || t.size > x.e.maxContentBytes || t.resp == nil {
+			return end, nil
+		}
 		// An agent without tools takes any answer as final, as before
 		// tools existed: the model was offered none.
-		if t.err != nil || t.size > x.e.maxContentBytes || t.resp == nil || len(t.resp.ToolCalls) == 0 || len(x.tools) == 0 {
+		if len(t.resp.ToolCalls) == 0 || len(x.tools) == 0 {
+			retry, invalid := x.check.judge(t.text)
+			switch {
+			case invalid != nil:
+				end.err = invalid
+				return end, nil
+			case retry != nil:
+				if err := x.storeRejected(ctx, t, retry); err != nil {
+					return loopEnd{}, err
+				}
+				continue
+			}
 			return end, nil
 		}
 		if err := x.storeTurn(ctx, t); err != nil {
@@ -115,9 +131,9 @@ func (x *execution) turn(runCtx, ctx context.Context) (turnResult, error) {
 		func(err error) {
 			x.log.WarnContext(ctx, "kern: content flush failed; it is sent again before the final write", slog.Any("error", err))
 		})
-	req := x.agent.request(x.input)
+	req := x.agent.request(x.history, x.input)
 	req.Messages = append(req.Messages, x.tr.msgs[1:]...) // the prompt is request's
-	keepText := len(x.tools) > 0
+	keepText := len(x.tools) > 0 || x.check.schema != nil
 	var t turnResult
 	var text strings.Builder
 	callStart := time.Now()
@@ -177,6 +193,29 @@ func (x *execution) storeTurn(ctx context.Context, t turnResult) error {
 		x.seq++
 	}
 	x.tr.addTurn(turn.Seq, Message{Role: "assistant", Content: t.text, ToolCalls: calls}, t.resp.Usage)
+	return nil
+}
+
+// storeRejected commits a final answer that did not match the agent's
+// OutputSchema, as a step with no calls, so a later attempt does not ask
+// for it again, and empties the run's content for the next answer. retry is
+// outputCheck.judge's: the answer, then the message that says what was
+// wrong, which go to the model next.
+func (x *execution) storeRejected(ctx context.Context, t turnResult, retry []Message) error {
+	why := "it did not match the schema"
+	if invalid := validateAnswer(x.check.schema, t.text); invalid != nil {
+		why = invalid.Error()
+	}
+	turn := engine.Turn{Seq: x.tr.seq + 1, Content: t.text, Tail: t.tail, Usage: engine.Usage(t.resp.Usage), Rejected: why}
+	first := x.seq + 1
+	if err := x.write(ctx, func(wctx context.Context) error { return x.e.store.StoreTurn(wctx, x.fence, first, turn) }); err != nil {
+		return err
+	}
+	x.seq++ // the output.rejected event
+	if t.tail != "" {
+		x.seq++
+	}
+	x.tr.addRejected(turn.Seq, retry, t.resp.Usage)
 	return nil
 }
 
@@ -249,17 +288,25 @@ func newTranscript(input string) *transcript {
 // turns are not asked again and returned tools not called again; only the
 // last turn's calls without a stored result are pending. seq is the claim's
 // TranscriptSeq.
-func resumeTranscript(input string, seq int, steps []engine.Step) *transcript {
+func resumeTranscript(input string, seq int, steps []engine.Step, check *outputCheck) *transcript {
 	t := newTranscript(input)
 	for _, s := range steps {
-		switch s.Role {
-		case "assistant":
+		switch {
+		case s.Role == "assistant" && len(s.ToolCalls) == 0:
+			// A rejected answer: the message that said why is rebuilt, as
+			// the same answer fails the same schema the same way.
+			retry, _ := check.judge(s.Content)
+			if retry == nil { // the schema changed since, and takes it now
+				retry = []Message{{Role: "assistant", Content: s.Content}, answerRetryMessage(errors.New("it was rejected earlier"))}
+			}
+			t.addRejected(s.Seq, retry, Usage(s.Usage))
+		case s.Role == "assistant":
 			calls := make([]ToolCall, len(s.ToolCalls))
 			for i, c := range s.ToolCalls {
 				calls[i] = ToolCall(c)
 			}
 			t.addTurn(s.Seq, Message{Role: "assistant", Content: s.Content, ToolCalls: calls}, Usage(s.Usage))
-		case "tool":
+		case s.Role == "tool":
 			if i := s.Seq - t.turnSeq - 1; i >= 0 && i < len(t.results) {
 				t.results[i] = &Message{Role: "tool", Content: s.Content, ToolCallID: s.ToolCallID}
 			}
@@ -283,6 +330,13 @@ func (t *transcript) addTurn(seq int, m Message, u Usage) {
 	t.usage.TotalTokens += u.TotalTokens
 	t.turnSeq, t.results = seq, make([]*Message, len(m.ToolCalls))
 	t.seq = max(t.seq, seq+len(m.ToolCalls))
+}
+
+// addRejected appends a stored rejected answer and the message that tells
+// the model why (outputCheck.judge's retry).
+func (t *transcript) addRejected(seq int, retry []Message, u Usage) {
+	t.addTurn(seq, retry[0], u)
+	t.msgs = append(t.msgs, retry[1:]...)
 }
 
 // callIDs are the ids of every call the stored turns asked for.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
 )
 
@@ -15,16 +16,8 @@ import (
 // bound is about what a model's context can take, not about Postgres.
 const MaxHistoryRuns = 100
 
-// HistoryEntry is one earlier run of a session, as History hands it to the
-// executor: what was asked, and what was answered.
-//
-// It is declared here until internal/engine gains History in its Store
-// interface; it then becomes engine.HistoryEntry, and this an alias of it.
-type HistoryEntry struct {
-	Input   string     // the run's prompt
-	Content string     // its final content; never empty
-	Status  run.Status // run.StatusCompleted, or run.StatusCancelled for an answer cut short
-}
+// HistoryEntry is one earlier run of a session (engine.HistoryEntry).
+type HistoryEntry = engine.HistoryEntry
 
 // sqlHistory reads the last $4 runs of session $1 and agent $2 that come
 // before run $3 in (created_at, id) order, oldest first.

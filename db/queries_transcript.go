@@ -9,7 +9,9 @@ package db
 
 // sqlStoreTurns commits finished model turns that asked for tool calls:
 // the step row, the turn's unflushed tail as a content.delta (at req_event_seq)
-// and one tool.call event per call, all in one statement. The run's content
+// and one tool.call event per call, all in one statement. A final answer
+// rejected by the agent's OutputSchema is stored the same way, with no
+// calls and one output.rejected event instead. The run's content
 // is emptied: the turn's text is in its step now, and the content column
 // holds only the turn being streamed, so it ends as the final answer. Seqs
 // req_seq+1 … req_seq+n are reserved for the calls' results (transcript_seq),
@@ -19,9 +21,9 @@ const sqlStoreTurns = `
 WITH req AS (
 	SELECT r.*, jsonb_array_length(r.req_calls) AS req_n
 	FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::text[]::jsonb[],
-		$8::int[], $9::int[], $10::int[])
+		$8::int[], $9::int[], $10::int[], $11::text[])
 	AS r(req_id, req_execution, req_event_seq, req_seq, req_content, req_tail, req_calls,
-		req_input_tokens, req_output_tokens, req_total_tokens)
+		req_input_tokens, req_output_tokens, req_total_tokens, req_rejected)
 ), stored AS (
 	UPDATE kern_run SET
 		content        = '',
@@ -32,12 +34,12 @@ WITH req AS (
 		input_tokens   = input_tokens + req.req_input_tokens,
 		output_tokens  = output_tokens + req.req_output_tokens,
 		total_tokens   = total_tokens + req.req_total_tokens,
-		event_seq      = req.req_event_seq - 1 + CASE WHEN req.req_tail = '' THEN 0 ELSE 1 END + req.req_n
+		event_seq      = req.req_event_seq - 1 + CASE WHEN req.req_tail = '' THEN 0 ELSE 1 END + greatest(req.req_n, 1)
 	FROM req
 	WHERE id = req.req_id AND execution = req.req_execution AND status = 'running'
 	  AND event_seq = req.req_event_seq - 1 AND transcript_seq = req.req_seq - 1
 	RETURNING id, req.req_event_seq, req.req_seq, req.req_content, req.req_tail, req.req_calls,
-		req.req_input_tokens, req.req_output_tokens, req.req_total_tokens
+		req.req_input_tokens, req.req_output_tokens, req.req_total_tokens, req.req_rejected
 ), step AS (
 	INSERT INTO kern_run_step (run_id, seq, role, content, tool_calls, input_tokens, output_tokens, total_tokens)
 	SELECT id, req_seq, 'assistant', req_content, req_calls, req_input_tokens, req_output_tokens, req_total_tokens
@@ -48,6 +50,10 @@ WITH req AS (
 	UNION ALL
 	SELECT id, req_event_seq + CASE WHEN req_tail = '' THEN 0 ELSE 1 END + c.i - 1, 'tool.call', c.call
 	FROM stored CROSS JOIN LATERAL jsonb_array_elements(req_calls) WITH ORDINALITY AS c(call, i)
+	UNION ALL
+	SELECT id, req_event_seq + CASE WHEN req_tail = '' THEN 0 ELSE 1 END, 'output.rejected',
+		jsonb_build_object('error', req_rejected)
+	FROM stored WHERE jsonb_array_length(req_calls) = 0
 )
 SELECT id FROM stored`
 

@@ -47,8 +47,8 @@ type wireCall struct {
 // reached the turn's last one means an earlier try committed (nil);
 // otherwise the execution lost the run (run.ErrNotRunning).
 func (d engineDB) StoreTurn(ctx context.Context, f engine.Fence, seq int64, t engine.Turn) error {
-	if len(t.Calls) == 0 {
-		return fmt.Errorf("kern: %w: a stored turn needs tool calls", run.ErrInvalidArgument)
+	if (len(t.Calls) == 0) == (t.Rejected == "") {
+		return fmt.Errorf("kern: %w: a stored turn has tool calls or is a rejected answer", run.ErrInvalidArgument)
 	}
 	calls := make([]wireCall, len(t.Calls))
 	for i, c := range t.Calls {
@@ -59,7 +59,7 @@ func (d engineDB) StoreTurn(ctx context.Context, f engine.Fence, seq int64, t en
 		return fmt.Errorf("kern: store turn of run %q: %w", f.RunID, err)
 	}
 	t.Content, t.Tail = storable(t.Content), storable(t.Tail)
-	last := seq + int64(len(t.Calls)) - 1
+	last := seq + int64(max(len(t.Calls), 1)) - 1 // a rejected answer's one event
 	if t.Tail != "" {
 		last++
 	}
@@ -83,15 +83,15 @@ func (d engineDB) StoreToolResult(ctx context.Context, f engine.Fence, seq int64
 func (d *DB) turnBatch(ctx context.Context, items []turnItem) ([]bool, error) {
 	n := len(items)
 	ids, executions, seqs, steps := make([]string, n), make([]int32, n), make([]int64, n), make([]int32, n)
-	contents, tails, calls := make([]string, n), make([]string, n), make([]string, n)
+	contents, tails, calls, rejected := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	inTok, outTok, totTok := make([]int32, n), make([]int32, n), make([]int32, n)
 	for i, it := range items {
 		ids[i], executions[i], seqs[i], steps[i] = it.RunID, int32(it.Execution), it.seq, int32(it.turn.Seq)
-		contents[i], tails[i], calls[i] = it.turn.Content, it.turn.Tail, it.calls
+		contents[i], tails[i], calls[i], rejected[i] = it.turn.Content, it.turn.Tail, it.calls, storable(it.turn.Rejected)
 		u := it.turn.Usage
 		inTok[i], outTok[i], totTok[i] = int32(u.InputTokens), int32(u.OutputTokens), int32(u.TotalTokens)
 	}
-	return d.appliedTo(ctx, ids, sqlStoreTurns, ids, executions, seqs, steps, contents, tails, calls, inTok, outTok, totTok)
+	return d.appliedTo(ctx, ids, sqlStoreTurns, ids, executions, seqs, steps, contents, tails, calls, inTok, outTok, totTok, rejected)
 }
 
 func (d *DB) resultBatch(ctx context.Context, items []resultItem) ([]bool, error) {

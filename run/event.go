@@ -13,6 +13,10 @@ const (
 	EventContentDelta EventType = "content.delta"
 	EventToolCall     EventType = "tool.call"
 	EventToolResult   EventType = "tool.result"
+	// EventOutputRejected: the model's answer did not match Agent.OutputSchema
+	// and it is asked again: {"error"}. Content streamed before it was that
+	// answer's; the run's content starts afresh.
+	EventOutputRejected EventType = "output.rejected"
 	EventRunRetrying  EventType = "run.retrying" // back to pending after a failed attempt: {"attempt","error","retry_in_ms"}
 	EventRunReleased  EventType = "run.released" // handed back by a stopping worker
 	EventRunCompleted EventType = "run.completed"

@@ -46,6 +46,10 @@ type Store interface {
 	// Steps reads the run's stored transcript steps (see [Step]), in seq
 	// order. A claim whose TranscriptSeq is above 1 has some.
 	Steps(ctx context.Context, runID string) ([]Step, error)
+	// History reads the last n finished runs of session sessionID and agent
+	// agentName made before run beforeRunID, oldest first: the
+	// conversation so far (Agent.HistoryRuns).
+	History(ctx context.Context, sessionID, agentName, beforeRunID string, n int) ([]HistoryEntry, error)
 	// StoreTurn commits a finished model turn that asked for tool calls, as
 	// transcript step t.Seq, with the unflushed tail of its content and its
 	// events: a content.delta for a non-empty tail (at event seq), then one
@@ -124,6 +128,11 @@ type Turn struct {
 	Tail    string // the part of Content not flushed yet
 	Calls   []run.ToolCall
 	Usage   Usage
+	// Rejected, for a turn without Calls, is why its answer was not taken:
+	// a final answer that does not match Agent.OutputSchema, stored so that
+	// the model is not asked for it again. Its event is output.rejected
+	// {"error"} in place of tool.call events.
+	Rejected string
 }
 
 // ToolResult is one tool call's output.
@@ -162,4 +171,12 @@ type Rescued struct {
 type Subscription interface {
 	C() <-chan struct{}
 	Close()
+}
+
+// HistoryEntry is one earlier run of a session, as History hands it to the
+// executor: what was asked, and what was answered.
+type HistoryEntry struct {
+	Input   string     // the run's prompt
+	Content string     // its final content; never empty
+	Status  run.Status // run.StatusCompleted, or run.StatusCancelled for an answer cut short
 }
