@@ -119,3 +119,34 @@ func TestOutputSchemaThatDoesNotCompileIsRefused(t *testing.T) {
 		t.Fatalf("NewWorker: %v, want ErrInvalidArgument", err)
 	}
 }
+
+// A retry after a rejected answer resumes from the transcript: the model is
+// not asked for the rejected answer again, and the next attempt's request
+// carries it and the correction, rebuilt from the stored step.
+func TestStructuredOutputRejectionSurvivesARetry(t *testing.T) {
+	t.Parallel()
+	d := kerntest.DB(t)
+	srv, model := kerntest.Model(t)
+	a := &agent.Agent{Name: "structured", Model: model, DB: d, OutputSchema: citySchema}
+	kerntest.Worker(t, d, agent.WorkerConfig{RetryBaseDelay: time.Millisecond}, a)
+	srv.Script(func(req fakellm.Request) fakellm.Reply {
+		switch req.Seq {
+		case 1:
+			return fakellm.Reply{Content: `{"city": "Paris"}`} // population missing
+		case 2:
+			return fakellm.Reply{Status: 500} // the correction's turn fails: retried
+		}
+		return fakellm.Reply{Content: `{"city": "Paris", "population": 2102650}`}
+	})
+	out := runStructured(t, a)
+	if out.Status != run.StatusCompleted || out.Content != `{"city": "Paris", "population": 2102650}` || out.Attempt != 2 {
+		t.Fatalf("run %+v", out)
+	}
+	if srv.Count() != 3 {
+		t.Fatalf("%d model requests, want 3: the rejected answer must not be asked for again", srv.Count())
+	}
+	third := srv.Requests()[2].Messages
+	if len(third) != 3 || third[1].Content != `{"city": "Paris"}` || !strings.Contains(third[2].Content, "population") {
+		t.Fatalf("the retry's request sent %+v", third)
+	}
+}
