@@ -19,11 +19,21 @@ import (
 
 func okTool(context.Context, json.RawMessage) (string, error) { return "ok", nil }
 
-// toolEnv is newEnv for an agent with tools.
+// modelFactory starts a fake model server and returns it with a Model that
+// talks to it: kerntest.Model (OpenAIChat) or responsesModel.
+type modelFactory func(testing.TB) (*fakellm.Server, agent.Model)
+
+// toolEnv is newEnv for an agent with tools, through OpenAIChat.
 func toolEnv(t *testing.T, cfg agent.WorkerConfig, maxSteps int, tools ...agent.Tool) *env {
 	t.Helper()
+	return toolEnvOn(t, kerntest.Model, cfg, maxSteps, tools...)
+}
+
+// toolEnvOn is toolEnv through the model newModel makes.
+func toolEnvOn(t *testing.T, newModel modelFactory, cfg agent.WorkerConfig, maxSteps int, tools ...agent.Tool) *env {
+	t.Helper()
 	d := kerntest.DB(t)
-	srv, model := kerntest.Model(t)
+	srv, model := newModel(t)
 	a := &agent.Agent{Name: "tooler", Instructions: "Use the tools.", Model: model, DB: d, Tools: tools, MaxSteps: maxSteps}
 	kerntest.Worker(t, d, cfg, a)
 	return &env{db: d, model: srv, agent: a}
@@ -314,9 +324,13 @@ func TestToolMaxSteps(t *testing.T) {
 // ends cancelled promptly, and the transcript so far is kept.
 func TestToolCancelDuringCall(t *testing.T) {
 	t.Parallel()
+	testToolCancelDuringCall(t, kerntest.Model)
+}
+
+func testToolCancelDuringCall(t *testing.T, newModel modelFactory) *env {
 	inTool := make(chan struct{})
 	sawDone := make(chan error, 1)
-	e := toolEnv(t, agent.WorkerConfig{}, 0, agent.Tool{Name: "wait", Call: func(ctx context.Context, _ json.RawMessage) (string, error) {
+	e := toolEnvOn(t, newModel, agent.WorkerConfig{}, 0, agent.Tool{Name: "wait", Call: func(ctx context.Context, _ json.RawMessage) (string, error) {
 		close(inTool)
 		select {
 		case <-ctx.Done():
@@ -360,6 +374,9 @@ func TestToolCancelDuringCall(t *testing.T) {
 	if final.Status != run.StatusCancelled {
 		t.Fatalf("run: %+v", final)
 	}
+	if took := time.Since(cancelled); took > 10*time.Second {
+		t.Fatalf("the run ended cancelled %v after the cancel", took)
+	}
 	if e.model.Count() != 1 {
 		t.Fatalf("%d model requests after the cancel, want 1", e.model.Count())
 	}
@@ -367,6 +384,7 @@ func TestToolCancelDuringCall(t *testing.T) {
 	if roles(msgs) != "user,assistant" || msgs[1].Content != "Waiting for it." || len(msgs[1].ToolCalls) != 1 {
 		t.Fatalf("transcript %+v", msgs)
 	}
+	return e
 }
 
 // A retryable failure of the second model turn (HTTP 500, once): the
@@ -374,9 +392,13 @@ func TestToolCancelDuringCall(t *testing.T) {
 // the tool, which returned, is not called again.
 func TestToolRunRetryResumesFromTranscript(t *testing.T) {
 	t.Parallel()
+	testToolRunRetryResumesFromTranscript(t, kerntest.Model)
+}
+
+func testToolRunRetryResumesFromTranscript(t *testing.T, newModel modelFactory) *env {
 	var calls atomic.Int32
 	var ids sync.Map
-	e := toolEnv(t, agent.WorkerConfig{RetryBaseDelay: 10 * time.Millisecond}, 0, agent.Tool{Name: "charge", Call: func(ctx context.Context, _ json.RawMessage) (string, error) {
+	e := toolEnvOn(t, newModel, agent.WorkerConfig{RetryBaseDelay: 10 * time.Millisecond}, 0, agent.Tool{Name: "charge", Call: func(ctx context.Context, _ json.RawMessage) (string, error) {
 		calls.Add(1)
 		ids.Store(agent.ToolCallID(ctx), true)
 		return "charged", nil
@@ -419,6 +441,7 @@ func TestToolRunRetryResumesFromTranscript(t *testing.T) {
 		t.Fatalf("transcript %s", roles(msgs))
 	}
 	checkToolLog(t, e, final, 1)
+	return e
 }
 
 // A plain run reads as the prompt and the answer; an unknown run is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -35,8 +36,10 @@ func (f *rootFlags) open(ctx context.Context) (*db.DB, error) {
 	return db.Open(ctx, f.databaseURL)
 }
 
-func printJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
+// printJSON writes v to w as indented JSON (w is a command's OutOrStdout:
+// os.Stdout unless a test set another).
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

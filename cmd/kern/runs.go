@@ -38,7 +38,7 @@ func newRunsCmd(flags *rootFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(out)
+			return printJSON(cmd.OutOrStdout(), out)
 		}),
 	}
 	submit.Flags().StringVar(&agentName, "agent", "assistant", "agent name")
@@ -46,18 +46,27 @@ func newRunsCmd(flags *rootFlags) *cobra.Command {
 	submit.Flags().StringVar(&runID, "run-id", "", "run id (default: a new UUIDv7)")
 	submit.Flags().DurationVar(&timeout, "timeout", 0, "run timeout (default: the worker's)")
 
+	var transcript bool
 	get := &cobra.Command{
 		Use:   "get RUN_ID",
-		Short: "Print a run",
+		Short: "Print a run (--transcript: and its messages)",
 		Args:  cobra.ExactArgs(1),
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
 			out, err := d.GetRun(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			return printJSON(out)
+			if err := printJSON(cmd.OutOrStdout(), out); err != nil || !transcript {
+				return err
+			}
+			msgs, err := d.Messages(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return printTranscript(cmd.OutOrStdout(), msgs)
 		}),
 	}
+	get.Flags().BoolVar(&transcript, "transcript", false, "also print the run's transcript, one line per message")
 	wait := &cobra.Command{
 		Use:   "wait RUN_ID",
 		Short: "Wait until a run is terminal, then print it",
@@ -67,7 +76,7 @@ func newRunsCmd(flags *rootFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(out)
+			return printJSON(cmd.OutOrStdout(), out)
 		}),
 	}
 	cancel := &cobra.Command{
@@ -97,7 +106,7 @@ func newRunsCmd(flags *rootFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSON(page)
+			return printJSON(cmd.OutOrStdout(), page)
 		}),
 	}
 	list.Flags().StringSliceVar(&statuses, "status", nil, "only these statuses (pending,running,completed,error,cancelled)")
