@@ -50,12 +50,15 @@ func main() {
 	flag.DurationVar(&cfg.FetchCooldown, "fetch-cooldown", 5*time.Millisecond, "River FetchCooldown for kern and the floor (0: River's 100ms)")
 	flag.DurationVar(&cfg.FetchPollInterval, "fetch-poll", 100*time.Millisecond, "River FetchPollInterval (0: River's 1s)")
 	flag.IntVar(&cfg.RecoveryRounds, "recovery-rounds", 0, "worker processes to SIGKILL for the recovery figure (10 runs each, ~35s each)")
-	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools")
+	flag.IntVar(&cfg.ToolKills, "tool-kills", 20, "worker processes to SIGKILL between two tool calls for the toolrecovery figure (5 runs each, ~4s each; 0: skip)")
+	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools,toolrecovery")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	workerName := flag.String("worker", "", "internal: run as a worker process with this name")
 	workerDB := flag.String("worker-db", "", "internal: the worker process's database URL")
 	workerModel := flag.String("worker-model", "", "internal: the worker process's model base URL")
 	workerConcurrency := flag.Int("worker-concurrency", 20, "internal: the worker process's MaxConcurrentRuns")
+	workerTools := flag.Bool("worker-tools", false, "internal: the worker process serves the tool agent (bench.RunToolWorkerProcess)")
+	workerRescueAfter := flag.Duration("worker-rescue-after", 0, "internal: the worker process's RescueAfter (0: default)")
 	flag.IntVar(&cfg.InFlight, "inflight", 1000, "streaming runs in flight in one worker process for the memory figure (0: skip)")
 	flag.IntVar(&cfg.RSSRuns, "rss-runs", 100000, "runs one worker process works for the RSS growth figure (0: skip)")
 	flag.IntVar(&cfg.ScaleRows, "scale-rows", 1000000, "finished runs in the table for the GetRun figure (0: skip)")
@@ -66,8 +69,13 @@ func main() {
 	flag.IntVar(&stock.samples, "stock-samples", 0, "samples per latency figure on the stock cluster (0: -samples)")
 	flag.Parse()
 	if *workerName != "" {
-		if err := bench.RunWorkerProcess(*workerName, *workerDB, *workerModel, agent.WorkerConfig{
+		body := bench.RunWorkerProcess
+		if *workerTools {
+			body = bench.RunToolWorkerProcess
+		}
+		if err := body(*workerName, *workerDB, *workerModel, agent.WorkerConfig{
 			MaxConcurrentRuns: *workerConcurrency,
+			RescueAfter:       *workerRescueAfter,
 			FetchCooldown:     cfg.FetchCooldown,
 			FetchPollInterval: cfg.FetchPollInterval,
 		}); err != nil {
@@ -241,6 +249,9 @@ func measure(ctx context.Context, srv *pgtest.Server, fake *fakellm.Server, base
 		SpawnWorker: func(name, dbURL string, concurrency int) (*bench.WorkerProcess, error) {
 			return spawnWorker(name, dbURL, base, concurrency, cfg)
 		},
+		SpawnToolWorker: func(name, dbURL string, rescueAfter time.Duration) (*bench.WorkerProcess, error) {
+			return spawnWorker(name, dbURL, base, 20, cfg, "-worker-tools", "-worker-rescue-after", rescueAfter.String())
+		},
 		DatabaseURL: func(d *db.DB) string { return d.Pool().Config().ConnString() },
 		PostgresCPU: func() (time.Duration, bool) {
 			pid, ok := srv.PostmasterPID()
@@ -304,9 +315,10 @@ func serverSettings(ctx context.Context, adminURL string) (string, error) {
 }
 
 // spawnWorker starts this binary as a worker process, fetching with the
-// bench's River settings.
-func spawnWorker(name, dbURL, modelURL string, concurrency int, cfg bench.Config) (*bench.WorkerProcess, error) {
-	return bench.StartProcess(name, exec.Command(os.Args[0], "-worker", name, "-worker-db", dbURL,
+// bench's River settings; extra are more of its flags.
+func spawnWorker(name, dbURL, modelURL string, concurrency int, cfg bench.Config, extra ...string) (*bench.WorkerProcess, error) {
+	args := append([]string{"-worker", name, "-worker-db", dbURL,
 		"-worker-model", modelURL, "-worker-concurrency", strconv.Itoa(concurrency),
-		"-fetch-cooldown", cfg.FetchCooldown.String(), "-fetch-poll", cfg.FetchPollInterval.String()))
+		"-fetch-cooldown", cfg.FetchCooldown.String(), "-fetch-poll", cfg.FetchPollInterval.String()}, extra...)
+	return bench.StartProcess(name, exec.Command(os.Args[0], args...))
 }

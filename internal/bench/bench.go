@@ -33,8 +33,12 @@ type Config struct {
 	RecoveryRounds int
 	// Only limits the figures to these groups: submit, e2e, heartbeat,
 	// cancel, wait, events, pickup, recovery, memory, scale, bounded,
-	// tools. Empty: all.
+	// tools, toolrecovery. Empty: all.
 	Only []string
+	// ToolKills > 0 measures the recovery of tool runs after SIGKILL: each
+	// kill is of a worker process between two tool calls of its runs. It
+	// needs Env.SpawnToolWorker.
+	ToolKills int
 	// InFlight is how many streaming runs one worker process holds for the
 	// memory figure, RSSRuns how many runs it works for the growth figure
 	// (0 skips the memory figures; they need Env.SpawnWorker).
@@ -76,6 +80,9 @@ type Env struct {
 	// SpawnWorker starts a worker process (default WorkerConfig but for
 	// MaxConcurrentRuns, one agent "bench" whose model id is name) on dbURL.
 	SpawnWorker func(name, dbURL string, concurrency int) (*WorkerProcess, error)
+	// SpawnToolWorker starts a tool worker process (RunToolWorkerProcess,
+	// WorkerConfig.RescueAfter rescueAfter) on dbURL.
+	SpawnToolWorker func(name, dbURL string, rescueAfter time.Duration) (*WorkerProcess, error)
 	// DatabaseURL returns the URL of a DB made by NewDB.
 	DatabaseURL func(d *db.DB) string
 	// PostgresCPU, when set, returns the CPU time the Postgres server has
@@ -94,7 +101,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}{
 		{"submit", submitLatency}, {"e2e", endToEnd}, {"heartbeat", heartbeatCost}, {"cancel", cancelLatency},
 		{"wait", waitWakeup}, {"events", eventLag}, {"pickup", pickup}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
-		{"bounded", bounded}, {"tools", tools},
+		{"bounded", bounded}, {"tools", tools}, {"toolrecovery", toolRecovery},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue

@@ -23,10 +23,15 @@ const workerEnv = "KERN_BENCH_TEST_WORKER"
 
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(workerEnv); spec != "" {
-		// name|dbURL|modelURL|concurrency
-		f := strings.SplitN(spec, "|", 4)
+		// name|dbURL|modelURL|concurrency[|rescueAfter: a tool worker]
+		f := strings.SplitN(spec, "|", 5)
 		n, _ := strconv.Atoi(f[3])
-		if err := bench.RunWorkerProcess(f[0], f[1], f[2], agent.WorkerConfig{MaxConcurrentRuns: n}); err != nil {
+		body, cfg := bench.RunWorkerProcess, agent.WorkerConfig{MaxConcurrentRuns: n}
+		if len(f) == 5 {
+			body = bench.RunToolWorkerProcess
+			cfg.RescueAfter, _ = time.ParseDuration(f[4])
+		}
+		if err := body(f[0], f[1], f[2], cfg); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
@@ -49,6 +54,11 @@ func TestSmoke(t *testing.T) {
 			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%s|%s|%d", workerEnv, name, dbURL, modelURL, concurrency))
 			return bench.StartProcess(name, cmd)
 		},
+		SpawnToolWorker: func(name, dbURL string, rescueAfter time.Duration) (*bench.WorkerProcess, error) {
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%s|%s|20|%s", workerEnv, name, dbURL, modelURL, rescueAfter))
+			return bench.StartProcess(name, cmd)
+		},
 		NewDB: func(ctx context.Context) (*db.DB, func(), error) {
 			d, err := db.Open(ctx, kerntest.WithPoolSize(kerntest.DatabaseURL(t), kerntest.TestPoolSize))
 			if err != nil {
@@ -59,14 +69,20 @@ func TestSmoke(t *testing.T) {
 	}
 	ctx := kerntest.Context(t, 2*time.Minute)
 	results, err := bench.Run(ctx, env, bench.Config{
-		Runs: 100, Rounds: 2, Submitters: 4, Concurrency: 10, Samples: 10, ScaleRows: 2000, InFlight: 20, RSSRuns: 1500,
+		Runs: 100, Rounds: 2, Submitters: 4, Concurrency: 10, Samples: 10, ScaleRows: 2000, InFlight: 20, RSSRuns: 1500, ToolKills: 1,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"submit latency p50", "River floor submit latency p50", "River JobCancel → job context cancelled p50", "end-to-end runs/s", "CancelRun → cancelled p99", "CancelRun → model stream closed p50", "WaitRun wake-up p50", "event delivery lag p50", "GetRun p99", "ListRuns page p99", "ListRuns page, status=error p99",
-		"worker RSS, runs in flight", "worker RSS after 1k runs", "runs/s, 3-step tool run (2 tool turns + answer)", "round trips per persisted step"}
+		"worker RSS, runs in flight", "worker RSS after 1k runs", "runs/s, 3-step tool run (2 tool turns + answer)", "round trips per persisted step",
+		"tool run recovery after SIGKILL p50 / max"}
+	for _, r := range results {
+		if (r.Name == "tool calls duplicated" || r.Name == "first turns asked again" || r.Name == "runs lost") && !strings.HasPrefix(r.Value, "0 of ") {
+			t.Errorf("%s: %s (%s)", r.Name, r.Value, r.Note)
+		}
+	}
 	for _, name := range want {
 		found := false
 		for _, r := range results {
