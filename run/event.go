@@ -17,11 +17,11 @@ const (
 	// and it is asked again: {"error"}. Content streamed before it was that
 	// answer's; the run's content starts afresh.
 	EventOutputRejected EventType = "output.rejected"
-	EventRunRetrying  EventType = "run.retrying" // back to pending after a failed attempt: {"attempt","error","retry_in_ms"}
-	EventRunReleased  EventType = "run.released" // handed back by a stopping worker
-	EventRunCompleted EventType = "run.completed"
-	EventRunError     EventType = "run.error"
-	EventRunCancelled EventType = "run.cancelled"
+	EventRunRetrying    EventType = "run.retrying" // back to pending after a failed attempt: {"attempt","error","retry_in_ms"}
+	EventRunReleased    EventType = "run.released" // handed back by a stopping worker
+	EventRunCompleted   EventType = "run.completed"
+	EventRunError       EventType = "run.error"
+	EventRunCancelled   EventType = "run.cancelled"
 )
 
 // Terminal reports whether t ends a run's event stream.
