@@ -15,6 +15,7 @@ demo:
 	$(GO) run ./cookbook/streaming
 	$(GO) run ./cookbook/tools
 	$(GO) run ./cookbook/sessions
+	$(GO) run ./cookbook/approval
 
 vet:
 	$(GO) vet ./...

@@ -97,7 +97,11 @@ func (a *Agent) validateTools() error {
 			return fmt.Errorf("kern: %w: agent %q: tool name %q: use letters, digits, '_' and '-', at most 64", run.ErrInvalidArgument, a.Name, t.Name)
 		case seen[t.Name]:
 			return fmt.Errorf("kern: %w: agent %q: two tools named %q", run.ErrInvalidArgument, a.Name, t.Name)
-		case t.Call == nil:
+		case t.External && t.NeedsApproval:
+			return fmt.Errorf("kern: %w: agent %q: tool %q is External and NeedsApproval; an External tool's result is the answer, choose one", run.ErrInvalidArgument, a.Name, t.Name)
+		case t.External && t.Call != nil:
+			return fmt.Errorf("kern: %w: agent %q: tool %q is External but has a Call; kern never calls an External tool", run.ErrInvalidArgument, a.Name, t.Name)
+		case t.Call == nil && !t.External:
 			return fmt.Errorf("kern: %w: agent %q: tool %q has no Call", run.ErrInvalidArgument, a.Name, t.Name)
 		}
 		if _, err := json.Marshal(t.Parameters); err != nil {
@@ -155,6 +159,7 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		// The key's run may be foreground or background, running or done:
 		// it is returned as it is, never executed a second time.
 		IdempotencyKey: cfg.idemKey,
+		WaitTimeout:    cfg.waitTimeout,
 	})
 	if err != nil || cfg.background || out.Status != run.StatusPending || out.Attempt > 0 {
 		return out, err
@@ -279,7 +284,8 @@ func (a *Agent) CancelRun(ctx context.Context, runID string) (bool, error) {
 	return a.DB.CancelRun(ctx, runID)
 }
 
-// WaitRun blocks until the run is terminal, or ctx ends.
+// WaitRun blocks until the run is terminal or waiting for answers to its
+// tool calls (run.StatusWaiting), or ctx ends.
 func (a *Agent) WaitRun(ctx context.Context, runID string) (*run.Output, error) {
 	if err := a.requireDB(); err != nil {
 		return nil, err

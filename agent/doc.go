@@ -72,6 +72,42 @@
 // happened, and is redone. A plain run (no tools, one turn) writes no step
 // at all: its claim tells the worker there is nothing to resume from.
 //
+// # Runs that wait for approval or an external result
+//
+// A tool with NeedsApproval is called only once a person (or a system)
+// approves the call; an External tool is never called by kern: its result
+// comes from SubmitToolResult. When a model turn asks for calls of either,
+// the turn is stored, the other calls of the turn are made as usual, and
+// the run moves to run.StatusWaiting, Output.Waiting listing the open
+// calls, with a run.waiting event. Its job ends: the worker slot is free at
+// once, and nothing of the run lives in any process — workers can stop and
+// start, and the run still waits, in its row, until it is answered:
+//
+//	out, _ := a.WaitRun(ctx, id)               // returns once the run waits
+//	for _, c := range out.Waiting {
+//		_ = a.ApproveToolCall(ctx, id, c.ID) // or RejectToolCall(ctx, id, c.ID, "why")
+//	}
+//
+// The guarantees:
+//
+//   - The first answer to a call stands. A second answer, or one for a call
+//     the run does not wait on (never asked, answered already, the run
+//     running or finished), is run.ErrNotWaiting and changes nothing.
+//   - The answer to the last open call and the run's new job commit in one
+//     transaction: a worker continues the run from its transcript, no
+//     finished step redone.
+//   - An approved call is made by a worker serving the agent, never in the
+//     caller of ApproveToolCall; like every tool call it is at least once
+//     (key side effects on ToolCallID). A rejected call is never made: the
+//     model reads "rejected: <reason>" as its result. A submitted result is
+//     what the model reads.
+//   - CancelRun ends a waiting run cancelled at once. WithTimeout bounds
+//     each execution and does not count the wait; WithWaitTimeout (default
+//     24h) bounds each wait, after which the run ends as error ("waited too
+//     long for an answer (24h0m0s)").
+//   - A foreground Run returns the run once it waits; after the answers a
+//     worker, not the caller, continues it.
+//
 // # Sessions and structured output
 //
 // Agent.HistoryRuns replays a session: before the prompt go the last N

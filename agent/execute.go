@@ -135,6 +135,10 @@ func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID
 	case err != nil:
 		// The run stays running without a heartbeat: a rescuer takes it.
 		return fmt.Errorf("kern: run %q: %w", runID, err)
+	case end.waiting:
+		// Waiting for answers: the job ends here and frees its slot; the
+		// last answer queues a new one.
+		return nil
 	}
 
 	modelErr, size := end.err, end.size

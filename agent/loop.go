@@ -59,6 +59,9 @@ type loopEnd struct {
 	err  error
 	tail string
 	size int
+	// waiting: the run waits for answers to its calls now (WaitForAnswers
+	// committed); the execution ends without a final write.
+	waiting bool
 }
 
 // run drives the loop. A non-nil error means a write failed: run.ErrNotRunning
@@ -71,14 +74,27 @@ func (x *execution) run(runCtx, ctx context.Context) (loopEnd, error) {
 			return loopEnd{err: errMaxSteps{x.maxSteps}}, nil
 		}
 		if pending := x.tr.pending(); len(pending) > 0 {
-			outs, err := x.callTools(runCtx, ctx, pending)
-			if err != nil {
-				return loopEnd{}, err
+			// Calls that need an answer wait for it; the others are made
+			// first, and their results stored, so the run waits with
+			// only the open calls left.
+			now, wait := x.splitPending(pending)
+			if len(now) > 0 {
+				outs, err := x.callTools(runCtx, ctx, now)
+				if err != nil {
+					return loopEnd{}, err
+				}
+				if runCtx.Err() != nil {
+					return loopEnd{err: context.Cause(runCtx)}, nil
+				}
+				x.tr.record(now, outs)
 			}
-			if runCtx.Err() != nil {
-				return loopEnd{err: context.Cause(runCtx)}, nil
+			if len(wait) > 0 {
+				if err := x.waitForAnswers(ctx, wait); err != nil {
+					return loopEnd{}, err
+				}
+				return loopEnd{waiting: true}, nil
 			}
-			x.tr.complete(pending, outs)
+			x.tr.flush()
 		}
 		t, err := x.turn(runCtx, ctx)
 		if err != nil {
@@ -271,6 +287,9 @@ type transcript struct {
 
 	turnSeq int        // the last stored turn's seq; its results take turnSeq+1 …
 	results []*Message // the last turn's results by call index, nil while not in
+	// approved are the calls approved while the run waited (by call id):
+	// due, and made like any call.
+	approved map[string]bool
 }
 
 // pendingCall is a call of the last turn whose result is not stored.
@@ -292,6 +311,11 @@ func resumeTranscript(input string, seq int, steps []engine.Step, check *outputC
 	t := newTranscript(input)
 	for _, s := range steps {
 		switch {
+		case s.Role == "approved":
+			if t.approved == nil {
+				t.approved = make(map[string]bool)
+			}
+			t.approved[s.ToolCallID] = true
 		case s.Role == "assistant" && len(s.ToolCalls) == 0:
 			// A rejected answer: the message that said why is rebuilt, as
 			// the same answer fails the same schema the same way.
@@ -364,13 +388,13 @@ func (t *transcript) pending() []pendingCall {
 	return out
 }
 
-// complete records the pending calls' outputs and moves the last turn's
-// results into the conversation, in the order the model asked.
-func (t *transcript) complete(pending []pendingCall, outs []string) {
+// record records the pending calls' outputs; flush moves the last turn's
+// results into the conversation once all are in (calls that wait for an
+// answer may still be out).
+func (t *transcript) record(pending []pendingCall, outs []string) {
 	for i, p := range pending {
 		t.results[p.index] = &Message{Role: "tool", Content: outs[i], ToolCallID: p.call.ID}
 	}
-	t.flush()
 }
 
 // flush appends the last turn's results to msgs. A result missing here can

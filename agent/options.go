@@ -20,6 +20,8 @@ type runConfig struct {
 	timeout    time.Duration
 	onEvent    func(run.Event)
 	idemKey    string
+	// waitTimeout: WithWaitTimeout.
+	waitTimeout time.Duration
 	// unsupported names an option this release accepts for API stability but
 	// cannot honour yet; Run refuses it rather than silently ignoring it.
 	unsupported []string
@@ -62,6 +64,13 @@ func OnEvent(fn func(run.Event)) RunOption { return func(c *runConfig) { c.onEve
 // request or a redelivered message submit once.
 func WithIdempotencyKey(key string) RunOption { return func(c *runConfig) { c.idemKey = key } }
 
+// WithWaitTimeout bounds how long the run may wait, each time it waits,
+// for answers to its tool calls (Tool.NeedsApproval, Tool.External):
+// after d the run ends as error ("waited too long for an answer (d)").
+// Default 24h (db.DefaultWaitTimeout). The time waiting does not count
+// against WithTimeout, which bounds each execution.
+func WithWaitTimeout(d time.Duration) RunOption { return func(c *runConfig) { c.waitTimeout = d } }
+
 // WithConcurrencyKey limits live runs per key (WorkerConfig.MaxRunsPerKey).
 func WithConcurrencyKey(key string) RunOption {
 	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithConcurrencyKey") }
@@ -88,6 +97,9 @@ func (c *runConfig) validate() error {
 	}
 	if c.timeout < 0 {
 		return fmt.Errorf("kern: %w: timeout %v is negative", run.ErrInvalidArgument, c.timeout)
+	}
+	if c.waitTimeout < 0 {
+		return fmt.Errorf("kern: %w: wait timeout %v is negative", run.ErrInvalidArgument, c.waitTimeout)
 	}
 	return nil
 }

@@ -34,7 +34,25 @@ type Tool struct {
 	// ({} when the model sent none). ctx is the run's: it is cancelled when
 	// the run is cancelled, times out or is handed back, and Call should
 	// return promptly then. What Call returns is what the model reads.
+	// It is nil for an External tool, and required otherwise.
 	Call func(ctx context.Context, args json.RawMessage) (string, error)
+	// NeedsApproval makes a run whose model asks for a call of this tool
+	// wait (run.StatusWaiting, holding no worker) until the call is
+	// approved (Agent.ApproveToolCall: a worker then makes it) or rejected
+	// (Agent.RejectToolCall: the model reads the reason instead).
+	NeedsApproval bool
+	// External marks a tool kern never calls (Call is nil): a run whose
+	// model asks for it waits until someone answers with the call's result
+	// (Agent.SubmitToolResult). NeedsApproval and External exclude each
+	// other.
+	External bool
+}
+
+// needsAnswer reports whether a call of the tool waits for an answer
+// before it can go on: an External tool's always, one that NeedsApproval
+// until it is approved.
+func (t *Tool) needsAnswer(approved bool) bool {
+	return t != nil && (t.External || (t.NeedsApproval && !approved))
 }
 
 // ToolCallID, inside Tool.Call, is the call's stable id, "<run id>/<tool

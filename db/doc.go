@@ -252,4 +252,57 @@
 // The run's tokens, ModelTurns and ToolCalls add up the stored turns and the
 // last one: each step write adds its turn's to the run's columns, and the
 // final write sets the totals. DeleteRuns deletes a run's steps with it.
+//
+// # Runs that wait for answers
+//
+// A model turn that asks for calls of tools that need an answer
+// (agent.Tool.NeedsApproval, agent.Tool.External) is stored like any turn;
+// the calls that need nothing are made and their results committed; then
+// WaitForAnswers moves the run to 'waiting' in one fenced statement: the
+// open calls in waiting_calls (each with the transcript seq its turn
+// reserved for its result), waiting_until = now + the run's wait timeout
+// (SubmitParams.WaitTimeout, DefaultWaitTimeout when 0), no job, no
+// heartbeat, and its run.waiting {"calls":[…]} event, whose notification
+// carries the done mark so WaitRun wakes (WaitRun returns a waiting run).
+// The execution returns and River completes its job: a waiting run holds
+// no worker slot and no connection, and needs no process at all — it is a
+// row, so it survives any restart.
+//
+// An answer (ApproveToolCall, RejectToolCall, SubmitToolResult) is one
+// transaction. It first locks the run row (SELECT … FOR UPDATE) and finds
+// the call among waiting_calls; a run that is not waiting, or whose
+// waiting_calls no longer hold the call, is run.ErrNotWaiting and nothing
+// is written. So the first answer to a call stands: concurrent answers
+// queue on the row lock, and each later one finds the call gone (the
+// primary key of kern_run_answer, (run_id, call_id), backs that up). The
+// answer removes the call from waiting_calls, records itself in
+// kern_run_answer, appends its event (tool.approved {"id"}, tool.rejected
+// {"id","reason"}, or tool.result {"id","name","output"} for a submitted
+// result), and for a rejection or a result writes the call's tool step at
+// its reserved seq ("rejected: <reason>", or the output), so the execution
+// that continues finds it stored like any result. The answer to the last
+// open call also puts the run back to pending, with a new River job
+// inserted in the same transaction (no pending run without its job), and
+// gives the attempt back, as a hand-back does: a wait is not a failure.
+//
+// The worker that takes the job claims the run as any pending run and
+// resumes from the transcript: finished turns and stored results are not
+// redone; the calls approved are read with the steps (Steps returns them
+// first, role "approved") and made by the worker — never by the caller of
+// ApproveToolCall — with their usual ToolCallID. An approved call is thus
+// at least once, like any tool call: its answer is exactly once, the call
+// is made once unless the worker dies before its result commits. A call
+// that needs an answer and has none (the worker died between storing the
+// turn and WaitForAnswers) makes the resumed execution wait again.
+//
+// CancelRun ends a waiting run cancelled at once (sqlCancelRun includes
+// 'waiting'); an answer after that is run.ErrNotWaiting, and an answer
+// committed before it leaves a pending run, which the cancel ends just the
+// same: the cancel invariant holds. The run's execution timeout bounds each
+// execution from its claim, so time spent waiting is not counted; the wait
+// has its own limit: every worker's rescue pass ends waiting runs whose
+// waiting_until has passed (kern_run_waiting_idx, at most 100 a pass, SKIP
+// LOCKED) as error "waited too long for an answer (<limit>)", with a
+// run.error event. ListRuns with Statuses waiting lists what needs an
+// answer, each run's Output.Waiting naming the calls.
 package db

@@ -34,6 +34,8 @@ type runRow struct {
 	CreatedAt    time.Time
 	StartedAt    *time.Time
 	FinishedAt   *time.Time
+	WaitingCalls []waitCall
+	WaitTimeout  int64 // ms
 }
 
 func (r *runRow) output() *run.Output {
@@ -56,12 +58,25 @@ func (r *runRow) output() *run.Output {
 			ModelTurns:       r.ModelTurns,
 			ToolCalls:        r.ToolCalls,
 		},
-		Attempt:    r.Attempt,
-		Timeout:    time.Duration(r.TimeoutMs) * time.Millisecond,
-		CreatedAt:  r.CreatedAt,
-		StartedAt:  r.StartedAt,
-		FinishedAt: r.FinishedAt,
+		Attempt:     r.Attempt,
+		Timeout:     time.Duration(r.TimeoutMs) * time.Millisecond,
+		CreatedAt:   r.CreatedAt,
+		StartedAt:   r.StartedAt,
+		FinishedAt:  r.FinishedAt,
+		Waiting:     waitingCalls(r.WaitingCalls),
+		WaitTimeout: time.Duration(r.WaitTimeout) * time.Millisecond,
 	}
+}
+
+func waitingCalls(w []waitCall) []run.ToolCall {
+	if len(w) == 0 {
+		return nil
+	}
+	out := make([]run.ToolCall, len(w))
+	for i, c := range w {
+		out[i] = run.ToolCall{ID: c.ID, Name: c.Name, Arguments: c.Arguments}
+	}
+	return out
 }
 
 // collectRun reads at most one run; no row yields run.ErrNotFound.

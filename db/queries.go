@@ -11,25 +11,27 @@ import "strings"
 // runColumns is the column list scanned by scanRun, in struct order.
 const runColumns = `id, session_id, agent_name, name, status, input, content, error, metadata,
 	attempt, timeout_ms, input_tokens, output_tokens, total_tokens, ttft_us, duration_us,
-	model_turns, tool_calls, created_at, started_at, finished_at`
+	model_turns, tool_calls, created_at, started_at, finished_at,
+	CASE WHEN status = 'waiting' THEN waiting_calls ELSE '[]' END AS waiting_calls, wait_timeout_ms`
 
 // sqlInsertRun inserts one run: a lone submit, which this single-row form
 // serves faster than sqlInsertRuns' unnest. A foreground run (no job, $8)
 // starts with a heartbeat: its caller is alive now, and the rescuer takes it
 // only once that is stale (the caller died before starting it).
 const sqlInsertRun = `
-INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, heartbeat_at)
-VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9, CASE WHEN $8::bigint IS NULL THEN now() END)
+INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms, heartbeat_at)
+VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9, $10, CASE WHEN $8::bigint IS NULL THEN now() END)
 RETURNING ` + runColumns
 
 // sqlInsertRuns inserts the runs of a batch of submits, one element of
 // each array per run; foreground runs start with a heartbeat, as in
 // sqlInsertRun.
 const sqlInsertRuns = `
-INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, heartbeat_at)
+INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms, heartbeat_at)
 SELECT u.*, CASE WHEN u.job_id IS NULL THEN now() END
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::json[],
-	$7::bigint[], $8::bigint[], $9::text[]) AS u(id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key)
+	$7::bigint[], $8::bigint[], $9::text[], $10::bigint[])
+	AS u(id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms)
 RETURNING ` + runColumns
 
 // sqlGetByIdempotencyKey finds the run an earlier submit with the same key
@@ -339,13 +341,14 @@ ON CONFLICT (run_id) DO NOTHING
 RETURNING true`
 
 // sqlCancelRun cancels the run if it is not terminal yet, with its
-// run.cancelled event. Both this and sqlFinishRun lock the row and re-check
+// run.cancelled event; a waiting run, which no worker holds, ends cancelled
+// here at once. Both this and sqlFinishRun lock the row and re-check
 // the status under the lock, so exactly one of them wins and the loser
 // changes nothing.
 const sqlCancelRun = `
 WITH cancelled AS (
 	UPDATE kern_run SET status = 'cancelled', finished_at = now(), event_seq = event_seq + 1
-	WHERE id = $1 AND status IN ('pending', 'running')
+	WHERE id = $1 AND status IN ('pending', 'running', 'waiting')
 	RETURNING id, event_seq
 )
 INSERT INTO kern_run_event (run_id, seq, type)
@@ -359,11 +362,11 @@ const sqlRunStatus = `SELECT status FROM kern_run WHERE id = $1`
 const sqlDeleteCancel = `DELETE FROM kern_run_cancel WHERE run_id = $1`
 
 // sqlRecheck is the listener's safety net for lost notifications: which of
-// the watched runs are terminal ($1), which have a cancel request ($2), and
+// the watched runs are terminal or waiting ($1), which have a cancel request ($2), and
 // which have events past the position a follower has read ($3, $4).
 const sqlRecheck = `
 SELECT 'done', id FROM kern_run
-WHERE id = ANY($1) AND status IN ('completed', 'error', 'cancelled')
+WHERE id = ANY($1) AND status IN ('completed', 'error', 'cancelled', 'waiting')
 UNION ALL
 SELECT 'cancel', run_id FROM kern_run_cancel WHERE run_id = ANY($2)
 UNION ALL

@@ -80,11 +80,17 @@ WITH req AS (
 )
 SELECT id FROM stored`
 
-// sqlSteps reads a run's stored steps for the execution that resumes it.
+// sqlSteps reads a run's stored steps for the execution that resumes it,
+// and first the calls approved while it waited (seq 0, role 'approved'):
+// the execution makes those.
 const sqlSteps = `
+SELECT 0 AS seq, 'approved', '', '', call_id, '', 0, 0, 0, answered_at
+FROM kern_run_answer WHERE run_id = $1 AND kind = 'approved'
+UNION ALL
 SELECT seq, role, content, COALESCE(tool_calls::text, ''), tool_call_id, tool_name,
 	input_tokens, output_tokens, total_tokens, at
-FROM kern_run_step WHERE run_id = $1 ORDER BY seq`
+FROM kern_run_step WHERE run_id = $1
+ORDER BY seq`
 
 // sqlMessages reads what a transcript is made of in one statement, so the
 // run and its steps come from one snapshot: the prompt and the final

@@ -58,6 +58,9 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 		if err != nil {
 			return err
 		}
+		if res.Expired, err = expireWaits(ctx, tx); err != nil {
+			return fmt.Errorf("expire waits: %w", err)
+		}
 		swept, err := sweep(ctx, tx, staleAfter)
 		if err != nil {
 			return fmt.Errorf("sweep: %w", err)

@@ -33,7 +33,15 @@ type SubmitParams struct {
 	// IdempotencyKey, when set, makes a second submit with the same key for
 	// the same agent return the first run instead of creating one.
 	IdempotencyKey string
+	// WaitTimeout bounds each wait of the run for answers to its tool calls
+	// (see ApproveToolCall); 0 means DefaultWaitTimeout.
+	WaitTimeout time.Duration
 }
+
+// DefaultWaitTimeout is how long a run waits for answers to its tool calls
+// when it was submitted without a WaitTimeout: after it, the run ends as
+// error.
+const DefaultWaitTimeout = 24 * time.Hour
 
 // Limits on what a run carries. Ids and keys are indexed (a btree entry
 // must stay well under a page); a prompt is bounded so one submit cannot
@@ -57,6 +65,10 @@ func (p *SubmitParams) validate() (string, error) {
 		return "", fmt.Errorf("kern: %w: agent name is empty", run.ErrInvalidArgument)
 	case p.Timeout < 0:
 		return "", fmt.Errorf("kern: %w: timeout %v is negative", run.ErrInvalidArgument, p.Timeout)
+	case p.WaitTimeout < 0:
+		return "", fmt.Errorf("kern: %w: wait timeout %v is negative", run.ErrInvalidArgument, p.WaitTimeout)
+	case p.WaitTimeout > 0 && p.WaitTimeout < time.Millisecond:
+		return "", fmt.Errorf("kern: %w: wait timeout %v is less than a millisecond", run.ErrInvalidArgument, p.WaitTimeout)
 	}
 	for _, f := range []struct {
 		name  string
@@ -226,15 +238,15 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 	}
 
 	ids, sessions, agents, names, inputs, metadata := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	timeouts, keys := make([]int64, n), make([]*string, n)
+	timeouts, waits, keys := make([]int64, n), make([]int64, n), make([]*string, n)
 	for i, it := range items {
 		ids[i], sessions[i], agents[i], names[i], inputs[i], metadata[i] = it.RunID, it.SessionID, it.AgentName, it.Name, it.Input, it.metadata
-		timeouts[i] = it.Timeout.Milliseconds()
+		timeouts[i], waits[i] = it.Timeout.Milliseconds(), it.WaitTimeout.Milliseconds()
 		if it.IdempotencyKey != "" {
 			keys[i] = &it.IdempotencyKey
 		}
 	}
-	rows, err := tx.Query(ctx, sqlInsertRuns, ids, sessions, agents, names, inputs, metadata, timeouts, jobIDs, keys)
+	rows, err := tx.Query(ctx, sqlInsertRuns, ids, sessions, agents, names, inputs, metadata, timeouts, jobIDs, keys, waits)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +286,7 @@ func (d *DB) submitOne(ctx context.Context, tx pgx.Tx, it submitItem) (*runRow, 
 		key = &it.IdempotencyKey
 	}
 	rows, err := tx.Query(ctx, sqlInsertRun, it.RunID, it.SessionID, it.AgentName, it.Name, it.Input,
-		it.metadata, it.Timeout.Milliseconds(), jobID, key)
+		it.metadata, it.Timeout.Milliseconds(), jobID, key, it.WaitTimeout.Milliseconds())
 	if err != nil {
 		return nil, err
 	}

@@ -7,8 +7,9 @@ import (
 	"github.com/kern-go/kern/run"
 )
 
-// WaitRun blocks until the run is terminal and returns it, or until ctx
-// ends. It sleeps on the DB's shared LISTEN connection (no polling loop, no
+// WaitRun blocks until the run is terminal or waiting (run.StatusWaiting:
+// it needs an answer to go on, see ApproveToolCall) and returns it, or
+// until ctx ends. It sleeps on the DB's shared LISTEN connection (no polling loop, no
 // connection per waiter); a re-check at most a second apart covers a lost
 // notification. An unknown id yields run.ErrNotFound at once. While
 // Postgres is briefly away (a restart, a dropped connection) it keeps
@@ -26,7 +27,7 @@ func (d *DB) WaitRun(ctx context.Context, runID string) (*run.Output, error) {
 			return nil, err
 		}
 		failures = 0
-		if out.Status.Terminal() {
+		if out.Status.Terminal() || out.Status == run.StatusWaiting {
 			return out, nil
 		}
 		select {

@@ -15,4 +15,10 @@ var (
 	// refused because the run is no longer running under its attempt: it was
 	// cancelled, timed out elsewhere, or taken over by a later attempt.
 	ErrNotRunning = errors.New("run is no longer running for this execution")
+	// ErrNotWaiting is returned by an answer (ApproveToolCall,
+	// RejectToolCall, SubmitToolResult) to a run that is not waiting on that
+	// call: the call was answered already (the first answer stands), was
+	// never asked, or the run is not waiting at all (running, finished).
+	// Nothing was changed.
+	ErrNotWaiting = errors.New("run is not waiting on that tool call")
 )

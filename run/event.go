@@ -19,9 +19,14 @@ const (
 	EventOutputRejected EventType = "output.rejected"
 	EventRunRetrying    EventType = "run.retrying" // back to pending after a failed attempt: {"attempt","error","retry_in_ms"}
 	EventRunReleased    EventType = "run.released" // handed back by a stopping worker
-	EventRunCompleted   EventType = "run.completed"
-	EventRunError       EventType = "run.error"
-	EventRunCancelled   EventType = "run.cancelled"
+	// EventRunWaiting: the run waits for answers to the calls {"calls":
+	// [{"id","name","arguments"}]}; it holds no worker until they come.
+	EventRunWaiting   EventType = "run.waiting"
+	EventToolApproved EventType = "tool.approved" // {"id"}: a worker makes the call next
+	EventToolRejected EventType = "tool.rejected" // {"id","reason"}: the model is told the reason
+	EventRunCompleted EventType = "run.completed"
+	EventRunError     EventType = "run.error"
+	EventRunCancelled EventType = "run.cancelled"
 )
 
 // Terminal reports whether t ends a run's event stream.

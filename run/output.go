@@ -22,11 +22,20 @@ type Output struct {
 	Metrics  Metrics
 	// Attempt counts executions: 1 on the first, 0 while never started.
 	Attempt int
-	// Timeout bounds execution; 0 means the worker's default.
-	Timeout    time.Duration
-	CreatedAt  time.Time
-	StartedAt  *time.Time
-	FinishedAt *time.Time
+	// Timeout bounds execution; 0 means the worker's default. Each
+	// execution has all of it: time spent waiting for answers is not
+	// counted.
+	Timeout time.Duration
+	// Waiting lists, while Status is StatusWaiting, the tool calls the run
+	// waits on: answer each with ApproveToolCall, RejectToolCall or
+	// SubmitToolResult. Empty otherwise.
+	Waiting []ToolCall
+	// WaitTimeout is how long the run may wait for answers each time it
+	// waits (WithWaitTimeout); 0 means the default, 24h.
+	WaitTimeout time.Duration
+	CreatedAt   time.Time
+	StartedAt   *time.Time
+	FinishedAt  *time.Time
 }
 
 // Metrics are what a run cost and how fast it was.

@@ -4,8 +4,11 @@ package run
 type Status string
 
 const (
-	StatusPending   Status = "pending"   // accepted, waiting for a worker
-	StatusRunning   Status = "running"   // a worker is executing it
+	StatusPending Status = "pending" // accepted, waiting for a worker
+	StatusRunning Status = "running" // a worker is executing it
+	// StatusWaiting: paused until a person or a system answers the tool
+	// calls in Output.Waiting; it holds no worker. Not terminal.
+	StatusWaiting   Status = "waiting"
 	StatusCompleted Status = "completed" // the model answered
 	StatusError     Status = "error"     // it failed; Output.Error says why
 	StatusCancelled Status = "cancelled" // CancelRun stopped it
@@ -20,10 +23,10 @@ func (s Status) Terminal() bool {
 	return false
 }
 
-// Valid reports whether s is one of the five known statuses.
+// Valid reports whether s is one of the six known statuses.
 func (s Status) Valid() bool {
 	switch s {
-	case StatusPending, StatusRunning, StatusCompleted, StatusError, StatusCancelled:
+	case StatusPending, StatusRunning, StatusWaiting, StatusCompleted, StatusError, StatusCancelled:
 		return true
 	}
 	return false

@@ -62,6 +62,14 @@ type Store interface {
 	// turn reserved for it, with its tool.result event at event seq; it
 	// applies only right after event seq-1, and is safe to repeat.
 	StoreToolResult(ctx context.Context, f Fence, seq int64, r ToolResult) error
+	// WaitForAnswers moves the run to waiting on calls (tool calls of the
+	// last stored turn that need an approval or an external result, with
+	// no stored result), with its run.waiting event at event seq: the
+	// execution ends, its job with it, and the run holds no worker until
+	// every call is answered (db.DB.ApproveToolCall …), which puts it back
+	// to pending with a new job. It applies only right after event seq-1,
+	// and is safe to repeat.
+	WaitForAnswers(ctx context.Context, f Fence, seq int64, calls []WaitCall) error
 	// Heartbeat records that the execution is alive.
 	Heartbeat(ctx context.Context, f Fence) error
 	// RetryRun puts a failed execution's run back to pending, errMsg visible
@@ -70,8 +78,9 @@ type Store interface {
 	// ReleaseRun hands a running run back to pending (a stopping worker);
 	// the execution does not count against the run's attempts.
 	ReleaseRun(ctx context.Context, f Fence) error
-	// RescueStale takes runs from workers that stopped heartbeating and
-	// re-queues runs whose job was lost; see db's package doc.
+	// RescueStale takes runs from workers that stopped heartbeating,
+	// re-queues runs whose job was lost, and ends as error runs that waited
+	// for answers longer than their wait timeout; see db's package doc.
 	RescueStale(ctx context.Context, staleAfter time.Duration, maxAttempts int) (Rescued, error)
 
 	// RegisterWorker records (or renews) that worker id serves agents, until
@@ -104,7 +113,10 @@ type Claim struct {
 }
 
 // Step is one stored step of a run's transcript: a model turn that asked
-// for tool calls (Role "assistant"), or a tool result (Role "tool").
+// for tool calls (Role "assistant"), or a tool result (Role "tool"). Steps
+// also hands out the calls that were approved while the run waited (Role
+// "approved", Seq 0, ToolCallID the call's, first): they are due, and the
+// execution makes them.
 type Step struct {
 	Seq        int
 	Role       string
@@ -143,6 +155,13 @@ type ToolResult struct {
 	Output string
 }
 
+// WaitCall is a call the run waits on: Seq is the transcript seq its turn
+// reserved for its result.
+type WaitCall struct {
+	Seq  int
+	Call run.ToolCall
+}
+
 // Fence names one execution of a run: every write of it is conditional on
 // the run still being owned by it.
 type Fence struct {
@@ -164,6 +183,7 @@ type Finish struct {
 type Rescued struct {
 	Requeued []string // back to pending with a new job, for another worker (a dead foreground run's too)
 	Failed   []string // out of attempts: ended as error
+	Expired  []string // waited for answers longer than their wait timeout: ended as error
 }
 
 // Subscription is a wake-up signal for one run: C receives (coalesced) when
