@@ -200,7 +200,7 @@ func TestToolParallelCallsOfOneTurn(t *testing.T) {
 	started.Add(2)
 	bothStarted := make(chan struct{})
 	go func() { started.Wait(); close(bothStarted) }()
-	fastDone := make(chan struct{})
+	var e *env
 	call := func(name string) func(context.Context, json.RawMessage) (string, error) {
 		return func(ctx context.Context, _ json.RawMessage) (string, error) {
 			started.Done()
@@ -210,14 +210,26 @@ func TestToolParallelCallsOfOneTurn(t *testing.T) {
 				return "", errors.New("the other call never started: calls are not concurrent")
 			}
 			if name == "slow" {
-				<-fastDone
-			} else {
-				defer close(fastDone)
+				// Return only once the fast call's result is committed, so
+				// the two results commit in a known order.
+				runID, _, _ := strings.Cut(agent.ToolCallID(ctx), "/")
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+					var n int
+					if err := e.db.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_run_step WHERE run_id = $1 AND role = 'tool'`, runID).Scan(&n); err != nil {
+						return "", err
+					}
+					if n > 0 {
+						break
+					}
+					if time.Now().After(deadline) {
+						return "", errors.New("the fast call's result was never stored")
+					}
+				}
 			}
 			return name + " result", nil
 		}
 	}
-	e := toolEnv(t, agent.WorkerConfig{}, 0,
+	e = toolEnv(t, agent.WorkerConfig{}, 0,
 		agent.Tool{Name: "slow", Call: call("slow")}, agent.Tool{Name: "fast", Call: call("fast")})
 	e.model.Script(byStep(
 		fakellm.Reply{ToolCalls: []fakellm.ToolCall{{Name: "slow", Arguments: `{}`}, {Name: "fast", Arguments: `{}`}}},
