@@ -39,6 +39,9 @@ type Config struct {
 	// kill is of a worker process between two tool calls of its runs. It
 	// needs Env.SpawnToolWorker.
 	ToolKills int
+	// WaitingRuns is how many runs wait for an approval at once in the
+	// approval group's cost figure (0 skips it).
+	WaitingRuns int
 	// InFlight is how many streaming runs one worker process holds for the
 	// memory figure, RSSRuns how many runs it works for the growth figure
 	// (0 skips the memory figures; they need Env.SpawnWorker).
@@ -101,7 +104,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}{
 		{"submit", submitLatency}, {"e2e", endToEnd}, {"heartbeat", heartbeatCost}, {"cancel", cancelLatency},
 		{"wait", waitWakeup}, {"events", eventLag}, {"pickup", pickup}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
-		{"bounded", bounded}, {"tools", tools}, {"toolrecovery", toolRecovery},
+		{"bounded", bounded}, {"tools", tools}, {"toolrecovery", toolRecovery}, {"approval", approval},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue

@@ -69,7 +69,7 @@ func TestSmoke(t *testing.T) {
 	}
 	ctx := kerntest.Context(t, 2*time.Minute)
 	results, err := bench.Run(ctx, env, bench.Config{
-		Runs: 100, Rounds: 2, Submitters: 4, Concurrency: 10, Samples: 10, ScaleRows: 2000, InFlight: 20, RSSRuns: 1500, ToolKills: 1,
+		Runs: 100, Rounds: 2, Submitters: 4, Concurrency: 10, Samples: 10, ScaleRows: 2000, InFlight: 20, RSSRuns: 1500, ToolKills: 1, WaitingRuns: 50,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
