@@ -395,7 +395,7 @@ func TestApprovalForeground(t *testing.T) {
 // called once.
 func TestApprovalSurvivesRestart(t *testing.T) {
 	t.Parallel()
-	const runs = 20
+	const runs = 50
 	d := kerntest.DB(t)
 	srv, model := kerntest.Model(t)
 	var calls sync.Map // run id → *atomic.Int32
