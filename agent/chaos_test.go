@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/internal/fakellm"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/run"
@@ -18,6 +20,27 @@ import (
 // chaosAnswer is the whole answer the model gives to prompt.
 func chaosAnswer(prompt string) string { return "Answer to " + prompt + ": " + fakellm.LoremWords(10) }
 
+// chaosFault returns r, or one of the model's scripted faults in its place,
+// at random: overloaded, rate limited, a cut stream, a bad request, a slow
+// stream.
+func chaosFault(r fakellm.Reply) fakellm.Reply {
+	switch n := rand.IntN(100); {
+	case n < 8:
+		return fakellm.Reply{Status: 503, ErrorMessage: "overloaded"}
+	case n < 12:
+		return fakellm.Reply{Status: 429, ErrorMessage: "rate limited", RetryAfter: "0"}
+	case n < 16:
+		r.CutAfter = 2
+	case n < 18:
+		return fakellm.Reply{Status: 400, ErrorMessage: "bad request"}
+	case n < 25:
+		r.Drip = 20 * time.Millisecond
+	default:
+		r.Drip = time.Millisecond
+	}
+	return r
+}
+
 // TestChaosInvariants submits 1,200 runs to three worker processes
 // while they are killed (SIGKILL) or stopped (SIGTERM) and replaced, the
 // model fails in every scripted way, and a third of the runs are cancelled
@@ -25,6 +48,8 @@ func chaosAnswer(prompt string) string { return "Answer to " + prompt + ": " + f
 // run: it is terminal; CancelRun=true means cancelled; a completed run holds
 // the model's whole answer; its event log has exactly one terminal event and
 // adds up to its content; and no terminal status was ever seen to change.
+// TestChaosApprovals (chaos_approval_test.go) adds tool runs that wait for
+// approvals.
 func TestChaosInvariants(t *testing.T) {
 	t.Parallel()
 	runs := 1200
@@ -35,104 +60,13 @@ func TestChaosInvariants(t *testing.T) {
 	dbURL := kerntest.DatabaseURL(t)
 	fake, modelURL := kerntest.ModelServer(t)
 	fake.Script(func(req fakellm.Request) fakellm.Reply {
-		answer := chaosAnswer(req.LastUserMessage())
-		switch r := rand.IntN(100); {
-		case r < 8:
-			return fakellm.Reply{Status: 503, ErrorMessage: "overloaded"}
-		case r < 12:
-			return fakellm.Reply{Status: 429, ErrorMessage: "rate limited", RetryAfter: "0"}
-		case r < 16:
-			return fakellm.Reply{Content: answer, CutAfter: 2}
-		case r < 18:
-			return fakellm.Reply{Status: 400, ErrorMessage: "bad request"}
-		case r < 25:
-			return fakellm.Reply{Content: answer, Drip: 20 * time.Millisecond}
-		default:
-			return fakellm.Reply{Content: answer, Drip: time.Millisecond}
-		}
+		return chaosFault(fakellm.Reply{Content: chaosAnswer(req.LastUserMessage())})
 	})
 	submitter := submitterOn(t, dbURL)
 	ctx := kerntest.Context(t, 3*time.Minute)
 
-	// Worker processes, replaced as they die.
-	var procMu sync.Mutex
-	procs := []*workerProcess{}
-	spawned := 0
-	spawn := func() {
-		spawned++
-		p := startWorkerProcess(t, fmt.Sprintf("w%d", spawned), dbURL, modelURL, rescueAfter)
-		procMu.Lock()
-		procs = append(procs, p)
-		procMu.Unlock()
-	}
-	for range 3 {
-		spawn()
-	}
-	var kills, terms atomic.Int64
-	stopChaos := make(chan struct{})
-	chaosDone := make(chan struct{})
-	go func() {
-		defer close(chaosDone)
-		tick := time.NewTicker(700 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopChaos:
-				return
-			case <-tick.C:
-			}
-			procMu.Lock()
-			i := rand.IntN(len(procs))
-			victim := procs[i]
-			procs = append(procs[:i], procs[i+1:]...)
-			procMu.Unlock()
-			// Two kills for every graceful stop, kills first.
-			if (kills.Load()+terms.Load())%3 == 2 {
-				victim.terminate()
-				terms.Add(1)
-			} else {
-				victim.kill()
-				kills.Add(1)
-			}
-			spawn()
-		}
-	}()
-
-	// Observer: the first terminal status seen for each run must never change.
-	firstSeen := map[string]run.Status{}
-	var changed []string
-	stopObserving := make(chan struct{})
-	observerDone := make(chan struct{})
-	observe := func() {
-		rows, err := submitter.DB.Pool().Query(ctx, `SELECT id, status FROM kern_run WHERE status IN ('completed', 'error', 'cancelled')`)
-		if err != nil {
-			return
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			var st run.Status
-			if rows.Scan(&id, &st) != nil {
-				return
-			}
-			if prev, ok := firstSeen[id]; ok && prev != st {
-				changed = append(changed, fmt.Sprintf("%s: %s → %s", id, prev, st))
-			} else if !ok {
-				firstSeen[id] = st
-			}
-		}
-	}
-	go func() {
-		defer close(observerDone)
-		for {
-			select {
-			case <-stopObserving:
-				return
-			case <-time.After(50 * time.Millisecond):
-				observe()
-			}
-		}
-	}()
+	fleet := startChaosFleet(t, dbURL, modelURL, rescueAfter)
+	observer := observeTerminal(ctx, submitter.DB)
 
 	// Submitters; a third of the runs are cancelled at a random moment.
 	cancelled := make([]bool, runs)
@@ -168,16 +102,9 @@ func TestChaosInvariants(t *testing.T) {
 	cancels.Wait()
 
 	// Quiescence: every run terminal (faults and kills only delay it).
-	waitFor(t, 2*time.Minute, "every run to be terminal", func() bool {
-		var open int
-		err := submitter.DB.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_run WHERE status NOT IN ('completed', 'error', 'cancelled')`).Scan(&open)
-		return err == nil && open == 0
-	})
-	close(stopChaos)
-	<-chaosDone
-	close(stopObserving)
-	<-observerDone
-	observe()
+	waitQuiescent(ctx, t, submitter.DB, 2*time.Minute)
+	fleet.halt()
+	changed := observer.finish()
 
 	counts := map[run.Status]int{}
 	for i := range runs {
@@ -201,14 +128,175 @@ func TestChaosInvariants(t *testing.T) {
 		t.Errorf("terminal statuses changed: %v", changed)
 	}
 	t.Logf("%d runs: %v; %d worker kills, %d graceful stops, %d model requests",
-		runs, counts, kills.Load(), terms.Load(), fake.Count())
-	if kills.Load() == 0 || counts[run.StatusCompleted] == 0 || counts[run.StatusCancelled] == 0 {
-		t.Fatalf("the chaos did not exercise enough: %v, %d kills", counts, kills.Load())
+		runs, counts, fleet.kills.Load(), fleet.terms.Load(), fake.Count())
+	if fleet.kills.Load() == 0 || counts[run.StatusCompleted] == 0 || counts[run.StatusCancelled] == 0 {
+		t.Fatalf("the chaos did not exercise enough: %v, %d kills", counts, fleet.kills.Load())
 	}
+}
+
+// chaosFleet is three worker processes, one of which is killed (SIGKILL)
+// or stopped (SIGTERM) and replaced every 700ms: two kills for every
+// graceful stop, kills first.
+type chaosFleet struct {
+	start        func(name string) *workerProcess
+	mu           sync.Mutex
+	procs        []*workerProcess
+	spawned      int
+	kills, terms atomic.Int64
+	stop, done   chan struct{}
+}
+
+// startChaosFleet starts the fleet; env goes to every worker process.
+func startChaosFleet(t *testing.T, dbURL, modelURL string, rescueAfter time.Duration, env ...string) *chaosFleet {
+	f := &chaosFleet{
+		start: func(name string) *workerProcess {
+			return startWorkerProcess(t, name, dbURL, modelURL, rescueAfter, env...)
+		},
+		stop: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	for range 3 {
+		f.spawn()
+	}
+	go func() {
+		defer close(f.done)
+		tick := time.NewTicker(700 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-f.stop:
+				return
+			case <-tick.C:
+			}
+			f.mu.Lock()
+			i := rand.IntN(len(f.procs))
+			victim := f.procs[i]
+			f.procs = append(f.procs[:i], f.procs[i+1:]...)
+			f.mu.Unlock()
+			if (f.kills.Load()+f.terms.Load())%3 == 2 {
+				victim.terminate()
+				f.terms.Add(1)
+			} else {
+				victim.kill()
+				f.kills.Add(1)
+			}
+			f.spawn()
+		}
+	}()
+	return f
+}
+
+// spawn starts a worker process named w1, w2, … and adds it to the fleet.
+func (f *chaosFleet) spawn() {
+	f.mu.Lock()
+	f.spawned++
+	name := fmt.Sprintf("w%d", f.spawned)
+	f.mu.Unlock()
+	p := f.start(name)
+	f.mu.Lock()
+	f.procs = append(f.procs, p)
+	f.mu.Unlock()
+}
+
+// halt ends the chaos; the processes left run on until the test ends.
+func (f *chaosFleet) halt() {
+	close(f.stop)
+	<-f.done
+}
+
+// terminalObserver polls the terminal statuses of all runs: the first
+// terminal status seen for each run must never change.
+type terminalObserver struct {
+	ctx       context.Context
+	d         *db.DB
+	firstSeen map[string]run.Status
+	changed   []string
+	stop      chan struct{}
+	done      chan struct{}
+}
+
+// observeTerminal starts observing the runs of d every 50ms.
+func observeTerminal(ctx context.Context, d *db.DB) *terminalObserver {
+	o := &terminalObserver{ctx: ctx, d: d, firstSeen: map[string]run.Status{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(o.done)
+		for {
+			select {
+			case <-o.stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+				o.observe()
+			}
+		}
+	}()
+	return o
+}
+
+func (o *terminalObserver) observe() {
+	rows, err := o.d.Pool().Query(o.ctx, `SELECT id, status FROM kern_run WHERE status IN ('completed', 'error', 'cancelled')`)
+	if err != nil {
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var st run.Status
+		if rows.Scan(&id, &st) != nil {
+			return
+		}
+		if prev, ok := o.firstSeen[id]; ok && prev != st {
+			o.changed = append(o.changed, fmt.Sprintf("%s: %s → %s", id, prev, st))
+		} else if !ok {
+			o.firstSeen[id] = st
+		}
+	}
+}
+
+// finish stops observing, observes once more and returns the changes seen.
+func (o *terminalObserver) finish() []string {
+	close(o.stop)
+	<-o.done
+	o.observe()
+	return o.changed
+}
+
+// waitQuiescent waits until every run of d is terminal; on timeout it
+// fails, naming the runs still open.
+func waitQuiescent(ctx context.Context, t *testing.T, d *db.DB, timeout time.Duration) {
+	t.Helper()
+	const openRuns = `SELECT id, status, attempt, coalesce(error, ''), waiting_calls::text FROM kern_run
+		WHERE status NOT IN ('completed', 'error', 'cancelled') ORDER BY id`
+	deadline := time.Now().Add(timeout)
+	for {
+		var open int
+		err := d.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_run WHERE status NOT IN ('completed', 'error', 'cancelled')`).Scan(&open)
+		if err == nil && open == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var stuck []string
+	rows, err := d.Pool().Query(ctx, openRuns)
+	if err == nil {
+		for rows.Next() {
+			var id, status, runErr, waiting string
+			var attempt int
+			if rows.Scan(&id, &status, &attempt, &runErr, &waiting) == nil {
+				stuck = append(stuck, fmt.Sprintf("%s %s attempt %d error %q waiting %s", id, status, attempt, runErr, waiting))
+			}
+		}
+		rows.Close()
+	}
+	t.Fatalf("after %v, %d runs are not terminal: %s", timeout, len(stuck), strings.Join(stuck, "; "))
 }
 
 // checkChaosLog: gap-free seqs, exactly one terminal event (last, matching
 // the status), and the deltas of the last attempt add up to the content.
+// A tool call, a tool result or a wait starts the content afresh too: the
+// turn's text is in the transcript.
 func checkChaosLog(t *testing.T, events []run.Event, out *run.Output) {
 	t.Helper()
 	var content strings.Builder
@@ -219,8 +307,9 @@ func checkChaosLog(t *testing.T, events []run.Event, out *run.Output) {
 			return
 		}
 		switch ev.Type {
-		case run.EventRunStarted, run.EventRunRetrying, run.EventRunReleased:
-			content.Reset() // a new attempt starts its content afresh
+		case run.EventRunStarted, run.EventRunRetrying, run.EventRunReleased,
+			run.EventToolCall, run.EventToolResult, run.EventRunWaiting:
+			content.Reset() // a new attempt or turn starts its content afresh
 		case run.EventContentDelta:
 			content.WriteString(deltaText(t, ev))
 		}

@@ -26,9 +26,10 @@ const (
 	workerDBEnv      = "KERN_TEST_WORKER_DB"
 	workerModelEnv   = "KERN_TEST_WORKER_MODEL_URL"
 	workerRescueEnv  = "KERN_TEST_WORKER_RESCUE_AFTER"
-	// workerToolsEnv set gives the agent the tool "record", which counts
-	// its calls in the table test_tool_calls (made by the test): a count
-	// that survives the process.
+	// workerToolsEnv set gives the agent the tools "record" and
+	// "guarded" (NeedsApproval), which count their calls in the table
+	// test_tool_calls (createToolCallsTable): a count that survives the
+	// process, with the process that made each call.
 	workerToolsEnv = "KERN_TEST_WORKER_TOOLS"
 )
 
@@ -60,10 +61,17 @@ func runWorkerProcess() int {
 		DB:    d,
 	}
 	if os.Getenv(workerToolsEnv) != "" {
-		a.Tools = []agent.Tool{{Name: "record", Call: func(ctx context.Context, args json.RawMessage) (string, error) {
-			_, err := d.Pool().Exec(ctx, `INSERT INTO test_tool_calls (call_id) VALUES ($1)`, agent.ToolCallID(ctx))
-			return "recorded", err
-		}}}
+		record := func(output func(callID string) string) func(context.Context, json.RawMessage) (string, error) {
+			return func(ctx context.Context, _ json.RawMessage) (string, error) {
+				id := agent.ToolCallID(ctx)
+				_, err := d.Pool().Exec(ctx, `INSERT INTO test_tool_calls (call_id, worker) VALUES ($1, $2)`, id, os.Getenv(workerProcessEnv))
+				return output(id), err
+			}
+		}
+		a.Tools = []agent.Tool{
+			{Name: "record", Call: record(func(string) string { return "recorded" })},
+			{Name: "guarded", NeedsApproval: true, Call: record(func(id string) string { return "done " + id })},
+		}
 	}
 	w, err := agent.NewWorker(d, agent.WorkerConfig{
 		MaxConcurrentRuns: 20,
@@ -89,6 +97,22 @@ func runWorkerProcess() int {
 		return 1
 	}
 	return 0
+}
+
+// createToolCallsTable makes the table the tools of worker processes
+// (workerToolsEnv) count their calls in: the call's agent.ToolCallID, the
+// worker process that made it, and when (Postgres's clock, as the run's
+// events and steps have it).
+func createToolCallsTable(t *testing.T, a *agent.Agent) {
+	t.Helper()
+	_, err := a.DB.Pool().Exec(kerntest.Context(t, 10*time.Second), `CREATE TABLE test_tool_calls (
+		id      bigserial   PRIMARY KEY,
+		call_id text        NOT NULL,
+		worker  text        NOT NULL,
+		at      timestamptz NOT NULL DEFAULT clock_timestamp())`)
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // workerProcess is a running worker process.

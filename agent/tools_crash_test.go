@@ -22,9 +22,7 @@ func TestKilledWorkerProcessToolRunResumesFromTranscript(t *testing.T) {
 	dbURL := kerntest.DatabaseURL(t)
 	submitter := submitterOn(t, dbURL)
 	ctx := kerntest.Context(t, time.Minute)
-	if _, err := submitter.DB.Pool().Exec(ctx, `CREATE TABLE test_tool_calls (call_id text NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
+	createToolCallsTable(t, submitter)
 	fake, modelURL := kerntest.ModelServer(t)
 	var streamedOnce atomic.Bool
 	fake.Script(func(req fakellm.Request) fakellm.Reply {
