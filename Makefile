@@ -16,6 +16,8 @@ demo:
 	$(GO) run ./cookbook/tools
 	$(GO) run ./cookbook/sessions
 	$(GO) run ./cookbook/approval
+	$(GO) run ./cookbook/schedules
+	$(GO) run ./cookbook/webhooks
 
 vet:
 	$(GO) vet ./...

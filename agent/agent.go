@@ -160,6 +160,11 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		// it is returned as it is, never executed a second time.
 		IdempotencyKey: cfg.idemKey,
 		WaitTimeout:    cfg.waitTimeout,
+		ConcurrencyKey: cfg.concurrencyKey,
+		Priority:       cfg.priority,
+		StartAt:        cfg.startTime(),
+		Tx:             cfg.tx,
+		WebhookURL:     cfg.webhookURL,
 	})
 	if err != nil || cfg.background || out.Status != run.StatusPending || out.Attempt > 0 {
 		return out, err

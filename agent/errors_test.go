@@ -102,7 +102,7 @@ func TestRunRejectsBadArguments(t *testing.T) {
 		{"no Name", &agent.Agent{Model: model, DB: d}, "hi", nil, run.ErrInvalidArgument},
 		{"bad run id", good, "hi", []agent.RunOption{agent.WithRunID("a\nb")}, run.ErrInvalidArgument},
 		{"negative timeout", good, "hi", []agent.RunOption{agent.WithTimeout(-1)}, run.ErrInvalidArgument},
-		{"unsupported option", good, "hi", []agent.RunOption{agent.WithWebhook("http://127.0.0.1/")}, run.ErrInvalidArgument},
+		{"webhook URL that is not http(s)", good, "hi", []agent.RunOption{agent.Background(true), agent.WithWebhook("ftp://127.0.0.1/")}, run.ErrInvalidArgument},
 		{"empty run id", good, "hi", []agent.RunOption{agent.WithRunID("")}, run.ErrInvalidArgument},
 		{"metadata too large", good, "hi", []agent.RunOption{agent.WithMetadata(map[string]any{"blob": strings.Repeat("x", 2<<20)})}, run.ErrInvalidArgument},
 		{"tool without Call", &agent.Agent{Name: "a", Model: model, DB: d, Tools: []agent.Tool{{Name: "t"}}}, "hi", nil, run.ErrInvalidArgument},
@@ -150,14 +150,11 @@ func TestNewWorkerRejectsBadConfig(t *testing.T) {
 			return agent.NewWorker(d, agent.WorkerConfig{}, &agent.Agent{Name: "b"})
 		},
 		"negative": func() (*agent.Worker, error) { return agent.NewWorker(d, agent.WorkerConfig{MaxConcurrentRuns: -1}, a) },
-		"MaxRunsPerKey (not supported yet)": func() (*agent.Worker, error) {
-			return agent.NewWorker(d, agent.WorkerConfig{MaxRunsPerKey: 1}, a)
+		"negative MaxRunsPerKey": func() (*agent.Worker, error) {
+			return agent.NewWorker(d, agent.WorkerConfig{MaxRunsPerKey: -1}, a)
 		},
-		"OnComplete (not supported yet)": func() (*agent.Worker, error) {
-			return agent.NewWorker(d, agent.WorkerConfig{OnComplete: func(context.Context, *run.Output) {}}, a)
-		},
-		"WebhookSecret (not supported yet)": func() (*agent.Worker, error) {
-			return agent.NewWorker(d, agent.WorkerConfig{WebhookSecret: "s"}, a)
+		"WebhookSecret whsec_ but not base64": func() (*agent.Worker, error) {
+			return agent.NewWorker(d, agent.WorkerConfig{WebhookSecret: "whsec_not*base64"}, a)
 		},
 		"agent with a tool without Call": func() (*agent.Worker, error) {
 			return agent.NewWorker(d, agent.WorkerConfig{}, &agent.Agent{Name: "b", Model: model, Tools: []agent.Tool{{Name: "t"}}})

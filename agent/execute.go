@@ -21,6 +21,7 @@ var (
 	errOwnerLost  = errors.New("run no longer owned by this attempt")
 	errTooLarge   = errors.New("answer too large")
 	errHandedBack = errors.New("run handed back for another worker")
+	errKeyBusy    = errors.New("run held back by its concurrency key")
 )
 
 // retryLater is execute's answer for a run put back to pending after a
@@ -63,6 +64,8 @@ type executor struct {
 	// handBack: when the caller's context ends, release the run to pending
 	// (a stopping worker) instead of ending it cancelled (a foreground caller).
 	handBack bool
+	// maxRunsPerKey is the worker's WorkerConfig.MaxRunsPerKey (0: none).
+	maxRunsPerKey int
 }
 
 func newExecutor(d *db.DB, logger *slog.Logger) *executor {
@@ -83,15 +86,19 @@ func newExecutor(d *db.DB, logger *slog.Logger) *executor {
 // jobID is the River job doing so (nil for a foreground run). It returns
 // *retryLater when
 // the run was put back for a retry, errHandedBack when it was released to
-// another worker, and other errors only when Postgres could not be written.
+// another worker, errKeyBusy when its concurrency key held it back (it is
+// still pending), and other errors only when Postgres could not be written.
 func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID string, jobID *int64) error {
 	// Subscribe before claiming, so a cancel right after the claim is heard.
 	cancelSub := e.store.SubscribeCancel(runID)
 	defer cancelSub.Close()
 
-	claim, err := e.store.StartRun(ctx, runID, jobID)
+	claim, err := e.store.StartKeyedRun(ctx, runID, jobID, e.maxRunsPerKey)
 	if errors.Is(err, run.ErrNotRunning) || errors.Is(err, run.ErrNotFound) {
 		return nil // terminal already, running elsewhere, or not this job's
+	}
+	if errors.Is(err, engine.ErrKeyBusy) {
+		return errKeyBusy // still pending: its key is full, or not its turn
 	}
 	if err != nil {
 		return err

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/kern-go/kern/run"
 )
 
@@ -22,6 +24,20 @@ type runConfig struct {
 	idemKey    string
 	// waitTimeout: WithWaitTimeout.
 	waitTimeout time.Duration
+	// Operator options: WithConcurrencyKey, WithPriority, WithStartAt and
+	// WithDelay, WithTx, WithWebhook.
+	concurrencyKey    string
+	concurrencyKeySet bool
+	priority          int
+	prioritySet       bool
+	startAt           time.Time
+	startAtSet        bool
+	delay             time.Duration
+	delaySet          bool
+	tx                pgx.Tx
+	txSet             bool
+	webhookURL        string
+	webhookSet        bool
 	// unsupported names an option this release accepts for API stability but
 	// cannot honour yet; Run refuses it rather than silently ignoring it.
 	unsupported []string
@@ -71,24 +87,59 @@ func WithIdempotencyKey(key string) RunOption { return func(c *runConfig) { c.id
 // against WithTimeout, which bounds each execution.
 func WithWaitTimeout(d time.Duration) RunOption { return func(c *runConfig) { c.waitTimeout = d } }
 
-// WithConcurrencyKey limits live runs per key (WorkerConfig.MaxRunsPerKey).
+// WithConcurrencyKey puts a background run under its workers' per-key
+// limit (WorkerConfig.MaxRunsPerKey): at most that many runs of key run at
+// once, across every worker; the others stay pending and start in submit
+// order. Use it for one live run per session or per user. An empty key, or
+// one on a foreground run, is run.ErrInvalidArgument.
 func WithConcurrencyKey(key string) RunOption {
-	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithConcurrencyKey") }
+	return func(c *runConfig) { c.concurrencyKey, c.concurrencyKeySet = key, true }
 }
 
-// WithStartAt schedules the run for t.
+// WithPriority sets a background run's priority, River's: 1 runs first …
+// 4 last; default 2. It orders runs waiting for a worker, not running ones.
+// Outside 1..4, or on a foreground run, it is run.ErrInvalidArgument.
+func WithPriority(p int) RunOption {
+	return func(c *runConfig) { c.priority, c.prioritySet = p, true }
+}
+
+// WithStartAt keeps a background run pending until t (its River job's
+// ScheduledAt); a CancelRun before then ends it without a model call. A
+// zero t, or a foreground run, is run.ErrInvalidArgument.
 func WithStartAt(t time.Time) RunOption {
-	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithStartAt") }
+	return func(c *runConfig) { c.startAt, c.startAtSet, c.delaySet = t, true, false }
 }
 
-// WithDelay schedules the run d from now.
+// WithDelay is WithStartAt(now + d). A negative d is run.ErrInvalidArgument.
 func WithDelay(d time.Duration) RunOption {
-	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithDelay") }
+	return func(c *runConfig) { c.delay, c.delaySet, c.startAtSet = d, true, false }
 }
 
-// WithWebhook posts the final run, signed, to url.
+// WithTx submits a background run inside the caller's transaction: the row
+// and its job commit or roll back with tx, and no worker sees the run
+// before the commit. tx must be on the agent's database (the same Postgres
+// database as its DB). Such a submit is not batched with others; a
+// duplicate run id or idempotency key leaves tx usable (a savepoint). A
+// foreground run with WithTx is run.ErrInvalidArgument: it could not start
+// before the commit.
+func WithTx(tx pgx.Tx) RunOption { return func(c *runConfig) { c.tx, c.txSet = tx, true } }
+
+// WithWebhook posts the final run, signed (WorkerConfig.WebhookSecret), to
+// url: an absolute http or https URL, at most 2 KiB, else
+// run.ErrInvalidArgument.
 func WithWebhook(url string) RunOption {
-	return func(c *runConfig) { c.unsupported = append(c.unsupported, "WithWebhook") }
+	return func(c *runConfig) { c.webhookURL, c.webhookSet = url, true }
+}
+
+// startTime is when the run may start, zero for now.
+func (c *runConfig) startTime() time.Time {
+	switch {
+	case c.startAtSet:
+		return c.startAt
+	case c.delaySet && c.delay > 0:
+		return time.Now().Add(c.delay)
+	}
+	return time.Time{}
 }
 
 func (c *runConfig) validate() error {
@@ -100,6 +151,39 @@ func (c *runConfig) validate() error {
 	}
 	if c.waitTimeout < 0 {
 		return fmt.Errorf("kern: %w: wait timeout %v is negative", run.ErrInvalidArgument, c.waitTimeout)
+	}
+	return c.validateOperator()
+}
+
+// validateOperator checks the operator options (see their docs).
+func (c *runConfig) validateOperator() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("kern: %w: "+format, append([]any{run.ErrInvalidArgument}, args...)...)
+	}
+	switch {
+	case c.concurrencyKeySet && c.concurrencyKey == "":
+		return bad("WithConcurrencyKey: the key is empty")
+	case c.prioritySet && (c.priority < 1 || c.priority > 4):
+		return bad("WithPriority(%d): priority is 1 (first) … 4 (last)", c.priority)
+	case c.startAtSet && c.startAt.IsZero():
+		return bad("WithStartAt: the time is zero")
+	case c.delaySet && c.delay < 0:
+		return bad("WithDelay(%v): the delay is negative", c.delay)
+	case c.txSet && c.tx == nil:
+		return bad("WithTx: the transaction is nil")
+	case c.webhookSet && c.webhookURL == "":
+		return bad("WithWebhook: the URL is empty")
+	}
+	if !c.background {
+		for _, o := range []struct {
+			set  bool
+			name string
+		}{{c.txSet, "WithTx"}, {c.concurrencyKeySet, "WithConcurrencyKey"}, {c.prioritySet, "WithPriority"},
+			{c.startAtSet, "WithStartAt"}, {c.delaySet, "WithDelay"}} {
+			if o.set {
+				return bad("%s needs Background(true): a foreground run executes in the caller, not a worker", o.name)
+			}
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,6 +32,8 @@ const (
 	// test_tool_calls (createToolCallsTable): a count that survives the
 	// process, with the process that made each call.
 	workerToolsEnv = "KERN_TEST_WORKER_TOOLS"
+	// workerMaxPerKeyEnv sets the worker's WorkerConfig.MaxRunsPerKey.
+	workerMaxPerKeyEnv = "KERN_TEST_WORKER_MAX_RUNS_PER_KEY"
 )
 
 // processAgent is the agent every worker process serves.
@@ -73,7 +76,9 @@ func runWorkerProcess() int {
 			{Name: "guarded", NeedsApproval: true, Call: record(func(id string) string { return "done " + id })},
 		}
 	}
+	maxPerKey, _ := strconv.Atoi(os.Getenv(workerMaxPerKeyEnv))
 	w, err := agent.NewWorker(d, agent.WorkerConfig{
+		MaxRunsPerKey:     maxPerKey,
 		MaxConcurrentRuns: 20,
 		MaxAttempts:       5,
 		RescueAfter:       rescueAfter,

@@ -33,6 +33,7 @@ var riverQueryName = regexp.MustCompile(`^-- name: (\w+)`)
 func statementName(sql string) string {
 	sql = strings.TrimSpace(sql)
 	for _, s := range []struct{ marker, name string }{
+		{"kern_schedule", "kern: schedules"}, // the worker's once-a-second look at its agents' schedules
 		{"INSERT INTO kern_run (", "kern: insert run"},
 		{"AS r(req_id, req_job)", "kern: start runs"},
 		{"req_delta", "kern: append contents"},

@@ -41,6 +41,8 @@ type Worker struct {
 	// slots bounds the runs executing at once across all the worker's
 	// queues. nil for a worker of one agent: River's MaxWorkers bounds it.
 	slots chan struct{}
+	// hooks drains the completion outbox (OnComplete, webhooks).
+	hooks *hooks
 
 	mu          sync.Mutex
 	stopRescuer context.CancelFunc
@@ -98,9 +100,13 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 	w.exec.flushEvery = cfg.FlushInterval
 	w.exec.flushBytes = cfg.FlushBytes
 	w.exec.handBack = true
+	w.exec.maxRunsPerKey = cfg.MaxRunsPerKey
 
 	workers := river.NewWorkers()
 	if err := river.AddWorkerSafely(workers, &runWorker{w: w}); err != nil {
+		return nil, fmt.Errorf("kern: worker: %w", err)
+	}
+	if err := w.setupHooks(queues, workers); err != nil {
 		return nil, fmt.Errorf("kern: worker: %w", err)
 	}
 	w.client, err = river.NewClient(riverpgxv5.New(d.Pool()), &river.Config{
@@ -165,6 +171,8 @@ func (w *Worker) maintain(ctx context.Context, startDone <-chan struct{}) {
 	if w.cfg.Retention > 0 {
 		retention.Go(func() { retain(ctx, w.db, w.cfg.Retention, retentionEvery, w.cfg.Logger) })
 	}
+	retention.Go(func() { w.hooks.drain(ctx) })
+	retention.Go(func() { w.fireSchedules(ctx) }) // schedules.go
 	tick := time.NewTicker(w.cfg.HeartbeatInterval)
 	defer tick.Stop()
 	for {

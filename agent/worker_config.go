@@ -23,10 +23,29 @@ type WorkerConfig struct {
 	// a time, about once a minute. 0 means the default, 24h; a negative
 	// value keeps runs forever.
 	Retention time.Duration
-	// Not supported yet (operator issue): a non-zero value is refused by
-	// NewWorker with run.ErrInvalidArgument rather than silently ignored.
+	// MaxRunsPerKey bounds the runs of one concurrency key
+	// (WithConcurrencyKey) that are running at once, across every worker
+	// and process on the database: enforced by the claim in Postgres. Runs
+	// over it stay pending, using no attempt, and start in submit order as
+	// slots free; a run waiting for answers (run.StatusWaiting) holds no
+	// slot. 0 means no limit. It is the claiming worker's value that
+	// applies: give every worker of an agent the same one.
 	MaxRunsPerKey int
-	OnComplete    func(ctx context.Context, out *run.Output)
+	// OnComplete is called once for every run of this worker's agents that
+	// reaches a terminal status — completed, error or cancelled, also a run
+	// cancelled before it started, whoever ended it (this worker, another
+	// one, a CancelRun in any process) — in a worker serving the run's
+	// agent that has an OnComplete, off the runs' execution path (see
+	// "Completion hooks and webhooks" in the README). At least once: a
+	// crash or a panic in it makes it run again. ctx ends after 5 minutes
+	// or when the worker stops hard. Give every worker of an agent the same
+	// OnComplete: a worker without one drops completions no worker with
+	// one took within a minute.
+	OnComplete func(ctx context.Context, out *run.Output)
+	// WebhookSecret signs webhooks (WithWebhook), per Standard Webhooks:
+	// a "whsec_<base64>" secret is the base64-decoded bytes, any other
+	// string its own bytes. A worker without one does not send unsigned:
+	// its deliveries fail with "no WebhookSecret configured".
 	WebhookSecret string
 	// Logger receives kern's logs; River's routine Info lines are demoted
 	// to Debug. Default slog.Default().
@@ -56,6 +75,15 @@ type WorkerConfig struct {
 	// and 4 KiB.
 	FlushInterval time.Duration
 	FlushBytes    int
+
+	// webhookKey is WebhookSecret's HMAC key (withDefaults).
+	webhookKey []byte
+	// Knobs for tests (completion_export_test.go): attempts of a webhook,
+	// the delay between them, one attempt's timeout, the outbox ticker.
+	webhookMaxAttempts int
+	webhookBackoff     time.Duration
+	webhookTimeout     time.Duration
+	outboxEvery        time.Duration
 }
 
 // Defaults that differ from River's.
@@ -73,13 +101,15 @@ func (c *WorkerConfig) withDefaults() (WorkerConfig, error) {
 		out.FetchCooldown < 0 || out.FetchPollInterval < 0 {
 		return out, fmt.Errorf("kern: %w: worker config has a negative value", run.ErrInvalidArgument)
 	}
-	switch {
-	case out.MaxRunsPerKey != 0:
-		return out, fmt.Errorf("kern: %w: WorkerConfig.MaxRunsPerKey is not supported by this release yet", run.ErrInvalidArgument)
-	case out.OnComplete != nil:
-		return out, fmt.Errorf("kern: %w: WorkerConfig.OnComplete is not supported by this release yet", run.ErrInvalidArgument)
-	case out.WebhookSecret != "":
-		return out, fmt.Errorf("kern: %w: WorkerConfig.WebhookSecret is not supported by this release yet", run.ErrInvalidArgument)
+	if out.MaxRunsPerKey < 0 {
+		return out, fmt.Errorf("kern: %w: WorkerConfig.MaxRunsPerKey %d is negative", run.ErrInvalidArgument, out.MaxRunsPerKey)
+	}
+	if out.WebhookSecret != "" {
+		key, err := webhookKey(out.WebhookSecret)
+		if err != nil {
+			return out, err
+		}
+		out.webhookKey = key
 	}
 	if out.MaxConcurrentRuns == 0 {
 		out.MaxConcurrentRuns = 5

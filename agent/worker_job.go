@@ -30,6 +30,11 @@ const notServedDelay = 5 * time.Second
 // back together spread out, and short, since another worker may be free.
 func busyDelay() time.Duration { return 50*time.Millisecond + rand.N(100*time.Millisecond) }
 
+// keyBusyDelay is how long a run its concurrency key holds back is put
+// back for: short, since a slot frees when a run of the key ends, and
+// jittered so that a key's backlog does not come back all at once.
+func keyBusyDelay() time.Duration { return 100*time.Millisecond + rand.N(200*time.Millisecond) }
+
 func (rw *runWorker) Work(ctx context.Context, job *river.Job[engine.RunJobArgs]) error {
 	w := rw.w
 	a := w.agents[job.Args.AgentName]
@@ -50,6 +55,7 @@ func (rw *runWorker) Work(ctx context.Context, job *river.Job[engine.RunJobArgs]
 		}
 	}
 	err := w.exec.execute(ctx, a, w.models[a.Name], job.Args.RunID, &job.ID)
+	w.hooks.poke() // the run may have ended: its OnComplete goes out now, not at the next tick
 	var retry *retryLater
 	switch {
 	case errors.As(err, &retry):
@@ -57,6 +63,10 @@ func (rw *runWorker) Work(ctx context.Context, job *river.Job[engine.RunJobArgs]
 		return river.JobSnooze(retry.delay)
 	case errors.Is(err, errHandedBack):
 		return river.JobSnooze(0)
+	case errors.Is(err, errKeyBusy):
+		// Over its key's MaxRunsPerKey, or an older run of the key comes
+		// first: pending still, and a snooze uses no attempt.
+		return river.JobSnooze(keyBusyDelay())
 	}
 	return err
 }

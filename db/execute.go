@@ -2,10 +2,13 @@ package db
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
@@ -27,13 +30,34 @@ func (d *DB) Engine(engine.Key) engine.Store { return engineDB{d} }
 // execution, or moves it straight to cancelled when a cancel request is on
 // file.
 func (d engineDB) StartRun(ctx context.Context, runID string, jobID *int64) (*engine.Claim, error) {
-	r, err := d.exec.start.do(ctx, startItem{id: runID, jobID: jobID})
+	return d.StartKeyedRun(ctx, runID, jobID, 0)
+}
+
+// StartKeyedRun implements engine.Store: StartRun under a per-key limit
+// (see sqlStartRuns). A refused claim costs one more statement, which tells
+// a run its key holds back (engine.ErrKeyBusy) from one that is not
+// startable.
+func (d engineDB) StartKeyedRun(ctx context.Context, runID string, jobID *int64, maxRunsPerKey int) (*engine.Claim, error) {
+	if maxRunsPerKey < 0 {
+		return nil, fmt.Errorf("kern: %w: max runs per key %d is negative", run.ErrInvalidArgument, maxRunsPerKey)
+	}
+	r, err := d.exec.start.do(ctx, startItem{id: runID, jobID: jobID, maxRunsPerKey: maxRunsPerKey})
 	if err != nil {
 		return nil, fmt.Errorf("kern: start run %q: %w", runID, err)
 	}
 	if r == nil {
-		if _, getErr := d.GetRun(ctx, runID); getErr != nil {
-			return nil, getErr
+		if err := run.ValidateID(runID); err != nil {
+			return nil, err
+		}
+		var keyBusy bool
+		err := d.pool.QueryRow(ctx, sqlClaimRefused, runID, jobID).Scan(&keyBusy)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil, fmt.Errorf("kern: get run %q: %w", runID, run.ErrNotFound)
+		case err != nil:
+			return nil, fmt.Errorf("kern: start run %q: %w", runID, err)
+		case keyBusy && maxRunsPerKey > 0:
+			return nil, fmt.Errorf("kern: start run %q: %w", runID, engine.ErrKeyBusy)
 		}
 		return nil, fmt.Errorf("kern: start run %q: %w", runID, run.ErrNotRunning)
 	}

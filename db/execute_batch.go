@@ -34,8 +34,9 @@ func (d *DB) newExecBatchers() execBatchers {
 func fenceKey(f engine.Fence) string { return f.RunID }
 
 type startItem struct {
-	id    string
-	jobID *int64 // nil for a foreground run
+	id            string
+	jobID         *int64 // nil for a foreground run
+	maxRunsPerKey int    // the claiming worker's WorkerConfig.MaxRunsPerKey
 }
 
 func (s startItem) key() string { return s.id }
@@ -65,10 +66,19 @@ type startedRow struct {
 
 func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*startedRow, error) {
 	ids, jobs := make([]string, len(items)), make([]*int64, len(items))
+	var limits []int32 // nil (SQL NULL) when no claim has a per-key limit
 	for i, it := range items {
 		ids[i], jobs[i] = it.id, it.jobID
+		if it.maxRunsPerKey > 0 && limits == nil {
+			limits = make([]int32, len(items))
+		}
 	}
-	rows, err := d.pool.Query(ctx, sqlStartRuns, ids, jobs)
+	if limits != nil {
+		for i, it := range items {
+			limits[i] = int32(min(it.maxRunsPerKey, 1<<30))
+		}
+	}
+	rows, err := d.pool.Query(ctx, sqlStartRuns, ids, jobs, limits)
 	if err != nil {
 		return nil, err
 	}

@@ -35,7 +35,8 @@ type runRow struct {
 	StartedAt    *time.Time
 	FinishedAt   *time.Time
 	WaitingCalls []waitCall
-	WaitTimeout  int64 // ms
+	WaitTimeout  int64                // ms
+	Webhook      *run.WebhookDelivery // runWebhookColumn: nil without a webhook
 }
 
 func (r *runRow) output() *run.Output {
@@ -65,6 +66,7 @@ func (r *runRow) output() *run.Output {
 		FinishedAt:  r.FinishedAt,
 		Waiting:     waitingCalls(r.WaitingCalls),
 		WaitTimeout: time.Duration(r.WaitTimeout) * time.Millisecond,
+		Webhook:     r.Webhook,
 	}
 }
 

@@ -12,27 +12,41 @@ import "strings"
 const runColumns = `id, session_id, agent_name, name, status, input, content, error, metadata,
 	attempt, timeout_ms, input_tokens, output_tokens, total_tokens, ttft_us, duration_us,
 	model_turns, tool_calls, created_at, started_at, finished_at,
-	CASE WHEN status = 'waiting' THEN waiting_calls ELSE '[]' END AS waiting_calls, wait_timeout_ms`
+	CASE WHEN status = 'waiting' THEN waiting_calls ELSE '[]' END AS waiting_calls, wait_timeout_ms, ` + runWebhookColumn
 
 // sqlInsertRun inserts one run: a lone submit, which this single-row form
 // serves faster than sqlInsertRuns' unnest. A foreground run (no job, $8)
 // starts with a heartbeat: its caller is alive now, and the rescuer takes it
-// only once that is stale (the caller died before starting it).
+// only once that is stale (the caller died before starting it). A delayed
+// background run's heartbeat_at is its start time ($13, NULL for none): a
+// pending run's heartbeat_at is when it is due (see sqlRetryRun), which
+// the per-key order reads (kern_refused_by_key).
 const sqlInsertRun = `
-INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms, heartbeat_at)
-VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9, $10, CASE WHEN $8::bigint IS NULL THEN now() END)
+INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
+	concurrency_key, webhook_url, heartbeat_at)
+VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9, $10, $11, $12,
+	CASE WHEN $8::bigint IS NULL THEN now() ELSE $13::timestamptz END)
 RETURNING ` + runColumns
 
 // sqlInsertRuns inserts the runs of a batch of submits, one element of
 // each array per run; foreground runs start with a heartbeat, as in
 // sqlInsertRun.
 const sqlInsertRuns = `
-INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms, heartbeat_at)
-SELECT u.*, CASE WHEN u.job_id IS NULL THEN now() END
+INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
+	concurrency_key, webhook_url, heartbeat_at)
+SELECT u.id, u.session_id, u.agent_name, u.name, u.input, u.metadata, u.timeout_ms, u.job_id, u.idempotency_key, u.wait_timeout_ms,
+	u.concurrency_key, u.webhook_url, CASE WHEN u.job_id IS NULL THEN now() ELSE u.start_at END
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::json[],
-	$7::bigint[], $8::bigint[], $9::text[], $10::bigint[])
-	AS u(id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms)
+	$7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::timestamptz[])
+	AS u(id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
+		concurrency_key, webhook_url, start_at)
 RETURNING ` + runColumns
+
+// sqlClaimRefused tells why a claim did not start a run ($1) for its job
+// ($2): it is still pending for that job, with a concurrency key, and so was
+// refused by its key's limit or turn; no row means no run.
+const sqlClaimRefused = `SELECT status = 'pending' AND job_id IS NOT DISTINCT FROM $2 AND concurrency_key IS NOT NULL
+FROM kern_run WHERE id = $1`
 
 // sqlGetByIdempotencyKey finds the run an earlier submit with the same key
 // created.
@@ -42,11 +56,15 @@ var sqlGetRun = `SELECT ` + runReadColumns + ` FROM kern_run WHERE id = $1`
 
 // runReadColumns is runColumns as reads show them: a background run that
 // waits with no error of its own says why when no live worker serves its
-// agent, so it is visibly waiting rather than silently pending.
+// agent, or when runs of its concurrency key are running, so it is visibly
+// waiting rather than silently pending.
 var runReadColumns = strings.Replace(runColumns, "error,", `CASE
 		WHEN status = 'pending' AND error = '' AND job_id IS NOT NULL AND NOT EXISTS (
 			SELECT 1 FROM kern_worker w WHERE agent_name = ANY (w.agents) AND w.expires_at > now())
 		THEN 'no running worker serves agent "' || agent_name || '"; the run starts when one does'
+		WHEN status = 'pending' AND error = '' AND concurrency_key IS NOT NULL AND EXISTS (
+			SELECT 1 FROM kern_run o WHERE o.concurrency_key = kern_run.concurrency_key AND o.status = 'running')
+		THEN 'waits for a slot of its concurrency key (WorkerConfig.MaxRunsPerKey)'
 		ELSE error END,`, 1)
 
 // The four statements of a run's execution that every run makes, or makes
@@ -62,9 +80,19 @@ var runReadColumns = strings.Replace(runColumns, "error,", `CASE
 // Content starts afresh, and the run.started event tells event readers to
 // start afresh too. transcript_seq tells the worker whether stored steps
 // (kern_run_step) are there to resume from, so a plain run needs no read.
+//
+// $3 is the MaxRunsPerKey of the worker claiming each run (0: no limit), or
+// NULL when none has one: then the per-key limit costs nothing. Otherwise
+// kern_refused_by_key (migrations/009) names the runs of a concurrency key
+// whose key is full or whose turn it is not (an older pending run of the
+// key comes first); they stay pending. It runs in req, before this
+// statement locks any row, and its advisory locks are held until the claim
+// commits. A run with a cancel request is let through: it ends cancelled.
 const sqlStartRuns = `
 WITH req AS (
-	SELECT * FROM unnest($1::text[], $2::bigint[]) AS r(req_id, req_job)
+	SELECT r.*, k.refused AS req_refused
+	FROM unnest($1::text[], $2::bigint[]) AS r(req_id, req_job),
+		(SELECT CASE WHEN $3::int[] IS NULL THEN '{}' ELSE kern_refused_by_key($1, $3) END AS refused) k
 ), started AS (
 	UPDATE kern_run SET
 		status       = CASE WHEN c.run_id IS NOT NULL THEN 'cancelled' ELSE 'running' END,
@@ -78,6 +106,7 @@ WITH req AS (
 		event_seq    = event_seq + 1
 	FROM req LEFT JOIN kern_run_cancel c ON c.run_id = req.req_id
 	WHERE id = req.req_id AND status = 'pending' AND job_id IS NOT DISTINCT FROM req.req_job
+	  AND (c.run_id IS NOT NULL OR req.req_id <> ALL (req.req_refused))
 	RETURNING ` + runColumns + `, execution, event_seq, transcript_seq
 ), event AS (
 	INSERT INTO kern_run_event (run_id, seq, type, data)
@@ -86,7 +115,7 @@ WITH req AS (
 		ELSE jsonb_build_object('attempt', attempt, 'execution', execution) END
 	FROM started
 )
-SELECT ` + runColumns + `, execution, event_seq, transcript_seq FROM started`
+SELECT * FROM started` // started's RETURNING list (runColumns' expressions read columns only kern_run has)
 
 // sqlAppendContents persists flushed chunks of streamed content, each with
 // its content.delta event in the same statement: the events always add up

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -36,7 +37,30 @@ type SubmitParams struct {
 	// WaitTimeout bounds each wait of the run for answers to its tool calls
 	// (see ApproveToolCall); 0 means DefaultWaitTimeout.
 	WaitTimeout time.Duration
+	// ConcurrencyKey, for a background run, puts it under the per-key limit
+	// of the workers (WorkerConfig.MaxRunsPerKey); see the package doc.
+	ConcurrencyKey string
+	// Priority is the River priority of the run's job: 1 runs first … 4
+	// last; 0 means DefaultPriority. Background runs only.
+	Priority int
+	// StartAt, for a background run, keeps it pending until then (its
+	// job's ScheduledAt); zero means now.
+	StartAt time.Time
+	// Tx, when set, submits inside the caller's transaction on this
+	// database: the row and its job commit or roll back with it. Such a
+	// submit is never batched with others, and needs Enqueue.
+	Tx pgx.Tx
+	// WebhookURL is where the final run is posted (an absolute http or
+	// https URL, at most 2 KiB); empty for none.
+	WebhookURL string
 }
+
+// DefaultPriority is the River priority of a run submitted without one:
+// 1 runs before it, 3 and 4 after.
+const DefaultPriority = engine.DefaultPriority
+
+// maxWebhookURLBytes bounds a webhook URL.
+const maxWebhookURLBytes = 2 << 10
 
 // DefaultWaitTimeout is how long a run waits for answers to its tool calls
 // when it was submitted without a WaitTimeout: after it, the run ends as
@@ -69,6 +93,15 @@ func (p *SubmitParams) validate() (string, error) {
 		return "", fmt.Errorf("kern: %w: wait timeout %v is negative", run.ErrInvalidArgument, p.WaitTimeout)
 	case p.WaitTimeout > 0 && p.WaitTimeout < time.Millisecond:
 		return "", fmt.Errorf("kern: %w: wait timeout %v is less than a millisecond", run.ErrInvalidArgument, p.WaitTimeout)
+	case p.Priority != 0 && (p.Priority < 1 || p.Priority > 4):
+		return "", fmt.Errorf("kern: %w: priority %d is not in 1..4", run.ErrInvalidArgument, p.Priority)
+	case !p.Enqueue && (p.Priority != 0 || !p.StartAt.IsZero() || p.ConcurrencyKey != ""):
+		return "", fmt.Errorf("kern: %w: a priority, a start time and a concurrency key are for background runs", run.ErrInvalidArgument)
+	case !p.Enqueue && p.Tx != nil:
+		return "", fmt.Errorf("kern: %w: a submit in the caller's transaction must be a background run: a worker cannot see it before the commit", run.ErrInvalidArgument)
+	}
+	if err := checkWebhookURL(p.WebhookURL); err != nil {
+		return "", err
 	}
 	for _, f := range []struct {
 		name  string
@@ -79,6 +112,7 @@ func (p *SubmitParams) validate() (string, error) {
 		{"agent name", p.AgentName, maxKeyBytes},
 		{"session id", p.SessionID, maxKeyBytes},
 		{"idempotency key", p.IdempotencyKey, maxKeyBytes},
+		{"concurrency key", p.ConcurrencyKey, maxKeyBytes},
 		{"name", p.Name, maxNameBytes},
 	} {
 		if err := checkText(f.name, f.value, f.max); err != nil {
@@ -111,6 +145,25 @@ func checkText(field, s string, maxBytes int) error {
 		return fmt.Errorf("kern: %w: %s is not valid UTF-8", run.ErrInvalidArgument, field)
 	case strings.IndexByte(s, 0) >= 0:
 		return fmt.Errorf("kern: %w: %s contains a NUL byte, which Postgres text cannot store", run.ErrInvalidArgument, field)
+	}
+	return nil
+}
+
+// checkWebhookURL accepts an empty URL (none) or an absolute http or https
+// URL with a host, at most maxWebhookURLBytes.
+func checkWebhookURL(s string) error {
+	if s == "" {
+		return nil
+	}
+	if err := checkText("webhook URL", s, maxWebhookURLBytes); err != nil {
+		return err
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("kern: %w: webhook URL: %w", run.ErrInvalidArgument, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("kern: %w: webhook URL %q is not an absolute http or https URL", run.ErrInvalidArgument, s)
 	}
 	return nil
 }
@@ -153,6 +206,9 @@ func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error)
 	if err != nil {
 		return nil, err
 	}
+	if p.Tx != nil {
+		return d.submitInTx(ctx, submitItem{SubmitParams: p, metadata: metadata})
+	}
 	r, err := d.submits.do(ctx, submitItem{SubmitParams: p, metadata: metadata})
 	if err == nil {
 		return r.output(), nil
@@ -177,6 +233,68 @@ func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error)
 		return nil, fmt.Errorf("kern: submit run: %w", qerr)
 	}
 	return existing.output(), nil
+}
+
+// submitInTx is SubmitRun in the caller's transaction (SubmitParams.Tx),
+// under a savepoint: a duplicate id or key rolls back to it, so the
+// caller's transaction stays usable and gets run.ErrAlreadyExists, or the
+// run of the idempotency key, as SubmitRun does.
+func (d *DB) submitInTx(ctx context.Context, it submitItem) (*run.Output, error) {
+	sp, err := it.Tx.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kern: submit run: %w", err)
+	}
+	r, err := d.submitOne(ctx, sp, it)
+	if err == nil {
+		if err = sp.Commit(ctx); err == nil {
+			return r.output(), nil
+		}
+	}
+	if rbErr := sp.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
+		return nil, fmt.Errorf("kern: submit run: %w (rolling back to the savepoint: %v)", err, rbErr)
+	}
+	if !isUniqueViolation(err) {
+		return nil, fmt.Errorf("kern: submit run: %w", err)
+	}
+	if it.IdempotencyKey == "" {
+		return nil, fmt.Errorf("kern: submit run %q: %w", it.RunID, run.ErrAlreadyExists)
+	}
+	rows, qerr := it.Tx.Query(ctx, sqlGetByIdempotencyKey, it.AgentName, it.IdempotencyKey)
+	if qerr != nil {
+		return nil, fmt.Errorf("kern: submit run: %w", qerr)
+	}
+	existing, qerr := collectRun(rows)
+	if errors.Is(qerr, run.ErrNotFound) {
+		return nil, fmt.Errorf("kern: submit run %q: %w", it.RunID, run.ErrAlreadyExists)
+	}
+	if qerr != nil {
+		return nil, fmt.Errorf("kern: submit run: %w", qerr)
+	}
+	return existing.output(), nil
+}
+
+// insertOpts are the River options of the run's job: its priority and
+// start time; nil when it has neither (the job's own InsertOpts apply).
+func (s submitItem) insertOpts() *river.InsertOpts {
+	if s.Priority == 0 && s.StartAt.IsZero() {
+		return nil
+	}
+	return &river.InsertOpts{Priority: s.Priority, ScheduledAt: s.StartAt}
+}
+
+// startAt is the run's start time for its row's heartbeat_at: nil for none.
+func (s submitItem) startAt() *time.Time {
+	if s.StartAt.IsZero() {
+		return nil
+	}
+	return &s.StartAt
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // submitItem is one SubmitRun in a batch.
@@ -213,7 +331,7 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 	var jobs []river.InsertManyParams
 	for _, it := range items {
 		if it.Enqueue {
-			jobs = append(jobs, river.InsertManyParams{Args: engine.RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}})
+			jobs = append(jobs, river.InsertManyParams{Args: engine.RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}, InsertOpts: it.insertOpts()})
 		}
 	}
 	if len(jobs) > 0 {
@@ -239,14 +357,14 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 
 	ids, sessions, agents, names, inputs, metadata := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	timeouts, waits, keys := make([]int64, n), make([]int64, n), make([]*string, n)
+	concKeys, webhooks, starts := make([]*string, n), make([]*string, n), make([]*time.Time, n)
 	for i, it := range items {
 		ids[i], sessions[i], agents[i], names[i], inputs[i], metadata[i] = it.RunID, it.SessionID, it.AgentName, it.Name, it.Input, it.metadata
 		timeouts[i], waits[i] = it.Timeout.Milliseconds(), it.WaitTimeout.Milliseconds()
-		if it.IdempotencyKey != "" {
-			keys[i] = &it.IdempotencyKey
-		}
+		keys[i], concKeys[i], webhooks[i], starts[i] = optional(it.IdempotencyKey), optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt()
 	}
-	rows, err := tx.Query(ctx, sqlInsertRuns, ids, sessions, agents, names, inputs, metadata, timeouts, jobIDs, keys, waits)
+	rows, err := tx.Query(ctx, sqlInsertRuns, ids, sessions, agents, names, inputs, metadata, timeouts, jobIDs, keys, waits,
+		concKeys, webhooks, starts)
 	if err != nil {
 		return nil, err
 	}
@@ -275,18 +393,15 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 func (d *DB) submitOne(ctx context.Context, tx pgx.Tx, it submitItem) (*runRow, error) {
 	var jobID *int64
 	if it.Enqueue {
-		res, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}, nil)
+		res, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}, it.insertOpts())
 		if err != nil {
 			return nil, fmt.Errorf("enqueue: %w", err)
 		}
 		jobID = &res.Job.ID
 	}
-	var key *string
-	if it.IdempotencyKey != "" {
-		key = &it.IdempotencyKey
-	}
 	rows, err := tx.Query(ctx, sqlInsertRun, it.RunID, it.SessionID, it.AgentName, it.Name, it.Input,
-		it.metadata, it.Timeout.Milliseconds(), jobID, key, it.WaitTimeout.Milliseconds())
+		it.metadata, it.Timeout.Milliseconds(), jobID, optional(it.IdempotencyKey), it.WaitTimeout.Milliseconds(),
+		optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt())
 	if err != nil {
 		return nil, err
 	}

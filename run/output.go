@@ -33,9 +33,12 @@ type Output struct {
 	// WaitTimeout is how long the run may wait for answers each time it
 	// waits (WithWaitTimeout); 0 means the default, 24h.
 	WaitTimeout time.Duration
-	CreatedAt   time.Time
-	StartedAt   *time.Time
-	FinishedAt  *time.Time
+	// Webhook is the delivery of the run's webhook (WithWebhook); nil for
+	// a run without one.
+	Webhook    *WebhookDelivery
+	CreatedAt  time.Time
+	StartedAt  *time.Time
+	FinishedAt *time.Time
 }
 
 // Metrics are what a run cost and how fast it was.
@@ -47,4 +50,16 @@ type Metrics struct {
 	Duration         time.Duration // from start of execution to the terminal status
 	ModelTurns       int           // model calls that finished, over all attempts' kept steps
 	ToolCalls        int           // tool calls the model asked for
+}
+
+// WebhookDelivery is where the webhook of a run (WithWebhook) stands. It is
+// sent once the run is terminal, retried with backoff on an error or a
+// non-2xx answer.
+type WebhookDelivery struct {
+	URL string
+	// Status is "pending" (not sent yet, or being retried), "delivered"
+	// (an attempt got a 2xx answer) or "failed" (every attempt failed).
+	Status    string
+	Attempts  int    // attempts made so far
+	LastError string // the last failed attempt's error; "" once delivered
 }

@@ -33,7 +33,7 @@ type Config struct {
 	RecoveryRounds int
 	// Only limits the figures to these groups: submit, e2e, heartbeat,
 	// cancel, wait, events, pickup, recovery, memory, scale, bounded,
-	// tools, toolrecovery. Empty: all.
+	// tools, toolrecovery, schedules, perkey. Empty: all.
 	Only []string
 	// ToolKills > 0 measures the recovery of tool runs after SIGKILL: each
 	// kill is of a worker process between two tool calls of its runs. It
@@ -104,7 +104,8 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}{
 		{"submit", submitLatency}, {"e2e", endToEnd}, {"heartbeat", heartbeatCost}, {"cancel", cancelLatency},
 		{"wait", waitWakeup}, {"events", eventLag}, {"pickup", pickup}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
-		{"bounded", bounded}, {"tools", tools}, {"toolrecovery", toolRecovery}, {"approval", approval},
+		{"bounded", bounded}, {"tools", tools}, {"toolrecovery", toolRecovery}, {"approval", approval}, {"schedules", schedules},
+		{"perkey", perKey},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue

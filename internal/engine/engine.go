@@ -14,10 +14,15 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/kern-go/kern/run"
 )
+
+// ErrKeyBusy is StartKeyedRun's answer for a run its concurrency key's
+// limit holds back: it is still pending; put its job back for a moment.
+var ErrKeyBusy = errors.New("kern: the run's concurrency key is at its limit, or an older run of the key comes first")
 
 // Key unlocks db.DB.Engine. Its blank field makes the type impossible to
 // spell outside this module: struct types with unexported fields from
@@ -35,6 +40,12 @@ type Store interface {
 	// startable (terminal, running elsewhere, or not this job's), and
 	// run.ErrNotFound for no run.
 	StartRun(ctx context.Context, runID string, jobID *int64) (*Claim, error)
+	// StartKeyedRun is StartRun for a worker with a per-key limit
+	// (WorkerConfig.MaxRunsPerKey, 0 for none): a run of a concurrency key
+	// starts only when fewer than maxRunsPerKey runs of its key are running
+	// and no older pending run of the key is due; otherwise it stays pending
+	// and StartKeyedRun returns ErrKeyBusy.
+	StartKeyedRun(ctx context.Context, runID string, jobID *int64, maxRunsPerKey int) (*Claim, error)
 	// AppendContent persists a flushed chunk of the content being streamed,
 	// with its content.delta event, which takes seq: the run's next event
 	// seq. It is safe to repeat after an unknown outcome: the chunk applies
@@ -88,6 +99,13 @@ type Store interface {
 	// registered worker serves reads as pending with an Error saying so.
 	RegisterWorker(ctx context.Context, id string, agents []string, ttl time.Duration) error
 	UnregisterWorker(ctx context.Context, id string) error
+
+	// FireSchedules fires the schedules of agents that are due (at most
+	// limit of them): for each, in one transaction, the run (row and job)
+	// and the schedule's next due time, under the schedule's row lock, so
+	// a due time fires exactly once across all workers. See db's package
+	// doc, "Recurring schedules".
+	FireSchedules(ctx context.Context, agents []string, limit int) (FiredSchedules, error)
 
 	// SubscribeCancel signals when a cancel request for the run may have
 	// been recorded.

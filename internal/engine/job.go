@@ -21,8 +21,12 @@ func (RunJobArgs) Kind() string { return "kern_run" }
 // InsertOpts puts every run on its agent's queue, whoever inserts it, so
 // only workers that serve the agent ever fetch it.
 func (a RunJobArgs) InsertOpts() river.InsertOpts {
-	return river.InsertOpts{Queue: QueueFor(a.AgentName)}
+	return river.InsertOpts{Queue: QueueFor(a.AgentName), Priority: DefaultPriority}
 }
+
+// DefaultPriority is the River priority of a run's job when its submit
+// named none (WithPriority): 2, so that 1 can run before it.
+const DefaultPriority = 2
 
 // LegacyQueue is the one queue every run used before runs were routed per
 // agent; db.Migrate moves what is left on it to the agents' queues.

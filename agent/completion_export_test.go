@@ -1,0 +1,10 @@
+package agent
+
+import "time"
+
+// SetWebhookTestKnobs shortens webhook retries for tests: attempts per
+// delivery, the delay between attempts, one attempt's timeout (0: the
+// default), and the outbox ticker.
+func SetWebhookTestKnobs(cfg *WorkerConfig, maxAttempts int, backoff, timeout, outboxTick time.Duration) {
+	cfg.webhookMaxAttempts, cfg.webhookBackoff, cfg.webhookTimeout, cfg.outboxEvery = maxAttempts, backoff, timeout, outboxTick
+}
