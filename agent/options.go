@@ -38,9 +38,6 @@ type runConfig struct {
 	txSet             bool
 	webhookURL        string
 	webhookSet        bool
-	// unsupported names an option this release accepts for API stability but
-	// cannot honour yet; Run refuses it rather than silently ignoring it.
-	unsupported []string
 }
 
 // Background(true) makes Run return at once with the run pending; a worker
@@ -143,9 +140,6 @@ func (c *runConfig) startTime() time.Time {
 }
 
 func (c *runConfig) validate() error {
-	if len(c.unsupported) > 0 {
-		return fmt.Errorf("kern: %w: option %s is not supported by this release yet", run.ErrInvalidArgument, c.unsupported[0])
-	}
 	if c.timeout < 0 {
 		return fmt.Errorf("kern: %w: timeout %v is negative", run.ErrInvalidArgument, c.timeout)
 	}
