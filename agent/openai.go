@@ -189,19 +189,14 @@ func (m OpenAIChat) Stream(ctx context.Context, req *ModelRequest, onDelta func(
 			JSONSchema: &openai.ChatCompletionResponseFormatJSONSchema{Name: outputSchemaName, Schema: schema},
 		}
 	}
-	client, release, err := callClient(m.Client)
+	call, err := openStreamCall(ctx, m.Client)
 	if err != nil {
 		return nil, err
 	}
-	defer release() // runs after stream.Close below
-	callCtx, retryAfter := withRetryAfterRecord(ctx)
-	// Cancelled only to bound body.drain; results are judged by ctx.
-	callCtx, cancelCall := context.WithCancel(callCtx)
-	defer cancelCall() // after stream.Close: cancelling first would drop the connection
-	callCtx, body := withStreamBody(callCtx)
-	stream, err := client.CreateChatCompletionStream(callCtx, chatReq)
+	defer call.end() // runs after stream.Close below
+	stream, err := call.client.CreateChatCompletionStream(call.ctx, chatReq)
 	if err != nil {
-		return nil, withRetryAfter(modelError(ctx, err), retryAfter)
+		return nil, call.failed(ctx, err)
 	}
 	defer stream.Close()
 
@@ -213,7 +208,7 @@ func (m OpenAIChat) Stream(ctx context.Context, req *ModelRequest, onDelta func(
 	for {
 		chunk, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			body.drain(cancelCall)
+			call.drain()
 			break
 		}
 		if err != nil {
@@ -251,6 +246,46 @@ func (m OpenAIChat) Stream(ctx context.Context, req *ModelRequest, onDelta func(
 		return &resp, &ModelError{Message: errStreamCut, Retryable: true}
 	}
 	return &resp, nil
+}
+
+// streamCall is what both adapters set up around one streamed request: the
+// client, a context that records Retry-After and bounds the drain of the
+// response body, and the cleanup, in the order it must run.
+type streamCall struct {
+	client     *openai.Client
+	ctx        context.Context
+	retryAfter *retryAfterRecord
+	body       *streamBody
+	cancel     context.CancelFunc
+	release    func()
+}
+
+func openStreamCall(ctx context.Context, c *openai.Client) (*streamCall, error) {
+	client, release, err := callClient(c)
+	if err != nil {
+		return nil, err
+	}
+	callCtx, retryAfter := withRetryAfterRecord(ctx)
+	// Cancelled only to bound body.drain; results are judged by ctx.
+	callCtx, cancel := context.WithCancel(callCtx)
+	callCtx, body := withStreamBody(callCtx)
+	return &streamCall{client: client, ctx: callCtx, retryAfter: retryAfter, body: body, cancel: cancel, release: release}, nil
+}
+
+// end releases the call. Defer it before the stream's Close, so it runs
+// after: cancelling before the close would drop the connection.
+func (s *streamCall) end() {
+	s.cancel()
+	s.release()
+}
+
+// drain reads the rest of the response body, bounded, so the connection
+// goes back to the pool.
+func (s *streamCall) drain() { s.body.drain(s.cancel) }
+
+// failed is the ModelError of a request that could not be made.
+func (s *streamCall) failed(ctx context.Context, err error) error {
+	return withRetryAfter(modelError(ctx, err), s.retryAfter)
 }
 
 // callClient returns the client a Stream call uses: client, or for a nil

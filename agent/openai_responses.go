@@ -51,19 +51,14 @@ func (m OpenAIResponses) Stream(ctx context.Context, req *ModelRequest, onDelta 
 	if err != nil {
 		return nil, err
 	}
-	client, release, err := callClient(m.Client)
+	call, err := openStreamCall(ctx, m.Client)
 	if err != nil {
 		return nil, err
 	}
-	defer release() // runs after stream.Close below
-	callCtx, retryAfter := withRetryAfterRecord(ctx)
-	// Cancelled only to bound body.drain; results are judged by ctx.
-	callCtx, cancelCall := context.WithCancel(callCtx)
-	defer cancelCall() // after stream.Close: cancelling first would drop the connection
-	callCtx, body := withStreamBody(callCtx)
-	stream, err := client.CreateResponseStream(callCtx, respReq)
+	defer call.end() // runs after stream.Close below
+	stream, err := call.client.CreateResponseStream(call.ctx, respReq)
 	if err != nil {
-		return nil, withRetryAfter(modelError(ctx, err), retryAfter)
+		return nil, call.failed(ctx, err)
 	}
 	defer stream.Close()
 
@@ -116,7 +111,7 @@ func (m OpenAIResponses) Stream(ctx context.Context, req *ModelRequest, onDelta 
 	if done {
 		// A provider's stream ends right after its terminal event; reading
 		// that end returns the connection to the pool (see drainTimeout).
-		body.drain(cancelCall)
+		call.drain()
 	}
 	resp.Content = content.String()
 	resp.ToolCalls = calls.sorted()
