@@ -18,6 +18,7 @@ demo:
 	$(GO) run ./cookbook/approval
 	$(GO) run ./cookbook/schedules
 	$(GO) run ./cookbook/webhooks
+	$(GO) run ./cookbook/transactional
 
 vet:
 	$(GO) vet ./...

@@ -52,7 +52,7 @@ func main() {
 	flag.IntVar(&cfg.RecoveryRounds, "recovery-rounds", 0, "worker processes to SIGKILL for the recovery figure (10 runs each, ~35s each)")
 	flag.IntVar(&cfg.ToolKills, "tool-kills", 20, "worker processes to SIGKILL between two tool calls for the toolrecovery figure (5 runs each, ~4s each; 0: skip)")
 	flag.IntVar(&cfg.WaitingRuns, "waiting-runs", 10000, "runs waiting for an approval at once for the approval group's cost figure (0: skip)")
-	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools,toolrecovery,approval,schedules,perkey")
+	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools,toolrecovery,approval,schedules,perkey,retention")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	workerName := flag.String("worker", "", "internal: run as a worker process with this name")
 	workerDB := flag.String("worker-db", "", "internal: the worker process's database URL")
@@ -63,6 +63,7 @@ func main() {
 	flag.IntVar(&cfg.InFlight, "inflight", 1000, "streaming runs in flight in one worker process for the memory figure (0: skip)")
 	flag.IntVar(&cfg.RSSRuns, "rss-runs", 100000, "runs one worker process works for the RSS growth figure (0: skip)")
 	flag.IntVar(&cfg.ScaleRows, "scale-rows", 1000000, "finished runs in the table for the GetRun figure (0: skip)")
+	flag.IntVar(&cfg.RetentionRows, "retention-rows", 1000000, "expired finished runs a worker deletes while runs flow, for the retention figure (0: skip)")
 	stockGroups := flag.String("stock", defaultStock, `comma-separated figure groups to measure again on a stock-settings cluster (fsync on, data on disk); "" skips it. Unset, with -only: the groups of -only among `+defaultStock)
 	var stock stockSizes
 	flag.IntVar(&stock.runs, "stock-runs", 0, "end-to-end runs on the stock cluster (0: -runs)")

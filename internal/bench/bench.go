@@ -33,7 +33,7 @@ type Config struct {
 	RecoveryRounds int
 	// Only limits the figures to these groups: submit, e2e, heartbeat,
 	// cancel, wait, events, pickup, recovery, memory, scale, bounded,
-	// tools, toolrecovery, schedules, perkey. Empty: all.
+	// tools, toolrecovery, schedules, perkey, retention. Empty: all.
 	Only []string
 	// ToolKills > 0 measures the recovery of tool runs after SIGKILL: each
 	// kill is of a worker process between two tool calls of its runs. It
@@ -50,6 +50,9 @@ type Config struct {
 	// ScaleRows is how many finished runs the table holds for the GetRun
 	// figure (0 skips it).
 	ScaleRows int
+	// RetentionRows is how many expired finished runs a worker's Retention
+	// deletes while runs flow, for the retention figures (0 skips them).
+	RetentionRows int
 	// FetchCooldown and FetchPollInterval are River's, for kern's worker
 	// and the floor alike (0: River's defaults).
 	FetchCooldown     time.Duration
@@ -59,6 +62,8 @@ type Config struct {
 	Rounds int
 	// heartbeat overrides WorkerConfig.HeartbeatInterval (0: default).
 	heartbeat time.Duration
+	// retention is WorkerConfig.Retention (0: default).
+	retention time.Duration
 }
 
 // Result is one figure.
@@ -105,7 +110,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		{"submit", submitLatency}, {"e2e", endToEnd}, {"heartbeat", heartbeatCost}, {"cancel", cancelLatency},
 		{"wait", waitWakeup}, {"events", eventLag}, {"pickup", pickup}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
 		{"bounded", bounded}, {"tools", tools}, {"toolrecovery", toolRecovery}, {"approval", approval}, {"schedules", schedules},
-		{"perkey", perKey},
+		{"perkey", perKey}, {"retention", retention},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue
@@ -123,6 +128,7 @@ func newWorker(ctx context.Context, d *db.DB, env Env, cfg Config, a *agent.Agen
 	w, err := agent.NewWorker(d, agent.WorkerConfig{
 		MaxConcurrentRuns: cfg.Concurrency,
 		HeartbeatInterval: cfg.heartbeat,
+		Retention:         cfg.retention,
 		FetchCooldown:     cfg.FetchCooldown,
 		FetchPollInterval: cfg.FetchPollInterval,
 		Logger:            cfg.Logger,
