@@ -7,11 +7,17 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/db"
-	"github.com/kern-go/kern/run"
+	"github.com/kern-go/kern/internal/engine"
 )
 
 // retentionEvery is how often, on average, a worker applies Retention.
 const retentionEvery = time.Minute
+
+// retentionPause is the pause between a pass's batches of 1,000 deletes:
+// unpaced, a pass deleting a large backlog ran at Postgres's full speed
+// and raised the latency of the runs flowing meanwhile by half (BENCHMARKS.md,
+// retention figure); paced, it takes longer and leaves them alone.
+const retentionPause = 25 * time.Millisecond
 
 // retain deletes runs that finished more than olderThan ago (with their
 // events, and cancel requests whose run never came), about every every,
@@ -29,7 +35,7 @@ func retain(ctx context.Context, d *db.DB, olderThan, every time.Duration, logge
 			return
 		case <-t.C:
 		}
-		n, err := d.DeleteRuns(ctx, run.DeleteParams{OlderThan: olderThan})
+		n, err := d.Engine(engine.Key{}).Retain(ctx, olderThan, retentionPause)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			logger.WarnContext(ctx, "kern: retention failed", slog.Any("error", err), slog.Int("deleted", n))

@@ -91,6 +91,13 @@ const deleteBatch = 1000
 // until then — with the workers' default Retention, a day — and a run
 // submitted with that id later is not cancelled by it.
 func (d *DB) DeleteRuns(ctx context.Context, p run.DeleteParams) (int, error) {
+	return d.deleteRuns(ctx, p, 0)
+}
+
+// deleteRuns is DeleteRuns with a pause between batches (a worker's
+// retention pass paces itself so the runs flowing meanwhile keep their
+// latency; see engineDB.Retain).
+func (d *DB) deleteRuns(ctx context.Context, p run.DeleteParams, pause time.Duration) (int, error) {
 	if p.OlderThan < 0 {
 		return 0, fmt.Errorf("kern: %w: OlderThan %v is negative", run.ErrInvalidArgument, p.OlderThan)
 	}
@@ -102,7 +109,7 @@ func (d *DB) DeleteRuns(ctx context.Context, p run.DeleteParams) (int, error) {
 		statuses = []string{string(run.StatusCompleted), string(run.StatusError), string(run.StatusCancelled)}
 	}
 	olderThan := p.OlderThan.Seconds()
-	total, err := d.inBatches(ctx, func(after pgtype.Timestamptz) (int, pgtype.Timestamptz, error) {
+	total, err := d.inBatches(ctx, pause, func(after pgtype.Timestamptz) (int, pgtype.Timestamptz, error) {
 		return d.deleteOnce(ctx, sqlDeleteRuns, statuses, olderThan, after, deleteBatch)
 	})
 	if err != nil {
@@ -111,7 +118,7 @@ func (d *DB) DeleteRuns(ctx context.Context, p run.DeleteParams) (int, error) {
 	if !slices.Contains(statuses, string(run.StatusCancelled)) {
 		return total, nil
 	}
-	if _, err := d.inBatches(ctx, func(after pgtype.Timestamptz) (int, pgtype.Timestamptz, error) {
+	if _, err := d.inBatches(ctx, pause, func(after pgtype.Timestamptz) (int, pgtype.Timestamptz, error) {
 		return d.deleteOnce(ctx, sqlDeleteStrayCancels, olderThan, after, deleteBatch)
 	}); err != nil {
 		return total, fmt.Errorf("kern: delete runs: cancel requests without a run: %w", err)
@@ -123,7 +130,7 @@ func (d *DB) DeleteRuns(ctx context.Context, p run.DeleteParams) (int, error) {
 // cursor on and returns the count and the next cursor, until a batch comes
 // back short. The cursor is a timestamp the rows are taken in order of, so
 // rows that a filter passes over are read once per call, not once per batch.
-func (d *DB) inBatches(ctx context.Context, batch func(after pgtype.Timestamptz) (int, pgtype.Timestamptz, error)) (int, error) {
+func (d *DB) inBatches(ctx context.Context, pause time.Duration, batch func(after pgtype.Timestamptz) (int, pgtype.Timestamptz, error)) (int, error) {
 	total := 0
 	after := pgtype.Timestamptz{InfinityModifier: pgtype.NegativeInfinity, Valid: true}
 	for {
@@ -138,8 +145,22 @@ func (d *DB) inBatches(ctx context.Context, batch func(after pgtype.Timestamptz)
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
+		if pause > 0 {
+			select {
+			case <-ctx.Done():
+				return total, ctx.Err()
+			case <-time.After(pause):
+			}
+		}
 		after = last
 	}
+}
+
+// Retain implements engine.Store: a worker's retention pass, DeleteRuns of
+// the terminal runs that finished before olderThan, with pause between its
+// batches of 1,000.
+func (d engineDB) Retain(ctx context.Context, olderThan, pause time.Duration) (int, error) {
+	return d.deleteRuns(ctx, run.DeleteParams{OlderThan: olderThan}, pause)
 }
 
 // deleteOnce runs one batch statement, which answers (count, cursor).

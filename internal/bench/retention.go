@@ -7,9 +7,14 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/internal/fakellm"
 	"github.com/kern-go/kern/run"
 )
+
+// retentionPass is agent's retentionPause: the pause a worker's pass makes
+// between its batches.
+const retentionPass = 25 * time.Millisecond
 
 // retentionAge is how old the filled runs are; the deleting worker keeps
 // runs for an hour, so every one of them has expired.
@@ -83,8 +88,8 @@ func retention(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}
 
 	// Deleting: a retention pass starts as the flow does — the very call a
-	// worker's pass makes (agent/retention.go: DeleteRuns with OlderThan
-	// its Retention), made here rather than waiting for a worker's first
+	// worker's pass makes (agent/retention.go: Retain with its Retention and
+	// pause), made here rather than waiting for a worker's first
 	// pass, which comes 30–90 s after it starts — and the expired rows are
 	// polled until none is left.
 	deleting := defaults
@@ -97,7 +102,7 @@ func retention(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	defer stop()
 	passCtx, endPass := context.WithCancel(ctx)
 	defer endPass()
-	go func() { _, _ = d.DeleteRuns(passCtx, run.DeleteParams{OlderThan: time.Hour}) }()
+	go func() { _, _ = d.Engine(engine.Key{}).Retain(passCtx, time.Hour, retentionPass) }()
 	deadline := 15 * time.Minute
 	type polled struct {
 		took time.Duration

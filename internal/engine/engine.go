@@ -61,6 +61,9 @@ type Store interface {
 	// agentName made before run beforeRunID, oldest first: the
 	// conversation so far (Agent.HistoryRuns).
 	History(ctx context.Context, sessionID, agentName, beforeRunID string, n int) ([]HistoryEntry, error)
+	// Retain is a retention pass: DeleteRuns of the terminal runs that
+	// finished more than olderThan ago, pausing between its batches.
+	Retain(ctx context.Context, olderThan, pause time.Duration) (int, error)
 	// StoreTurn commits a finished model turn that asked for tool calls, as
 	// transcript step t.Seq, with the unflushed tail of its content and its
 	// events: a content.delta for a non-empty tail (at event seq), then one
