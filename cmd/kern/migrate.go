@@ -8,9 +8,10 @@ import (
 
 func newMigrateCmd(flags *rootFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "migrate",
-		Short: "Create or update kern's and River's tables (idempotent)",
-		Args:  cobra.NoArgs,
+		Use:     "migrate",
+		Short:   "Create or update kern's and River's tables (idempotent)",
+		Example: `  DATABASE_URL=postgres://localhost/app kern migrate`,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			d, err := flags.open(cmd.Context())
 			if err != nil {

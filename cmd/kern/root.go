@@ -23,9 +23,14 @@ func newRootCmd() *cobra.Command {
 		Short:         "Durable background LLM agent runs on Postgres",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Example: `  kern migrate
+  kern worker --config agents.yaml
+  kern runs submit --agent assistant "What is the capital of France?"
+  kern schedules put morning --agent assistant --cron "0 7 * * *" "Summarise yesterday."
+  source <(kern completion bash)   # or zsh, fish, powershell`,
 	}
 	root.PersistentFlags().StringVar(&flags.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "Postgres URL (default $DATABASE_URL)")
-	root.AddCommand(newMigrateCmd(flags), newWorkerCmd(flags), newRunsCmd(flags))
+	root.AddCommand(newMigrateCmd(flags), newWorkerCmd(flags), newRunsCmd(flags), newSchedulesCmd(flags), newVersionCmd())
 	return root
 }
 

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -11,8 +15,21 @@ import (
 	"github.com/kern-go/kern/run"
 )
 
+// dbRunner wraps a command's work with an open database.
+type dbRunner func(fn func(cmd *cobra.Command, d *db.DB, args []string) error) func(*cobra.Command, []string) error
+
 func newRunsCmd(flags *rootFlags) *cobra.Command {
-	runs := &cobra.Command{Use: "runs", Short: "Submit, inspect, wait for and cancel runs"}
+	runs := &cobra.Command{
+		Use:   "runs",
+		Short: "Submit, inspect, follow, wait for and cancel runs",
+		Long: `Commands on runs. They print tables for people (relative times, short ids;
+--wide for more columns; colours only on a terminal, never with NO_COLOR)
+and, with --json, each run exactly as the HTTP API shows it. Errors go to
+stderr; the exit code is 0 on success and 1 on an error (runs wait has more).`,
+		Example: `  kern runs submit --agent assistant "What is the capital of France?"
+  kern runs list --status running
+  kern runs wait --follow "$id"`,
+	}
 	withDB := func(fn func(cmd *cobra.Command, d *db.DB, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
 			d, err := flags.open(cmd.Context())
@@ -23,120 +40,350 @@ func newRunsCmd(flags *rootFlags) *cobra.Command {
 			return fn(cmd, d, args)
 		}
 	}
+	runs.AddCommand(newSubmitCmd(withDB), newGetCmd(withDB), newListCmd(withDB), newWaitCmd(withDB),
+		newEventsCmd(withDB), newCancelCmd(withDB), newClearCmd(withDB))
+	addApprovalCmds(runs, flags) // approve, reject, answer: approval.go
+	return runs
+}
 
-	var agentName, sessionID, runID string
-	var timeout time.Duration
-	submit := &cobra.Command{
-		Use:   "submit PROMPT",
-		Short: "Submit a background run; prints it (pending)",
-		Args:  cobra.ExactArgs(1),
+func newSubmitCmd(withDB dbRunner) *cobra.Command {
+	var (
+		agentName, name, sessionID, runID, idemKey string
+		metadata                                   []string
+		timeout, delay                             time.Duration
+		priority                                   int
+		wait                                       waitOpts
+	)
+	cmd := &cobra.Command{
+		Use:   "submit [PROMPT|-]",
+		Short: "Submit a background run and print it (pending); --wait or --follow to see it through",
+		Long: `Submits a run for a worker serving --agent. The prompt is the argument, or
+stdin when the argument is "-" or absent and stdin is not a terminal.
+--metadata values are strings. With --wait or --follow it then behaves as
+kern runs wait, exit codes included.`,
+		Example: `  kern runs submit --agent assistant "What is the capital of France?"
+  echo "Summarise this" | kern runs submit --agent writer --session s1 --metadata team=docs
+  id=$(kern runs submit --json --idempotency-key order-42 "Draft the mail" | jq -r .run_id)
+  kern runs submit --follow "Tell me a story"`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
+			prompt, err := readPrompt(cmd.InOrStdin(), args)
+			if err != nil {
+				return err
+			}
+			meta, err := parseMetadata(metadata)
+			if err != nil {
+				return err
+			}
+			opts := []agent.RunOption{agent.Background(true), agent.WithSessionID(sessionID),
+				agent.WithName(name), agent.WithTimeout(timeout)}
+			if runID != "" {
+				opts = append(opts, agent.WithRunID(runID))
+			}
+			if meta != nil {
+				opts = append(opts, agent.WithMetadata(meta))
+			}
+			if idemKey != "" {
+				opts = append(opts, agent.WithIdempotencyKey(idemKey))
+			}
+			if delay != 0 {
+				opts = append(opts, agent.WithDelay(delay))
+			}
+			if priority != 0 {
+				opts = append(opts, agent.WithPriority(priority))
+			}
 			// The submitting side needs no model: a worker does the work.
 			a := &agent.Agent{Name: agentName, Model: agent.OpenAIChat{}, DB: d}
-			out, err := a.Run(cmd.Context(), args[0], agent.Background(true),
-				agent.WithRunID(runID), agent.WithSessionID(sessionID), agent.WithTimeout(timeout))
+			out, err := a.Run(cmd.Context(), prompt, opts...)
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd.OutOrStdout(), out)
+			if wait.follow || wait.wait {
+				if !wait.json {
+					fmt.Fprintln(cmd.ErrOrStderr(), "submitted", out.RunID)
+				}
+				return waitFor(cmd, d, out.RunID, wait)
+			}
+			return newPrinter(cmd.OutOrStdout(), wait.json, wait.wide).run(out)
 		}),
 	}
-	submit.Flags().StringVar(&agentName, "agent", "assistant", "agent name")
-	submit.Flags().StringVar(&sessionID, "session", "", "session id")
-	submit.Flags().StringVar(&runID, "run-id", "", "run id (default: a new UUIDv7)")
-	submit.Flags().DurationVar(&timeout, "timeout", 0, "run timeout (default: the worker's)")
+	f := cmd.Flags()
+	f.StringVar(&agentName, "agent", "assistant", "agent name (a worker must serve it)")
+	f.StringVar(&name, "name", "", "run name, for people and for list --name")
+	f.StringVar(&sessionID, "session", "", "session id: the run sees the session's earlier runs")
+	f.StringArrayVar(&metadata, "metadata", nil, "metadata key=value (repeatable)")
+	f.StringVar(&idemKey, "idempotency-key", "", "a second submit with this key returns the first run")
+	f.DurationVar(&delay, "delay", 0, "keep the run pending this long first")
+	f.IntVar(&priority, "priority", 0, "1 runs first … 4 last (default 2)")
+	f.StringVar(&runID, "run-id", "", "run id (default: a new UUIDv7)")
+	f.DurationVar(&timeout, "timeout", 0, "run timeout (default: the worker's)")
+	f.BoolVar(&wait.wait, "wait", false, "wait for the run like kern runs wait (exit codes included)")
+	f.BoolVarP(&wait.follow, "follow", "f", false, "print the content as it streams, like kern runs wait --follow")
+	f.DurationVar(&wait.timeout, "wait-timeout", 0, "with --wait/--follow: give up waiting after this long (exit 3)")
+	f.BoolVar(&wait.json, "json", false, "print the run as JSON")
+	f.BoolVar(&wait.wide, "wide", false, "print more fields")
+	return cmd
+}
 
-	var transcript bool
-	get := &cobra.Command{
+// readPrompt is args[0], or stdin for "-" or no argument when stdin is not
+// a terminal.
+func readPrompt(stdin io.Reader, args []string) (string, error) {
+	if len(args) == 1 && args[0] != "-" {
+		return args[0], nil
+	}
+	if len(args) == 0 {
+		if f, ok := stdin.(*os.File); ok && isTerminal(f) {
+			return "", errors.New("no prompt: pass PROMPT, or pipe it in")
+		}
+	}
+	b, err := io.ReadAll(stdin)
+	if err != nil {
+		return "", fmt.Errorf("read the prompt from stdin: %w", err)
+	}
+	if strings.TrimSpace(string(b)) == "" {
+		return "", errors.New("no prompt: stdin was empty")
+	}
+	return string(b), nil
+}
+
+func parseMetadata(kvs []string) (map[string]any, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]any, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--metadata %q: want key=value", kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func newGetCmd(withDB dbRunner) *cobra.Command {
+	var events, transcript, jsonOut, wide bool
+	cmd := &cobra.Command{
 		Use:   "get RUN_ID",
-		Short: "Print a run (--transcript: and its messages)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Print a run (--events: and its event log; --transcript: and its messages)",
+		Long: `Prints the run: its fields, then its content. --events adds the event log,
+--transcript one line per message (calls and tool results shortened). With
+--json the run is the API's JSON object; --events then adds JSON lines and
+--transcript its lines, after a blank line.`,
+		Example: `  kern runs get "$id"
+  kern runs get --transcript "$id"
+  kern runs get --json "$id" | jq .metrics`,
+		Args: cobra.ExactArgs(1),
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
-			out, err := d.GetRun(cmd.Context(), args[0])
+			ctx, w, id := cmd.Context(), cmd.OutOrStdout(), args[0]
+			out, err := d.GetRun(ctx, id)
 			if err != nil {
 				return err
 			}
-			if err := printJSON(cmd.OutOrStdout(), out); err != nil || !transcript {
+			if err := newPrinter(w, jsonOut, wide).run(out); err != nil {
 				return err
 			}
-			msgs, err := d.Messages(cmd.Context(), args[0])
+			if events {
+				fmt.Fprintln(w)
+				if err := printStoredEvents(cmd, d, id, 0, jsonOut); err != nil {
+					return err
+				}
+			}
+			if !transcript {
+				return nil
+			}
+			msgs, err := d.Messages(ctx, id)
 			if err != nil {
 				return err
 			}
-			return printTranscript(cmd.OutOrStdout(), msgs)
+			return printTranscript(w, msgs)
 		}),
 	}
-	get.Flags().BoolVar(&transcript, "transcript", false, "also print the run's transcript, one line per message")
-	wait := &cobra.Command{
-		Use:   "wait RUN_ID",
-		Short: "Wait until a run is terminal, then print it",
-		Args:  cobra.ExactArgs(1),
-		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
-			out, err := d.WaitRun(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			return printJSON(cmd.OutOrStdout(), out)
-		}),
-	}
-	cancel := &cobra.Command{
-		Use:   "cancel RUN_ID",
-		Short: "Cancel a run (also one not submitted yet); prints true if it ends cancelled",
-		Args:  cobra.ExactArgs(1),
-		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
-			ok, err := d.CancelRun(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), ok)
-			return nil
-		}),
-	}
-	var params run.ListParams
-	var statuses []string
-	list := &cobra.Command{
+	cmd.Flags().BoolVar(&events, "events", false, "also print the run's event log")
+	cmd.Flags().BoolVar(&transcript, "transcript", false, "also print the run's transcript, one line per message")
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the run as JSON")
+	cmd.Flags().BoolVar(&wide, "wide", false, "print more fields")
+	return cmd
+}
+
+func newListCmd(withDB dbRunner) *cobra.Command {
+	var (
+		params        run.ListParams
+		statuses      []string
+		since         time.Duration
+		jsonOut, wide bool
+	)
+	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List runs, newest first (--cursor for the next page)",
-		Args:  cobra.NoArgs,
+		Short: "List runs, newest first, without their content",
+		Long: `Lists runs newest first, --limit a page. When there are more, a hint with the
+--cursor of the next page goes to stderr. --since keeps runs created in
+that window (then there is no next page past it).`,
+		Example: `  kern runs list --status running,waiting
+  kern runs list --agent writer --since 1h --wide
+  kern runs list --json --limit 100 | jq -r '.[].run_id'`,
+		Args: cobra.NoArgs,
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, _ []string) error {
 			for _, s := range statuses {
 				params.Statuses = append(params.Statuses, run.Status(s))
+			}
+			if since < 0 {
+				return errors.New("--since must not be negative")
 			}
 			page, err := d.ListRuns(cmd.Context(), params)
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd.OutOrStdout(), page)
-		}),
-	}
-	list.Flags().StringSliceVar(&statuses, "status", nil, "only these statuses (pending,running,completed,error,cancelled)")
-	list.Flags().StringVar(&params.AgentName, "agent", "", "only this agent's runs")
-	list.Flags().StringVar(&params.SessionID, "session", "", "only this session's runs")
-	list.Flags().IntVar(&params.Limit, "limit", 50, "runs per page")
-	list.Flags().StringVar(&params.Cursor, "cursor", "", "NextCursor of the previous page")
-
-	var olderThan time.Duration
-	var clearStatuses []string
-	clear := &cobra.Command{
-		Use:   "clear",
-		Short: "Delete finished runs (never pending or running ones); prints how many",
-		Args:  cobra.NoArgs,
-		RunE: withDB(func(cmd *cobra.Command, d *db.DB, _ []string) error {
-			p := run.DeleteParams{OlderThan: olderThan}
-			for _, s := range clearStatuses {
-				p.Statuses = append(p.Statuses, run.Status(s))
+			runs, next := page.Runs, page.NextCursor
+			if since > 0 {
+				cutoff := time.Now().Add(-since)
+				for i, r := range runs {
+					if r.CreatedAt.Before(cutoff) { // newest first: the rest are older still
+						runs, next = runs[:i], ""
+						break
+					}
+				}
 			}
-			n, err := d.DeleteRuns(cmd.Context(), p)
-			if err != nil {
+			if err := newPrinter(cmd.OutOrStdout(), jsonOut, wide).runs(runs); err != nil {
 				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), n)
+			if next != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "more: kern runs list --cursor %s (with the same filters)\n", next)
+			}
 			return nil
 		}),
 	}
-	clear.Flags().DurationVar(&olderThan, "older-than", time.Hour, "only runs finished at least this long ago")
-	clear.Flags().StringSliceVar(&clearStatuses, "status", nil, "only these terminal statuses (default: all three)")
+	f := cmd.Flags()
+	f.StringSliceVar(&statuses, "status", nil, "only these statuses (pending,running,waiting,completed,error,cancelled)")
+	f.StringVar(&params.AgentName, "agent", "", "only this agent's runs")
+	f.StringVar(&params.SessionID, "session", "", "only this session's runs")
+	f.StringVar(&params.Name, "name", "", "only runs of this name")
+	f.DurationVar(&since, "since", 0, "only runs created this long ago or less")
+	f.IntVar(&params.Limit, "limit", 50, "runs per page (at most 1000)")
+	f.StringVar(&params.Cursor, "cursor", "", "the cursor of the next page, from the previous page's hint")
+	f.BoolVar(&jsonOut, "json", false, "print a JSON array of runs")
+	f.BoolVar(&wide, "wide", false, "more columns: full id, session, attempt, tokens")
+	return cmd
+}
 
-	runs.AddCommand(submit, get, wait, cancel, list, clear)
-	return runs
+func newCancelCmd(withDB dbRunner) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel RUN_ID",
+		Short: `Cancel a run: prints "cancel requested" (exit 0) or "already finished: STATUS" (exit 1)`,
+		Long: `Asks for the run to be cancelled. "cancel requested" (exit 0) means its final
+status will be cancelled; that holds also for an id not submitted yet.
+"already finished: completed" (or error) means it had ended and nothing
+changed (exit 1).`,
+		Example: `  kern runs cancel "$id"`,
+		Args:    cobra.ExactArgs(1),
+		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
+			ok, err := d.CancelRun(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if ok {
+				fmt.Fprintln(cmd.OutOrStdout(), "cancel requested")
+				return nil
+			}
+			status := "completed or error"
+			if out, err := d.GetRun(cmd.Context(), args[0]); err == nil {
+				status = string(out.Status)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "already finished:", status)
+			return &exitErr{code: exitError}
+		}),
+	}
+}
+
+func newClearCmd(withDB dbRunner) *cobra.Command {
+	var (
+		olderThan time.Duration
+		statuses  []string
+		dryRun    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "clear",
+		Short: "Delete finished runs (never pending, running or waiting ones)",
+		Long: `Deletes runs that finished at least --older-than ago, of the given terminal
+statuses (default all three). --dry-run counts them instead, by paging
+through kern runs list, and deletes nothing.`,
+		Example: `  kern runs clear --older-than 24h
+  kern runs clear --status error,cancelled --older-than 0 --dry-run`,
+		Args: cobra.NoArgs,
+		RunE: withDB(func(cmd *cobra.Command, d *db.DB, _ []string) error {
+			p := run.DeleteParams{OlderThan: olderThan}
+			for _, s := range statuses {
+				st := run.Status(s)
+				if !st.Terminal() {
+					return fmt.Errorf("--status %q: only completed, error and cancelled runs can be cleared", s)
+				}
+				p.Statuses = append(p.Statuses, st)
+			}
+			if !dryRun {
+				n, err := d.DeleteRuns(cmd.Context(), p)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "deleted %d runs\n", n)
+				return nil
+			}
+			n, err := countDeletable(cmd, d, p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "would delete %d runs (dry run)\n", n)
+			return nil
+		}),
+	}
+	cmd.Flags().DurationVar(&olderThan, "older-than", time.Hour, "only runs finished at least this long ago")
+	cmd.Flags().StringSliceVar(&statuses, "status", nil, "only these terminal statuses (default: completed,error,cancelled)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "count what would be deleted, delete nothing")
+	return cmd
+}
+
+// countDeletable counts the runs DeleteRuns(p) would delete, paging
+// through ListRuns (db offers no count).
+func countDeletable(cmd *cobra.Command, d *db.DB, p run.DeleteParams) (int, error) {
+	lp := run.ListParams{Statuses: p.Statuses, Limit: 1000}
+	if len(lp.Statuses) == 0 {
+		lp.Statuses = []run.Status{run.StatusCompleted, run.StatusError, run.StatusCancelled}
+	}
+	cutoff := time.Now().Add(-p.OlderThan)
+	n := 0
+	for {
+		page, err := d.ListRuns(cmd.Context(), lp)
+		if err != nil {
+			return 0, err
+		}
+		for _, r := range page.Runs {
+			if r.FinishedAt != nil && !r.FinishedAt.After(cutoff) {
+				n++
+			}
+		}
+		if page.NextCursor == "" {
+			return n, nil
+		}
+		lp.Cursor = page.NextCursor
+	}
+}
+
+// printStoredEvents prints the events the run's log holds now.
+func printStoredEvents(cmd *cobra.Command, d *db.DB, id string, after int64, jsonOut bool) error {
+	rows, err := d.Pool().Query(cmd.Context(), sqlStoredEvents, id, after)
+	if err != nil {
+		return fmt.Errorf("kern: events of run %q: %w", id, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var ev run.Event
+		var typ string
+		if err := rows.Scan(&ev.RunID, &ev.Seq, &typ, &ev.Data, &ev.At); err != nil {
+			return fmt.Errorf("kern: events of run %q: %w", id, err)
+		}
+		ev.Type = run.EventType(typ)
+		if err := printEvent(cmd.OutOrStdout(), ev, jsonOut); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
@@ -18,6 +19,7 @@ func newWorkerCmd(flags *rootFlags) *cobra.Command {
 		retention           time.Duration
 		cfg                 agent.WorkerConfig
 		shutdown            time.Duration
+		configPath          string
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -33,15 +35,75 @@ SIGTERM the worker stops taking runs, lets running ones finish for
 The model is reached through OPENAI_BASE_URL (any OpenAI-compatible
 endpoint: Ollama, vLLM, cmd/fakellm; unset means OpenAI's API) and
 OPENAI_API_KEY, which only OpenAI's API requires: a local endpoint needs no
-key, and gets one sent only if it is set.`,
+key, and gets one sent only if it is set.
+
+With --config, the agents and the worker's settings come from a YAML file
+instead (see "Workers without Go" in the README): each agent its own
+instructions, model, API ("chat" or "responses"), base_url and key
+variable. A file that does not parse or check is reported with its line,
+and nothing starts.`,
+		Example: `  kern worker --agent assistant --model gpt-5-mini --concurrency 10
+  kern worker --agent writer,editor --instructions "Be brief."
+  OPENAI_BASE_URL=http://127.0.0.1:8089/v1 kern worker --agent assistant
+  kern worker --config agents.yaml        # agents and settings from a file
+  kern worker --config agents.yaml --concurrency 20   # a flag given overrides the file`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			// Before touching the database: a missing key is a setup mistake
-			// to report at once, not after connecting, nor on every run. The
-			// resolved client is then shared by all runs of this worker.
-			chat, err := agent.OpenAIChat{ID: model}.Resolve()
-			if err != nil {
-				return err // already says which variable to set
+			var (
+				agents []*agent.Agent
+				file   *workerFile
+				err    error
+			)
+			// Everything that can be wrong with the setup is reported before
+			// touching the database: a bad file or a missing key is a mistake
+			// to report at once, not after connecting, nor on every run.
+			if configPath != "" {
+				if file, err = loadWorkerFile(configPath); err != nil {
+					return err
+				}
+				fileCfg, err := file.workerConfig()
+				if err != nil {
+					return fmt.Errorf("%s: %w", configPath, err)
+				}
+				names = file.names()
+				// Flags given explicitly override the file.
+				fl := cmd.Flags()
+				over := func(name string, fromFile, fromFlag any) {
+					if !fl.Changed(name) {
+						switch p := fromFlag.(type) {
+						case *int:
+							*p = *fromFile.(*int)
+						case *time.Duration:
+							*p = *fromFile.(*time.Duration)
+						}
+					}
+				}
+				over("concurrency", &fileCfg.MaxConcurrentRuns, &cfg.MaxConcurrentRuns)
+				over("timeout", &fileCfg.DefaultTimeout, &cfg.DefaultTimeout)
+				over("max-attempts", &fileCfg.MaxAttempts, &cfg.MaxAttempts)
+				over("rescue-after", &fileCfg.RescueAfter, &cfg.RescueAfter)
+				over("retention", &fileCfg.Retention, &retention)
+				if !fl.Changed("shutdown-timeout") && file.Worker.ShutdownTimeout > 0 {
+					shutdown = file.Worker.ShutdownTimeout
+				}
+				cfg.MaxContentBytes = fileCfg.MaxContentBytes
+				cfg.MaxRunsPerKey = fileCfg.MaxRunsPerKey
+				cfg.HeartbeatInterval = fileCfg.HeartbeatInterval
+				cfg.RetryBaseDelay = fileCfg.RetryBaseDelay
+				cfg.WebhookSecret = fileCfg.WebhookSecret
+				// Agents need their DB; check their keys now, build them below.
+				if _, err := file.buildAgents(nil); err != nil {
+					return fmt.Errorf("%s: %w", configPath, err)
+				}
+			} else {
+				// The resolved client is shared by all runs of this worker.
+				chat, err := agent.OpenAIChat{ID: model}.Resolve()
+				if err != nil {
+					return err // already says which variable to set
+				}
+				for _, name := range names {
+					agents = append(agents, &agent.Agent{Name: name, Instructions: instructions, Model: chat})
+				}
 			}
 			ctx := cmd.Context()
 			d, err := flags.open(ctx)
@@ -49,12 +111,16 @@ key, and gets one sent only if it is set.`,
 				return err
 			}
 			defer d.Close()
+			if file != nil {
+				if agents, err = file.buildAgents(d); err != nil {
+					return err
+				}
+			}
+			for _, a := range agents {
+				a.DB = d
+			}
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 			cfg.Retention = retention
-			agents := make([]*agent.Agent, 0, len(names))
-			for _, name := range names {
-				agents = append(agents, &agent.Agent{Name: name, Instructions: instructions, Model: chat, DB: d})
-			}
 			w, err := agent.NewWorker(d, cfg, agents...)
 			if err != nil {
 				return err
@@ -64,14 +130,25 @@ key, and gets one sent only if it is set.`,
 			if err := w.Start(context.WithoutCancel(ctx)); err != nil {
 				return err
 			}
-			cfg.Logger.Info("kern worker started", slog.Any("agents", names), slog.String("model", model))
+			logAttrs := []any{slog.Any("agents", names)}
+			if file != nil {
+				logAttrs = append(logAttrs, slog.String("config", configPath))
+			} else {
+				logAttrs = append(logAttrs, slog.String("model", model))
+			}
+			cfg.Logger.Info("kern worker started", logAttrs...)
 			<-ctx.Done()
 			cfg.Logger.Info("kern worker stopping", slog.Duration("grace", shutdown))
 			stopCtx, cancel := context.WithTimeout(context.Background(), shutdown)
 			defer cancel()
-			return w.Stop(stopCtx)
+			if err := w.Stop(stopCtx); err != nil {
+				return err
+			}
+			cfg.Logger.Info("kern worker stopped")
+			return nil
 		},
 	}
+	cmd.Flags().StringVar(&configPath, "config", "", "agents.yaml declaring the agents (name, instructions, model, api, base_url, …) and worker settings; excludes --agent, --model, --instructions")
 	cmd.Flags().StringSliceVar(&names, "agent", []string{"assistant"}, "agent name(s) to serve (must match the submitting side); repeat or comma-separate for several")
 	cmd.Flags().StringVar(&model, "model", envOr("KERN_MODEL", "gpt-5-mini"), "model id (default $KERN_MODEL or gpt-5-mini)")
 	cmd.Flags().StringVar(&instructions, "instructions", "", "system instructions")
@@ -81,6 +158,9 @@ key, and gets one sent only if it is set.`,
 	cmd.Flags().IntVar(&cfg.MaxAttempts, "max-attempts", 3, "executions of a run (retries and rescues each use one)")
 	cmd.Flags().DurationVar(&cfg.RescueAfter, "rescue-after", 30*time.Second, "heartbeat age after which another worker takes a run over")
 	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "grace period for running runs on SIGTERM")
+	cmd.MarkFlagsMutuallyExclusive("config", "agent")
+	cmd.MarkFlagsMutuallyExclusive("config", "model")
+	cmd.MarkFlagsMutuallyExclusive("config", "instructions")
 	return cmd
 }
 
