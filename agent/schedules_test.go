@@ -76,22 +76,20 @@ func TestScheduleEverySecondThreeWorkers(t *testing.T) {
 	elapsed := time.Since(start)
 	runs := scheduledRuns(t, d, "tick")
 	// Due times are one second apart, from s.NextRunAt on: no more runs
-	// than due times passed, and never two close together.
+	// than due times passed, and never two at once. (A firing may come late
+	// under load and the next one on time, so runs of consecutive due times
+	// can be much less than a second apart; two workers firing one due time
+	// would both do so right at it, milliseconds apart. The exact one run
+	// per due time is db's TestScheduleFireRace.)
 	if limit := int(time.Since(s.NextRunAt)/time.Second) + 1; len(runs) > limit {
 		t.Fatalf("%d runs in %v since the first due time; at most %d due times passed", len(runs), time.Since(s.NextRunAt), limit)
 	}
-	seconds := map[int64]string{}
 	for i, r := range runs {
 		if r.Name != "tick" || r.SessionID != "ticks" || r.Input != "tick" || r.Metadata["from"] != "schedule" {
 			t.Fatalf("run %d: %+v", i, r)
 		}
-		sec := r.CreatedAt.Unix()
-		if other, dup := seconds[sec]; dup {
-			t.Errorf("runs %s and %s both created in second %v", other, r.RunID, time.Unix(sec, 0).UTC())
-		}
-		seconds[sec] = r.RunID
 		if i > 0 {
-			if gap := r.CreatedAt.Sub(runs[i-1].CreatedAt); gap < 250*time.Millisecond {
+			if gap := r.CreatedAt.Sub(runs[i-1].CreatedAt); gap < 20*time.Millisecond {
 				t.Errorf("runs %d and %d created %v apart: two runs for one due time", i-1, i, gap)
 			}
 		}
