@@ -20,11 +20,13 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -262,6 +264,7 @@ func measure(ctx context.Context, srv *pgtest.Server, fake *fakellm.Server, base
 			}
 			return bench.ProcessTreeCPU(pid)
 		},
+		KernCLI: buildKernCLI,
 		PostgresCounters: func(ctx context.Context) (bench.PostgresCounters, error) {
 			var c bench.PostgresCounters
 			err := admin.QueryRow(ctx, bench.PostgresCountersQuery).Scan(&c.Xacts, &c.WALBytes, &c.WALSyncs)
@@ -324,3 +327,17 @@ func spawnWorker(name, dbURL, modelURL string, concurrency int, cfg bench.Config
 		"-fetch-cooldown", cfg.FetchCooldown.String(), "-fetch-poll", cfg.FetchPollInterval.String()}, extra...)
 	return bench.StartProcess(name, exec.Command(os.Args[0], args...))
 }
+
+// buildKernCLI builds the kern command once, into a temporary directory,
+// for the scale group's `kern runs list` figure.
+var buildKernCLI = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "kern-bench-cli-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "kern")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/kern-go/kern/cmd/kern").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/kern: %v: %s", err, out)
+	}
+	return bin, nil
+})

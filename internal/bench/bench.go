@@ -96,6 +96,9 @@ type Env struct {
 	// PostgresCPU, when set, returns the CPU time the Postgres server has
 	// used so far (only a server on this machine can tell).
 	PostgresCPU func() (time.Duration, bool)
+	// KernCLI, when set, returns the path of a built kern binary (the scale
+	// group times `kern runs list` with it).
+	KernCLI func() (string, error)
 	// PostgresCounters, when set, reads the server's PostgresCounters.
 	PostgresCounters func(ctx context.Context) (PostgresCounters, error)
 }

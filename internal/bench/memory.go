@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -194,6 +195,8 @@ func scale(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		{"ListRuns page, status=running p50", "none match", run.ListParams{Statuses: []run.Status{run.StatusRunning}}},
 		{"ListRuns page, agent=nobody p50", "none match", run.ListParams{AgentName: "nobody"}},
 		{"ListRuns page, one agent p50", "1 run in 50 matches", run.ListParams{AgentName: "bench-other"}},
+		{"ListRuns page, every filter p50", "status, agent, session and name at once; none match",
+			run.ListParams{Statuses: []run.Status{run.StatusError}, AgentName: "bench", SessionID: "session-3", Name: "nightly"}},
 	} {
 		p50, p99, err := listPages(ctx, d, l.params, cfg.Samples)
 		if err != nil {
@@ -201,7 +204,33 @@ func scale(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		}
 		out = append(out, Result{l.name, ms(p50), l.note}, Result{strings.Replace(l.name, "p50", "p99", 1), ms(p99), ""})
 	}
-	return out, nil
+	return append(out, cliList(ctx, env, d)...), nil
+}
+
+// cliList times `kern runs list` as a person runs it: a process start, a
+// connection, one page, the table printed. It needs Env.KernCLI.
+func cliList(ctx context.Context, env Env, d *db.DB) []Result {
+	if env.KernCLI == nil {
+		return nil
+	}
+	bin, err := env.KernCLI()
+	if err != nil {
+		return []Result{{"kern runs list wall time", "not measured", err.Error()}}
+	}
+	url := d.Pool().Config().ConnString()
+	var lat []time.Duration
+	for range 20 {
+		t0 := time.Now()
+		out, err := exec.CommandContext(ctx, bin, "runs", "list", "--database-url", url).CombinedOutput()
+		if err != nil {
+			return []Result{{"kern runs list wall time", "failed", fmt.Sprintf("%v: %s", err, out)}}
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	return []Result{
+		{"kern runs list wall time p50", ms(pct(lat, 50)), "the CLI as a subprocess, 20 times: start, connect, one page of 50, the table"},
+		{"kern runs list wall time p99", ms(pct(lat, 99)), "target ≤ 150 ms"},
+	}
 }
 
 // listPages times up to samples pages of ListRuns, following the cursor
