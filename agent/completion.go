@@ -10,7 +10,6 @@ import (
 
 	"github.com/riverqueue/river"
 
-	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
 )
@@ -96,7 +95,7 @@ func (h *hooks) poke() {
 // every outboxEvery and whenever poked, until ctx ends.
 func (h *hooks) drain(ctx context.Context) {
 	w := h.w
-	p := db.OutboxDrain{
+	p := engine.OutboxDrain{
 		Agents:             w.agentNames(),
 		Complete:           w.cfg.OnComplete != nil,
 		DropAfter:          completeDropAfter,
@@ -117,7 +116,7 @@ func (h *hooks) drain(ctx context.Context) {
 		case <-h.nudge:
 		}
 		for ctx.Err() == nil {
-			res, err := w.db.DrainOutbox(ctx, engine.Key{}, p)
+			res, err := w.store.DrainOutbox(ctx, p)
 			if err != nil {
 				if ctx.Err() == nil {
 					w.cfg.Logger.WarnContext(ctx, "kern: draining the completion outbox failed", slog.Any("error", err))

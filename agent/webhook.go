@@ -91,8 +91,7 @@ func (ww *webhookWorker) NextRetry(*river.Job[engine.WebhookJobArgs]) time.Time 
 
 func (ww *webhookWorker) Work(ctx context.Context, job *river.Job[engine.WebhookJobArgs]) error {
 	w := ww.w
-	key := engine.Key{}
-	url, err := w.db.WebhookURL(ctx, key, job.Args.RunID)
+	url, err := w.store.WebhookURL(ctx, job.Args.RunID)
 	if err != nil || url == "" {
 		return err // nil: the run is gone (Retention), or has no webhook
 	}
@@ -115,7 +114,7 @@ func (ww *webhookWorker) Work(ctx context.Context, job *river.Job[engine.Webhook
 	}
 	recordCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), webhookTimeout)
 	defer cancel()
-	if err := w.db.RecordWebhook(recordCtx, key, job.Args.RunID, status, job.Attempt, lastError); err != nil {
+	if err := w.store.RecordWebhook(recordCtx, job.Args.RunID, status, job.Attempt, lastError); err != nil {
 		// Not recorded: try again (a delivered webhook may then be
 		// delivered twice; receivers dedupe on webhook-id).
 		return errors.Join(sendErr, err)

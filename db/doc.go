@@ -392,7 +392,7 @@
 //     transaction: one completion row per run (a run that is cancelled
 //     after it finished matches no row and writes nothing).
 //
-// Workers drain their agents' rows (DrainOutbox): one transaction deletes
+// Workers drain their agents' rows (engine.Store.DrainOutbox): one transaction deletes
 // a batch (SKIP LOCKED, so the workers of an agent share the work) and
 // inserts a River job for each row — kern_complete on the agent's
 // completion queue, which only workers with an OnComplete work (and only

@@ -107,20 +107,20 @@ func TestOutboxCompleteOnEveryTerminalPath(t *testing.T) {
 
 	// A drainer without OnComplete takes the webhook only; the
 	// completions stay for one that has it.
-	res, err := d.DrainOutbox(ctx, engine.Key{}, db.OutboxDrain{Agents: []string{"a"}, DropAfter: time.Hour})
-	if err != nil || res != (db.OutboxResult{Webhooks: 1}) {
+	res, err := d.Engine(engine.Key{}).DrainOutbox(ctx, engine.OutboxDrain{Agents: []string{"a"}, DropAfter: time.Hour})
+	if err != nil || res != (engine.OutboxResult{Webhooks: 1}) {
 		t.Fatalf("drain without OnComplete: %+v %v", res, err)
 	}
-	res, err = d.DrainOutbox(ctx, engine.Key{}, db.OutboxDrain{Agents: []string{"other"}, Complete: true})
-	if err != nil || res != (db.OutboxResult{}) {
+	res, err = d.Engine(engine.Key{}).DrainOutbox(ctx, engine.OutboxDrain{Agents: []string{"other"}, Complete: true})
+	if err != nil || res != (engine.OutboxResult{}) {
 		t.Fatalf("drain of another agent: %+v %v", res, err)
 	}
-	res, err = d.DrainOutbox(ctx, engine.Key{}, db.OutboxDrain{Agents: []string{"a"}, Complete: true, Limit: 4})
-	if err != nil || res != (db.OutboxResult{Completions: 4}) {
+	res, err = d.Engine(engine.Key{}).DrainOutbox(ctx, engine.OutboxDrain{Agents: []string{"a"}, Complete: true, Limit: 4})
+	if err != nil || res != (engine.OutboxResult{Completions: 4}) {
 		t.Fatalf("first drain: %+v %v", res, err)
 	}
-	res, err = d.DrainOutbox(ctx, engine.Key{}, db.OutboxDrain{Agents: []string{"a"}, Complete: true})
-	if err != nil || res != (db.OutboxResult{Completions: 2}) {
+	res, err = d.Engine(engine.Key{}).DrainOutbox(ctx, engine.OutboxDrain{Agents: []string{"a"}, Complete: true})
+	if err != nil || res != (engine.OutboxResult{Completions: 2}) {
 		t.Fatalf("second drain: %+v %v", res, err)
 	}
 	var jobs map[string]int
@@ -156,14 +156,14 @@ func TestOutboxCompleteDroppedWithoutOnComplete(t *testing.T) {
 	if _, err := d.CancelRun(ctx, "r"); err != nil {
 		t.Fatal(err)
 	}
-	p := db.OutboxDrain{Agents: []string{"a"}, DropAfter: time.Minute}
-	if res, err := d.DrainOutbox(ctx, engine.Key{}, p); err != nil || res != (db.OutboxResult{}) {
+	p := engine.OutboxDrain{Agents: []string{"a"}, DropAfter: time.Minute}
+	if res, err := d.Engine(engine.Key{}).DrainOutbox(ctx, p); err != nil || res != (engine.OutboxResult{}) {
 		t.Fatalf("fresh: %+v %v", res, err)
 	}
 	if _, err := d.Pool().Exec(ctx, `UPDATE kern_run_outbox SET created_at = now() - interval '2 minutes'`); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := d.DrainOutbox(ctx, engine.Key{}, p); err != nil || res != (db.OutboxResult{Dropped: 1}) {
+	if res, err := d.Engine(engine.Key{}).DrainOutbox(ctx, p); err != nil || res != (engine.OutboxResult{Dropped: 1}) {
 		t.Fatalf("old: %+v %v", res, err)
 	}
 }

@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/riverqueue/river"
+import (
+	"time"
+
+	"github.com/riverqueue/river"
+)
 
 // CompleteJobArgs is the River job that calls a worker's OnComplete for one
 // terminal run. Inserted by the outbox drain in the transaction that
@@ -49,3 +53,22 @@ func CompleteQueueFor(agentName string) string { return QueueFor(agentName) + "_
 
 // WebhookQueueFor is the River queue of an agent's webhook deliveries.
 func WebhookQueueFor(agentName string) string { return QueueFor(agentName) + "_hook" }
+
+// OutboxDrain is one pass over the completion outbox of some agents; see
+// Store.DrainOutbox.
+type OutboxDrain struct {
+	Agents []string
+	// Complete: the drainer calls OnComplete, so completion rows become
+	// kern_complete jobs. Without it, completion rows are left to a worker
+	// that does for DropAfter, and then deleted.
+	Complete  bool
+	DropAfter time.Duration
+	Limit     int // rows of each kind per pass; default 500
+	// WebhookMaxAttempts overrides WebhookMaxAttempts when positive.
+	WebhookMaxAttempts int
+}
+
+// OutboxResult says what a drain pass did.
+type OutboxResult struct {
+	Completions, Webhooks, Dropped int
+}

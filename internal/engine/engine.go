@@ -61,6 +61,14 @@ type Store interface {
 	// agentName made before run beforeRunID, oldest first: the
 	// conversation so far (Agent.HistoryRuns).
 	History(ctx context.Context, sessionID, agentName, beforeRunID string, n int) ([]HistoryEntry, error)
+	// DrainOutbox moves the completion outbox rows of p.Agents into River
+	// jobs (kern_complete, kern_webhook), deleting the rows in the
+	// transaction that inserts the jobs.
+	DrainOutbox(ctx context.Context, p OutboxDrain) (OutboxResult, error)
+	// WebhookURL is the webhook URL of a run, "" when it has none or is gone.
+	WebhookURL(ctx context.Context, runID string) (string, error)
+	// RecordWebhook writes the outcome of a delivery attempt on the run.
+	RecordWebhook(ctx context.Context, runID, status string, attempts int, lastError string) error
 	// Retain is a retention pass: DeleteRuns of the terminal runs that
 	// finished more than olderThan ago, pausing between its batches.
 	Retain(ctx context.Context, olderThan, pause time.Duration) (int, error)
