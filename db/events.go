@@ -99,6 +99,29 @@ type eventRow struct {
 	At    time.Time
 }
 
+// StoredEvents returns the events the run's log holds now after afterSeq,
+// in seq order, without waiting for more (Events follows the log).
+func (d *DB) StoredEvents(ctx context.Context, runID string, afterSeq int64) ([]run.Event, error) {
+	if err := run.ValidateID(runID); err != nil {
+		return nil, err
+	}
+	if afterSeq < 0 {
+		return nil, fmt.Errorf("kern: %w: afterSeq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq)
+	}
+	var all []run.Event
+	for {
+		page, err := d.readEvents(ctx, runID, afterSeq)
+		if err != nil {
+			return all, err
+		}
+		all = append(all, page...)
+		if len(page) < eventPage {
+			return all, nil
+		}
+		afterSeq = page[len(page)-1].Seq
+	}
+}
+
 func (d *DB) readEvents(ctx context.Context, runID string, afterSeq int64) ([]run.Event, error) {
 	rows, err := d.pool.Query(ctx, sqlEvents, runID, afterSeq, eventPage)
 	if err != nil {

@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -281,5 +282,32 @@ func TestListenerRegistersWhileSomeoneWaits(t *testing.T) {
 	waiter.Close()
 	if n := registered(); n != 0 {
 		t.Fatalf("%d registrations left after the DB closed", n)
+	}
+}
+
+// StoredEvents returns what the log holds now, after a seq, without
+// waiting for more on a run that is still running.
+func TestStoredEventsDoesNotWait(t *testing.T) {
+	t.Parallel()
+	d := kerntest.DB(t)
+	ctx := kerntest.Context(t, 10*time.Second)
+	submit(t, d, "stored")
+	if _, err := ex(d).StartRun(ctx, "stored", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, delta := range []string{"a", "b"} {
+		if err := ex(d).AppendContent(ctx, "stored", 1, delta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := d.StoredEvents(ctx, "stored", 0)
+	if err != nil || len(all) != 3 || all[0].Type != run.EventRunStarted || all[2].Seq != 3 {
+		t.Fatalf("StoredEvents = %+v, %v", all, err)
+	}
+	if later, err := d.StoredEvents(ctx, "stored", 2); err != nil || len(later) != 1 || later[0].Seq != 3 {
+		t.Fatalf("after 2: %+v, %v", later, err)
+	}
+	if _, err := d.StoredEvents(ctx, "stored", -1); !errors.Is(err, run.ErrInvalidArgument) {
+		t.Fatalf("afterSeq -1: %v", err)
 	}
 }

@@ -219,10 +219,6 @@ func waitResult(out *run.Output) error {
 	return &exitErr{exitError, fmt.Sprintf("kern: run %s is %s", out.RunID, out.Status)}
 }
 
-// sqlStoredEvents reads what a run's event log holds now (runs events
-// without --follow; db.Events would wait for more).
-const sqlStoredEvents = `SELECT run_id, seq, type, data, at FROM kern_run_event WHERE run_id = $1 AND seq > $2 ORDER BY seq`
-
 func newEventsCmd(withDB dbRunner) *cobra.Command {
 	var after int64
 	var followFlag, jsonOut bool

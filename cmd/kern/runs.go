@@ -369,21 +369,14 @@ func countDeletable(cmd *cobra.Command, d *db.DB, p run.DeleteParams) (int, erro
 
 // printStoredEvents prints the events the run's log holds now.
 func printStoredEvents(cmd *cobra.Command, d *db.DB, id string, after int64, jsonOut bool) error {
-	rows, err := d.Pool().Query(cmd.Context(), sqlStoredEvents, id, after)
+	events, err := d.StoredEvents(cmd.Context(), id, after)
 	if err != nil {
-		return fmt.Errorf("kern: events of run %q: %w", id, err)
+		return err
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var ev run.Event
-		var typ string
-		if err := rows.Scan(&ev.RunID, &ev.Seq, &typ, &ev.Data, &ev.At); err != nil {
-			return fmt.Errorf("kern: events of run %q: %w", id, err)
-		}
-		ev.Type = run.EventType(typ)
+	for _, ev := range events {
 		if err := printEvent(cmd.OutOrStdout(), ev, jsonOut); err != nil {
 			return err
 		}
 	}
-	return rows.Err()
+	return nil
 }
