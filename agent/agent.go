@@ -22,7 +22,8 @@ import (
 // process that submits and the one that works.
 //
 // An Agent keeps the model client it resolves on first use (an OpenAIChat
-// without a Client gets one from the environment, once), so use it by
+// or OpenAIResponses without a Client gets one from the environment, once),
+// and its compiled OutputSchema, so use it by
 // pointer and do not copy it after first use.
 type Agent struct {
 	Name         string

@@ -31,7 +31,7 @@ type Worker struct {
 	cfg    WorkerConfig
 	agents map[string]*Agent
 	// models are the agents' models as resolved once at NewWorker (an
-	// OpenAIChat without a Client gets its client from the environment).
+	// OpenAIChat or OpenAIResponses without a Client gets its client from the environment).
 	models map[string]Model
 	exec   *executor
 	client *river.Client[pgx.Tx]
