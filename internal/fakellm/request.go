@@ -177,7 +177,9 @@ func outputFormat(typ, name string) string {
 }
 
 // messageContent flattens OpenAI's two content shapes — a string, or an array
-// of parts — into plain text; non-text parts (images, audio) are dropped.
+// of parts — into plain text, for both endpoints: text parts are "text"
+// (chat) or "input_text" / "output_text" (Responses API: user input, an
+// earlier answer); others (images, audio, files, refusals) are dropped.
 func messageContent(raw json.RawMessage) (string, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
@@ -199,7 +201,8 @@ func messageContent(raw json.RawMessage) (string, error) {
 	}
 	var b bytes.Buffer
 	for _, p := range parts {
-		if p.Type == "text" {
+		switch p.Type {
+		case "text", "input_text", "output_text":
 			b.WriteString(p.Text)
 		}
 	}

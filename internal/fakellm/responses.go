@@ -68,7 +68,7 @@ func parseResponsesRequest(body []byte) (Request, error) {
 		return Request{}, errResponsesNotStreamed
 	}
 	req := Request{API: "responses", Model: w.Model, Stream: true, IncludeUsage: true}
-	instructions, err := itemContent(w.Instructions)
+	instructions, err := messageContent(w.Instructions)
 	if err != nil {
 		return Request{}, fmt.Errorf("instructions: %w", err)
 	}
@@ -122,7 +122,7 @@ func inputMessages(raw json.RawMessage) ([]Message, error) {
 	for i, it := range items {
 		switch it.Type {
 		case "", "message":
-			content, err := itemContent(it.Content)
+			content, err := messageContent(it.Content)
 			if err != nil {
 				return nil, fmt.Errorf("input item %d: %w", i, err)
 			}
@@ -140,7 +140,7 @@ func inputMessages(raw json.RawMessage) ([]Message, error) {
 			}
 			afterAssistant = true
 		case "function_call_output":
-			output, err := itemContent(it.Output)
+			output, err := messageContent(it.Output)
 			if err != nil {
 				return nil, fmt.Errorf("input item %d output: %w", i, err)
 			}
@@ -151,37 +151,4 @@ func inputMessages(raw json.RawMessage) ([]Message, error) {
 		}
 	}
 	return msgs, nil
-}
-
-// itemContent flattens the Responses API's content shapes — a string, or a
-// list of parts — into plain text. Text parts are "input_text" (user
-// input), "output_text" (an earlier answer) and, from chat-minded clients,
-// "text"; others (images, files, refusals) are dropped.
-func itemContent(raw json.RawMessage) (string, error) {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return "", nil
-	}
-	if raw[0] == '"' {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return "", fmt.Errorf("decoding content: %w", err)
-		}
-		return s, nil
-	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if err := json.Unmarshal(raw, &parts); err != nil {
-		return "", fmt.Errorf("decoding content parts: %w", err)
-	}
-	var b bytes.Buffer
-	for _, p := range parts {
-		switch p.Type {
-		case "input_text", "output_text", "text":
-			b.WriteString(p.Text)
-		}
-	}
-	return b.String(), nil
 }
