@@ -166,6 +166,7 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		StartAt:        cfg.startTime(),
 		Tx:             cfg.tx,
 		WebhookURL:     cfg.webhookURL,
+		TenantID:       cfg.tenant,
 	})
 	if err != nil || cfg.background || out.Status != run.StatusPending || out.Attempt > 0 {
 		return out, err

@@ -22,6 +22,7 @@ type runConfig struct {
 	timeout    time.Duration
 	onEvent    func(run.Event)
 	idemKey    string
+	tenant     string
 	// waitTimeout: WithWaitTimeout.
 	waitTimeout time.Duration
 	// Operator options: WithConcurrencyKey, WithPriority, WithStartAt and
@@ -76,6 +77,12 @@ func OnEvent(fn func(run.Event)) RunOption { return func(c *runConfig) { c.onEve
 // across processes and concurrent submits. Use it to make a retried HTTP
 // request or a redelivered message submit once.
 func WithIdempotencyKey(key string) RunOption { return func(c *runConfig) { c.idemKey = key } }
+
+// WithTenant makes the run a tenant's (run.Output.TenantID): the HTTP API's
+// keys of that tenant see it (package server), other tenants' keys do not,
+// and its idempotency key is the tenant's own. Default: the operator's own
+// runs (no tenant).
+func WithTenant(id string) RunOption { return func(c *runConfig) { c.tenant = id } }
 
 // WithWaitTimeout bounds how long the run may wait, each time it waits,
 // for answers to its tool calls (Tool.NeedsApproval, Tool.External):

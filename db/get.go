@@ -37,6 +37,7 @@ type runRow struct {
 	WaitingCalls []waitCall
 	WaitTimeout  int64                // ms
 	Webhook      *run.WebhookDelivery // runWebhookColumn: nil without a webhook
+	TenantID     string
 }
 
 func (r *runRow) output() *run.Output {
@@ -67,6 +68,7 @@ func (r *runRow) output() *run.Output {
 		Waiting:     waitingCalls(r.WaitingCalls),
 		WaitTimeout: time.Duration(r.WaitTimeout) * time.Millisecond,
 		Webhook:     r.Webhook,
+		TenantID:    r.TenantID,
 	}
 }
 

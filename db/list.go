@@ -46,7 +46,12 @@ func (d *DB) ListRuns(ctx context.Context, p run.ListParams) (*run.ListResult, e
 		afterAt, afterID = &at, id
 	}
 	query, args := sqlListRuns, []any{statuses, p.SessionID, p.Name, afterAt, afterID, limit + 1}
-	if p.AgentName != "" {
+	switch {
+	case p.TenantID != "" && p.AgentName != "":
+		query, args = sqlListRunsOfTenantAgent, append(args, p.AgentName, p.TenantID)
+	case p.TenantID != "":
+		query, args = sqlListRunsOfTenant, append(args, p.TenantID)
+	case p.AgentName != "":
 		query, args = sqlListRunsOfAgent, append(args, p.AgentName)
 	}
 	rows, err := d.pool.Query(ctx, query, args...)

@@ -12,7 +12,7 @@ import "strings"
 const runColumns = `id, session_id, agent_name, name, status, input, content, error, metadata,
 	attempt, timeout_ms, input_tokens, output_tokens, total_tokens, ttft_us, duration_us,
 	model_turns, tool_calls, created_at, started_at, finished_at,
-	CASE WHEN status = 'waiting' THEN waiting_calls ELSE '[]' END AS waiting_calls, wait_timeout_ms, ` + runWebhookColumn
+	CASE WHEN status = 'waiting' THEN waiting_calls ELSE '[]' END AS waiting_calls, wait_timeout_ms, ` + runWebhookColumn + `, tenant_id`
 
 // sqlInsertRun inserts one run: a lone submit, which this single-row form
 // serves faster than sqlInsertRuns' unnest. A foreground run (no job, $8)
@@ -23,9 +23,9 @@ const runColumns = `id, session_id, agent_name, name, status, input, content, er
 // the per-key order reads (kern_refused_by_key).
 const sqlInsertRun = `
 INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
-	concurrency_key, webhook_url, heartbeat_at)
+	concurrency_key, webhook_url, heartbeat_at, tenant_id)
 VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9, $10, $11, $12,
-	CASE WHEN $8::bigint IS NULL THEN now() ELSE $13::timestamptz END)
+	CASE WHEN $8::bigint IS NULL THEN now() ELSE $13::timestamptz END, $14)
 RETURNING ` + runColumns
 
 // sqlInsertRuns inserts the runs of a batch of submits, one element of
@@ -33,13 +33,13 @@ RETURNING ` + runColumns
 // sqlInsertRun.
 const sqlInsertRuns = `
 INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
-	concurrency_key, webhook_url, heartbeat_at)
+	concurrency_key, webhook_url, heartbeat_at, tenant_id)
 SELECT u.id, u.session_id, u.agent_name, u.name, u.input, u.metadata, u.timeout_ms, u.job_id, u.idempotency_key, u.wait_timeout_ms,
-	u.concurrency_key, u.webhook_url, CASE WHEN u.job_id IS NULL THEN now() ELSE u.start_at END
+	u.concurrency_key, u.webhook_url, CASE WHEN u.job_id IS NULL THEN now() ELSE u.start_at END, u.tenant_id
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::json[],
-	$7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::timestamptz[])
+	$7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::timestamptz[], $14::text[])
 	AS u(id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
-		concurrency_key, webhook_url, start_at)
+		concurrency_key, webhook_url, start_at, tenant_id)
 RETURNING ` + runColumns
 
 // sqlClaimRefused tells why a claim did not start a run ($1) for its job
@@ -50,7 +50,7 @@ FROM kern_run WHERE id = $1`
 
 // sqlGetByIdempotencyKey finds the run an earlier submit with the same key
 // created.
-const sqlGetByIdempotencyKey = `SELECT ` + runColumns + ` FROM kern_run WHERE agent_name = $1 AND idempotency_key = $2`
+const sqlGetByIdempotencyKey = `SELECT ` + runColumns + ` FROM kern_run WHERE tenant_id = $3 AND agent_name = $1 AND idempotency_key = $2`
 
 var sqlGetRun = `SELECT ` + runReadColumns + ` FROM kern_run WHERE id = $1`
 
@@ -90,23 +90,25 @@ var runReadColumns = strings.Replace(runColumns, "error,", `CASE
 // commits. A run with a cancel request is let through: it ends cancelled.
 const sqlStartRuns = `
 WITH req AS (
-	SELECT r.*, k.refused AS req_refused
+	SELECT r.*, k.refused AS req_refused, EXISTS (
+		SELECT 1 FROM kern_run_cancel c JOIN kern_run x ON x.id = c.run_id
+		WHERE c.run_id = r.req_id AND c.tenant_id IN ('', x.tenant_id)) AS req_cancelled
 	FROM unnest($1::text[], $2::bigint[]) AS r(req_id, req_job),
 		(SELECT CASE WHEN $3::int[] IS NULL THEN '{}' ELSE kern_refused_by_key($1, $3) END AS refused) k
 ), started AS (
 	UPDATE kern_run SET
-		status       = CASE WHEN c.run_id IS NOT NULL THEN 'cancelled' ELSE 'running' END,
-		attempt      = CASE WHEN c.run_id IS NOT NULL THEN attempt ELSE attempt + 1 END,
-		execution    = CASE WHEN c.run_id IS NOT NULL THEN execution ELSE execution + 1 END,
-		content      = CASE WHEN c.run_id IS NOT NULL THEN content ELSE '' END,
+		status       = CASE WHEN req.req_cancelled THEN 'cancelled' ELSE 'running' END,
+		attempt      = CASE WHEN req.req_cancelled THEN attempt ELSE attempt + 1 END,
+		execution    = CASE WHEN req.req_cancelled THEN execution ELSE execution + 1 END,
+		content      = CASE WHEN req.req_cancelled THEN content ELSE '' END,
 		error        = '',
 		started_at   = COALESCE(started_at, now()),
 		heartbeat_at = now(),
-		finished_at  = CASE WHEN c.run_id IS NOT NULL THEN now() END,
+		finished_at  = CASE WHEN req.req_cancelled THEN now() END,
 		event_seq    = event_seq + 1
-	FROM req LEFT JOIN kern_run_cancel c ON c.run_id = req.req_id
+	FROM req
 	WHERE id = req.req_id AND status = 'pending' AND job_id IS NOT DISTINCT FROM req.req_job
-	  AND (c.run_id IS NOT NULL OR req.req_id <> ALL (req.req_refused))
+	  AND (req.req_cancelled OR req.req_id <> ALL (req.req_refused))
 	RETURNING ` + runColumns + `, execution, event_seq, transcript_seq
 ), event AS (
 	INSERT INTO kern_run_event (run_id, seq, type, data)
@@ -365,8 +367,8 @@ const sqlUnregisterWorker = `DELETE FROM kern_worker WHERE id = $1`
 // is committed first, so every worker that starts the run afterwards sees it;
 // then the run itself is moved to cancelled if it is not terminal yet.
 const sqlInsertCancel = `
-INSERT INTO kern_run_cancel (run_id) VALUES ($1)
-ON CONFLICT (run_id) DO NOTHING
+INSERT INTO kern_run_cancel (run_id, tenant_id) VALUES ($1, $2)
+ON CONFLICT (run_id, tenant_id) DO NOTHING
 RETURNING true`
 
 // sqlCancelRun cancels the run if it is not terminal yet, with its
@@ -377,18 +379,18 @@ RETURNING true`
 const sqlCancelRun = `
 WITH cancelled AS (
 	UPDATE kern_run SET status = 'cancelled', finished_at = now(), event_seq = event_seq + 1
-	WHERE id = $1 AND status IN ('pending', 'running', 'waiting')
+	WHERE id = $1 AND status IN ('pending', 'running', 'waiting') AND $2 IN ('', tenant_id)
 	RETURNING id, event_seq
 )
 INSERT INTO kern_run_event (run_id, seq, type)
 SELECT id, event_seq, 'run.cancelled' FROM cancelled`
 
 // sqlRunStatus reads the status of a run that sqlCancelRun did not change.
-const sqlRunStatus = `SELECT status FROM kern_run WHERE id = $1`
+const sqlRunStatus = `SELECT status FROM kern_run WHERE id = $1 AND $2 IN ('', tenant_id)`
 
 // sqlDeleteCancel withdraws a request that came too late: the run had
 // already finished, and CancelRun promises to change nothing then.
-const sqlDeleteCancel = `DELETE FROM kern_run_cancel WHERE run_id = $1`
+const sqlDeleteCancel = `DELETE FROM kern_run_cancel WHERE run_id = $1 AND tenant_id = $2`
 
 // sqlRecheck is the listener's safety net for lost notifications: which of
 // the watched runs are terminal or waiting ($1), which have a cancel request ($2), and
@@ -397,7 +399,8 @@ const sqlRecheck = `
 SELECT 'done', id FROM kern_run
 WHERE id = ANY($1) AND status IN ('completed', 'error', 'cancelled', 'waiting')
 UNION ALL
-SELECT 'cancel', run_id FROM kern_run_cancel WHERE run_id = ANY($2)
+SELECT 'cancel', c.run_id FROM kern_run_cancel c JOIN kern_run r ON r.id = c.run_id
+WHERE c.run_id = ANY($2) AND c.tenant_id IN ('', r.tenant_id)
 UNION ALL
 SELECT 'event', r.id FROM kern_run r JOIN unnest($3::text[], $4::bigint[]) AS w(id, seq) ON r.id = w.id
 WHERE r.event_seq > w.seq`
@@ -427,21 +430,30 @@ const listRunsFilter = `($1::text[] IS NULL OR status = ANY($1))
 
 // sqlListRuns pages runs newest first, $6 at a time. kern_run_created_idx
 // serves it, or kern_run_session_idx for one session.
-var sqlListRuns = `
-SELECT ` + runReadColumns + ` FROM kern_run
-WHERE ` + listRunsFilter + `
-ORDER BY created_at DESC, id DESC
-LIMIT $6`
+var sqlListRuns = listRunsQuery("")
 
 // sqlListRunsOfAgent is sqlListRuns for one agent ($7), served by
 // kern_run_agent_idx. It is a statement of its own because a condition
 // that holds for every agent when $7 is empty cannot use the index in a
 // generic plan, and then an agent with no runs costs a scan of the table.
-var sqlListRunsOfAgent = `
+var sqlListRunsOfAgent = listRunsQuery("agent_name = $7 AND ")
+
+// sqlListRunsOfTenant ($7) and sqlListRunsOfTenantAgent (agent $7,
+// tenant $8) are the two for one tenant, statements of their own for the
+// same reason: kern_run_tenant_idx serves the first, kern_run_agent_idx
+// the second.
+var (
+	sqlListRunsOfTenant      = listRunsQuery("tenant_id = $7 AND ")
+	sqlListRunsOfTenantAgent = listRunsQuery("tenant_id = $8 AND agent_name = $7 AND ")
+)
+
+func listRunsQuery(where string) string {
+	return `
 SELECT ` + runReadColumns + ` FROM kern_run
-WHERE agent_name = $7 AND ` + listRunsFilter + `
+WHERE ` + where + listRunsFilter + `
 ORDER BY created_at DESC, id DESC
 LIMIT $6`
+}
 
 // sqlDeleteRuns deletes one batch ($4) of finished runs ($1: terminal
 // statuses only) that finished at least $2 seconds ago, oldest first from
@@ -498,3 +510,9 @@ INSERT INTO kern_event_listener (id, expires_at) VALUES ($1, now() + make_interv
 ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at`
 	sqlUnregisterListener = `DELETE FROM kern_event_listener WHERE id = $1`
 )
+
+// sqlGetRunOfTenant is sqlGetRun for a run of one tenant ($2).
+var sqlGetRunOfTenant = `SELECT ` + runReadColumns + ` FROM kern_run WHERE id = $1 AND tenant_id = $2`
+
+// sqlRunOfTenant tells whether run $1 is one of tenant $2.
+const sqlRunOfTenant = `SELECT EXISTS (SELECT 1 FROM kern_run WHERE id = $1 AND tenant_id = $2)`

@@ -20,7 +20,8 @@ import (
 // maxCronBytes bounds a schedule's cron text.
 const maxCronBytes = 255
 
-// PutSchedule creates the schedule s.Name, or replaces it: from the next
+// PutSchedule creates the schedule s.Name of s.TenantID (names are per
+// tenant; "" is the operator's), or replaces it: from the next
 // due time after now (in s.Timezone, UTC when empty), every worker that
 // serves s.AgentName may fire it, and exactly one run is made per due time
 // (see the package doc, "Recurring schedules"). A replace keeps LastRunID
@@ -39,17 +40,17 @@ func (d *DB) PutSchedule(ctx context.Context, s run.Schedule) (*run.Schedule, er
 		return nil, fmt.Errorf("kern: put schedule: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, sqlLockScheduleName, s.Name); err != nil {
+	if _, err := tx.Exec(ctx, sqlLockScheduleName, s.Name, s.TenantID); err != nil {
 		return nil, fmt.Errorf("kern: put schedule: %w", err)
 	}
 	var now time.Time
 	var exists bool
-	if err := tx.QueryRow(ctx, sqlLockSchedule, s.Name).Scan(&now, &exists); err != nil {
+	if err := tx.QueryRow(ctx, sqlLockSchedule, s.Name, s.TenantID).Scan(&now, &exists); err != nil {
 		return nil, fmt.Errorf("kern: put schedule: %w", err)
 	}
 	next := spec.next(now)
 	rows, err := tx.Query(ctx, sqlPutSchedule, s.Name, s.AgentName, s.Prompt, s.Cron, s.Timezone,
-		s.SessionID, metadata, s.Paused, next)
+		s.SessionID, metadata, s.Paused, next, s.TenantID)
 	if err != nil {
 		return nil, fmt.Errorf("kern: put schedule: %w", err)
 	}
@@ -63,9 +64,15 @@ func (d *DB) PutSchedule(ctx context.Context, s run.Schedule) (*run.Schedule, er
 	return row.schedule(), nil
 }
 
-// ListSchedules returns every schedule, ordered by name.
+// ListSchedules returns every schedule, of every tenant, ordered by tenant
+// and name.
 func (d *DB) ListSchedules(ctx context.Context) ([]*run.Schedule, error) {
-	rows, err := d.pool.Query(ctx, sqlListSchedules)
+	return d.listSchedules(ctx, nil)
+}
+
+// listSchedules is ListSchedules for one tenant, or all (nil).
+func (d *DB) listSchedules(ctx context.Context, tenant *string) ([]*run.Schedule, error) {
+	rows, err := d.pool.Query(ctx, sqlListSchedules, tenant)
 	if err != nil {
 		return nil, fmt.Errorf("kern: list schedules: %w", err)
 	}
@@ -80,11 +87,16 @@ func (d *DB) ListSchedules(ctx context.Context) ([]*run.Schedule, error) {
 	return out, nil
 }
 
-// DeleteSchedule deletes the schedule name: it fires no more runs (a pass
+// DeleteSchedule deletes the operator's schedule name (TenantID ""; a
+// tenant's are deleted through ForTenant): it fires no more runs (a pass
 // firing it right now commits first). The runs it fired stay. An unknown
 // name is run.ErrNotFound.
 func (d *DB) DeleteSchedule(ctx context.Context, name string) error {
-	tag, err := d.pool.Exec(ctx, sqlDeleteSchedule, name)
+	return d.deleteSchedule(ctx, name, "")
+}
+
+func (d *DB) deleteSchedule(ctx context.Context, name, tenant string) error {
+	tag, err := d.pool.Exec(ctx, sqlDeleteSchedule, name, tenant)
 	if err != nil {
 		return fmt.Errorf("kern: delete schedule %q: %w", name, err)
 	}
@@ -140,10 +152,10 @@ func (d engineDB) fireDue(ctx context.Context, agents []string, limit int) ([]st
 		return nil, nil
 	}
 	var errs []error
-	names, runIDs, nexts := make([]string, len(due)), make([]string, len(due)), make([]time.Time, len(due))
+	names, runIDs, nexts, tenants := make([]string, len(due)), make([]string, len(due)), make([]time.Time, len(due)), make([]string, len(due))
 	var fired []string
 	for i, s := range due {
-		names[i] = s.Name
+		names[i], tenants[i] = s.Name, s.TenantID
 		spec, err := parseCron(s.Cron, s.Timezone)
 		if err == nil {
 			nexts[i] = spec.next(s.Now)
@@ -165,7 +177,7 @@ func (d engineDB) fireDue(ctx context.Context, agents []string, limit int) ([]st
 		runIDs[i] = id
 		fired = append(fired, id)
 	}
-	if _, err := tx.Exec(ctx, sqlScheduleFired, names, runIDs, nexts); err != nil {
+	if _, err := tx.Exec(ctx, sqlScheduleFired, names, runIDs, nexts, tenants); err != nil {
 		return nil, fmt.Errorf("kern: fire schedules: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -179,6 +191,7 @@ type dueSchedule struct {
 	Name, AgentName, Prompt, Cron, Timezone, SessionID string
 	Metadata                                           string // JSON text
 	Now                                                time.Time
+	TenantID                                           string
 }
 
 // submit makes the schedule's run in tx: a background run, like SubmitRun's,
@@ -202,6 +215,7 @@ func (s dueSchedule) submit(ctx context.Context, d *DB, tx pgx.Tx) (string, erro
 		Input:     s.Prompt,
 		Metadata:  meta,
 		Enqueue:   true,
+		TenantID:  s.TenantID,
 	}
 	metadata, err := p.validate()
 	if err != nil {
@@ -221,6 +235,7 @@ type scheduleRow struct {
 	NextRunAt                                          time.Time
 	LastRunID                                          string
 	CreatedAt, UpdatedAt                               time.Time
+	TenantID                                           string
 }
 
 func (r *scheduleRow) schedule() *run.Schedule {
@@ -231,7 +246,7 @@ func (r *scheduleRow) schedule() *run.Schedule {
 	return &run.Schedule{
 		Name: r.Name, AgentName: r.AgentName, Prompt: r.Prompt, Cron: r.Cron, Timezone: r.Timezone,
 		SessionID: r.SessionID, Metadata: r.Metadata, Paused: r.Paused, NextRunAt: next,
-		LastRunID: r.LastRunID, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
+		LastRunID: r.LastRunID, CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt, TenantID: r.TenantID,
 	}
 }
 
@@ -262,6 +277,7 @@ func validateSchedule(s *run.Schedule) (cronSpec, string, error) {
 		{"session id", s.SessionID, maxKeyBytes},
 		{"cron", s.Cron, maxCronBytes},
 		{"time zone", s.Timezone, maxKeyBytes},
+		{"tenant id", s.TenantID, maxKeyBytes},
 	} {
 		if err := checkText(f.name, f.value, f.max); err != nil {
 			return cronSpec{}, "", err

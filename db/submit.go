@@ -53,6 +53,9 @@ type SubmitParams struct {
 	// WebhookURL is where the final run is posted (an absolute http or
 	// https URL, at most 2 KiB); empty for none.
 	WebhookURL string
+	// TenantID makes the run a tenant's (run.Output.TenantID): only that
+	// tenant's keys see it, and its IdempotencyKey is the tenant's own.
+	TenantID string
 }
 
 // DefaultPriority is the River priority of a run submitted without one:
@@ -114,6 +117,7 @@ func (p *SubmitParams) validate() (string, error) {
 		{"idempotency key", p.IdempotencyKey, maxKeyBytes},
 		{"concurrency key", p.ConcurrencyKey, maxKeyBytes},
 		{"name", p.Name, maxNameBytes},
+		{"tenant id", p.TenantID, maxKeyBytes},
 	} {
 		if err := checkText(f.name, f.value, f.max); err != nil {
 			return "", err
@@ -221,7 +225,7 @@ func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error)
 		return nil, fmt.Errorf("kern: submit run %q: %w", p.RunID, run.ErrAlreadyExists)
 	}
 	// The key (or the id) is taken: the winner of the race has committed.
-	rows, qerr := d.pool.Query(ctx, sqlGetByIdempotencyKey, p.AgentName, p.IdempotencyKey)
+	rows, qerr := d.pool.Query(ctx, sqlGetByIdempotencyKey, p.AgentName, p.IdempotencyKey, p.TenantID)
 	if qerr != nil {
 		return nil, fmt.Errorf("kern: submit run: %w", qerr)
 	}
@@ -259,7 +263,7 @@ func (d *DB) submitInTx(ctx context.Context, it submitItem) (*run.Output, error)
 	if it.IdempotencyKey == "" {
 		return nil, fmt.Errorf("kern: submit run %q: %w", it.RunID, run.ErrAlreadyExists)
 	}
-	rows, qerr := it.Tx.Query(ctx, sqlGetByIdempotencyKey, it.AgentName, it.IdempotencyKey)
+	rows, qerr := it.Tx.Query(ctx, sqlGetByIdempotencyKey, it.AgentName, it.IdempotencyKey, it.TenantID)
 	if qerr != nil {
 		return nil, fmt.Errorf("kern: submit run: %w", qerr)
 	}
@@ -357,14 +361,15 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 
 	ids, sessions, agents, names, inputs, metadata := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	timeouts, waits, keys := make([]int64, n), make([]int64, n), make([]*string, n)
-	concKeys, webhooks, starts := make([]*string, n), make([]*string, n), make([]*time.Time, n)
+	concKeys, webhooks, starts, tenants := make([]*string, n), make([]*string, n), make([]*time.Time, n), make([]string, n)
 	for i, it := range items {
 		ids[i], sessions[i], agents[i], names[i], inputs[i], metadata[i] = it.RunID, it.SessionID, it.AgentName, it.Name, it.Input, it.metadata
 		timeouts[i], waits[i] = it.Timeout.Milliseconds(), it.WaitTimeout.Milliseconds()
 		keys[i], concKeys[i], webhooks[i], starts[i] = optional(it.IdempotencyKey), optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt()
+		tenants[i] = it.TenantID
 	}
 	rows, err := tx.Query(ctx, sqlInsertRuns, ids, sessions, agents, names, inputs, metadata, timeouts, jobIDs, keys, waits,
-		concKeys, webhooks, starts)
+		concKeys, webhooks, starts, tenants)
 	if err != nil {
 		return nil, err
 	}
@@ -401,7 +406,7 @@ func (d *DB) submitOne(ctx context.Context, tx pgx.Tx, it submitItem) (*runRow, 
 	}
 	rows, err := tx.Query(ctx, sqlInsertRun, it.RunID, it.SessionID, it.AgentName, it.Name, it.Input,
 		it.metadata, it.Timeout.Milliseconds(), jobID, optional(it.IdempotencyKey), it.WaitTimeout.Milliseconds(),
-		optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt())
+		optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt(), it.TenantID)
 	if err != nil {
 		return nil, err
 	}

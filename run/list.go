@@ -8,7 +8,10 @@ type ListParams struct {
 	AgentName string
 	SessionID string
 	Name      string
-	Limit     int    // default 50
+	// TenantID lists only the runs of that tenant (see Output.TenantID);
+	// empty lists every tenant's.
+	TenantID string
+	Limit    int    // default 50
 	Cursor    string // from ListResult.NextCursor
 }
 

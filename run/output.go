@@ -35,7 +35,11 @@ type Output struct {
 	WaitTimeout time.Duration
 	// Webhook is the delivery of the run's webhook (WithWebhook); nil for
 	// a run without one.
-	Webhook    *WebhookDelivery
+	Webhook *WebhookDelivery
+	// TenantID is the tenant the run belongs to: set by an HTTP API key
+	// (package server) or WithTenant; empty for the operator's own runs.
+	// A tenant's key sees only its tenant's runs.
+	TenantID   string
 	CreatedAt  time.Time
 	StartedAt  *time.Time
 	FinishedAt *time.Time
