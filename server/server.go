@@ -1,0 +1,213 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/kern-go/kern/db"
+)
+
+// Config tunes a Server. The zero Config is ready to use.
+type Config struct {
+	// Logger receives the server's log; nil means slog.Default().
+	Logger *slog.Logger
+	// AllowPrivateWebhooks lets tenants name webhook URLs on loopback,
+	// private, link-local and unspecified addresses (and "localhost").
+	// Without it such a submit is refused (400), so that a tenant cannot
+	// make the workers post to the operator's internal network.
+	AllowPrivateWebhooks bool
+	// MaxBodyBytes bounds a request body; a larger one is refused with 413.
+	// 0 means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxWait bounds the timeout of GET /v1/runs/{id}/wait; 0 means
+	// DefaultMaxWait.
+	MaxWait time.Duration
+	// HeartbeatInterval is how often an idle event stream sends a comment
+	// line, so proxies keep it open; 0 means DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes      = 1 << 20
+	DefaultMaxWait           = 5 * time.Minute
+	DefaultHeartbeatInterval = 15 * time.Second
+	defaultWait              = 30 * time.Second
+)
+
+// Server is kern's HTTP API, an http.Handler (see the package doc).
+type Server struct {
+	d    *db.DB
+	cfg  Config
+	log  *slog.Logger
+	mux  *http.ServeMux
+	hubs *hubs
+}
+
+// New returns the API over d. It starts nothing: the handler serves
+// requests as they come, and an event stream's reader lives as long as the
+// stream.
+func New(d *db.DB, cfg Config) (*Server, error) {
+	switch {
+	case d == nil:
+		return nil, errors.New("kern: server.New: nil *db.DB")
+	case cfg.MaxBodyBytes < 0:
+		return nil, fmt.Errorf("kern: server.New: MaxBodyBytes %d is negative", cfg.MaxBodyBytes)
+	case cfg.MaxWait < 0:
+		return nil, fmt.Errorf("kern: server.New: MaxWait %v is negative", cfg.MaxWait)
+	case cfg.HeartbeatInterval < 0:
+		return nil, fmt.Errorf("kern: server.New: HeartbeatInterval %v is negative", cfg.HeartbeatInterval)
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	s := &Server{d: d, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), hubs: newHubs(d)}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("GET /healthz", s.health)
+	s.mux.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
+
+	s.mux.Handle("POST /v1/runs", s.auth(s.submitRun))
+	s.mux.Handle("GET /v1/runs", s.auth(s.listRuns))
+	s.mux.Handle("GET /v1/runs/{run_id}", s.auth(s.getRun))
+	s.mux.Handle("GET /v1/runs/{run_id}/wait", s.auth(s.waitRun))
+	s.mux.Handle("POST /v1/runs/{run_id}/cancel", s.auth(s.cancelRun))
+	s.mux.Handle("GET /v1/runs/{run_id}/events", s.auth(s.streamEvents))
+	s.mux.Handle("GET /v1/runs/{run_id}/messages", s.auth(s.listMessages))
+	s.mux.Handle("POST /v1/runs/{run_id}/tool-calls/{call_id}/approve", s.auth(s.approveToolCall))
+	s.mux.Handle("POST /v1/runs/{run_id}/tool-calls/{call_id}/reject", s.auth(s.rejectToolCall))
+	s.mux.Handle("POST /v1/runs/{run_id}/tool-calls/{call_id}/result", s.auth(s.submitToolResult))
+
+	s.mux.Handle("GET /v1/schedules", s.auth(s.listSchedules))
+	s.mux.Handle("GET /v1/schedules/{name}", s.auth(s.getSchedule))
+	s.mux.Handle("PUT /v1/schedules/{name}", s.auth(s.putSchedule))
+	s.mux.Handle("DELETE /v1/schedules/{name}", s.auth(s.deleteSchedule))
+}
+
+// ServeHTTP implements http.Handler. Unknown routes and methods answer as
+// problems too, not as the mux's plain text.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.ErrorContext(r.Context(), "kern: handler panicked", append(logAttrs(r), "panic", fmt.Sprint(p))...)
+			writeProblem(w, http.StatusInternalServerError, problemInternal, "Internal error", "the server could not answer; see its log")
+		}
+	}()
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		if allow := s.allowed(r); allow != "" {
+			w.Header().Set("Allow", allow)
+			writeProblem(w, http.StatusMethodNotAllowed, problemMethod, "Method not allowed",
+				r.Method+" is not a method of "+r.URL.Path+" (allowed: "+allow+")")
+			return
+		}
+		writeProblem(w, http.StatusNotFound, problemNotFound, "Not found", "no route "+r.URL.Path)
+		return
+	}
+	s.mux.ServeHTTP(w, r) // not the Handler found above: this sets r's path values
+}
+
+// allowed lists the methods the mux serves for r's path, "" for none.
+func (s *Server) allowed(r *http.Request) string {
+	var methods []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" {
+			methods = append(methods, m)
+		}
+	}
+	return strings.Join(methods, ", ")
+}
+
+// HTTPServer returns an http.Server for the API on addr, with timeouts that
+// keep slow or idle clients from holding connections: 10 s to send the
+// headers, 1 min for a request's body, 2 min idle between requests. It sets
+// no write timeout, which would cut event streams; each response instead
+// bounds its own writes (see streamEvents).
+func (s *Server) HTTPServer(addr string) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// health answers 200 when Postgres answers within 2 s, else 503.
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.d.Pool().Ping(ctx); err != nil {
+		s.log.WarnContext(r.Context(), "kern: health check: Postgres does not answer", "error", err)
+		writeProblem(w, http.StatusServiceUnavailable, problemUnavailable, "Unavailable", "the database does not answer")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// tenantHandler is a /v1 handler, called with the key's tenant view.
+type tenantHandler func(w http.ResponseWriter, r *http.Request, t *db.TenantDB)
+
+// auth authenticates the bearer key and calls h with its tenant's view;
+// no key or a bad one is 401.
+func (s *Server) auth(h tenantHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secret, ok := bearer(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kern"`)
+			writeProblem(w, http.StatusUnauthorized, problemUnauthorized, "Unauthorized",
+				"send an API key as Authorization: Bearer <secret> (kern keys create)")
+			return
+		}
+		tenant, ok, err := s.d.AuthenticateAPIKey(r.Context(), secret)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kern", error="invalid_token"`)
+			writeProblem(w, http.StatusUnauthorized, problemUnauthorized, "Unauthorized", "the API key is not valid (unknown or revoked)")
+			return
+		}
+		t, err := s.d.ForTenant(tenant)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		h(w, r, t)
+	})
+}
+
+// bearer reads the secret of "Authorization: Bearer <secret>".
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, secret, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	secret = strings.TrimSpace(secret)
+	return secret, secret != ""
+}
