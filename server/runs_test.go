@@ -113,7 +113,7 @@ func TestCancelBeforeStartAndRunning(t *testing.T) {
 		}
 	}
 
-	id := e.submit(t, e.acme, "[fake:hang=30s] hang")
+	id := e.submit(t, e.acme, "[fake:hang] hang")
 	waitForModel(t, e, 1)
 	c = e.do(t, e.acme, "POST", "/v1/runs/"+id+"/cancel", nil).expect(t, http.StatusOK).object(t)
 	if c["cancelled"] != true || c["run"].(map[string]any)["run_id"] != id {

@@ -80,25 +80,45 @@ func New(d *db.DB, cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// route is one pattern of the API; public routes take no key.
+type route struct {
+	pattern string
+	public  http.HandlerFunc
+	handler tenantHandler
+}
+
+// routeTable is every route (openapi_test.go holds openapi.json to it).
+func (s *Server) routeTable() []route {
+	return []route{
+		{pattern: "GET /healthz", public: s.health},
+		{pattern: "GET /v1/openapi.json", public: serveOpenAPI},
+
+		{pattern: "POST /v1/runs", handler: s.submitRun},
+		{pattern: "GET /v1/runs", handler: s.listRuns},
+		{pattern: "GET /v1/runs/{run_id}", handler: s.getRun},
+		{pattern: "GET /v1/runs/{run_id}/wait", handler: s.waitRun},
+		{pattern: "POST /v1/runs/{run_id}/cancel", handler: s.cancelRun},
+		{pattern: "GET /v1/runs/{run_id}/events", handler: s.streamEvents},
+		{pattern: "GET /v1/runs/{run_id}/messages", handler: s.listMessages},
+		{pattern: "POST /v1/runs/{run_id}/tool-calls/{call_id}/approve", handler: s.approveToolCall},
+		{pattern: "POST /v1/runs/{run_id}/tool-calls/{call_id}/reject", handler: s.rejectToolCall},
+		{pattern: "POST /v1/runs/{run_id}/tool-calls/{call_id}/result", handler: s.submitToolResult},
+
+		{pattern: "GET /v1/schedules", handler: s.listSchedules},
+		{pattern: "GET /v1/schedules/{name}", handler: s.getSchedule},
+		{pattern: "PUT /v1/schedules/{name}", handler: s.putSchedule},
+		{pattern: "DELETE /v1/schedules/{name}", handler: s.deleteSchedule},
+	}
+}
+
 func (s *Server) routes() {
-	s.mux.HandleFunc("GET /healthz", s.health)
-	s.mux.HandleFunc("GET /v1/openapi.json", serveOpenAPI)
-
-	s.mux.Handle("POST /v1/runs", s.auth(s.submitRun))
-	s.mux.Handle("GET /v1/runs", s.auth(s.listRuns))
-	s.mux.Handle("GET /v1/runs/{run_id}", s.auth(s.getRun))
-	s.mux.Handle("GET /v1/runs/{run_id}/wait", s.auth(s.waitRun))
-	s.mux.Handle("POST /v1/runs/{run_id}/cancel", s.auth(s.cancelRun))
-	s.mux.Handle("GET /v1/runs/{run_id}/events", s.auth(s.streamEvents))
-	s.mux.Handle("GET /v1/runs/{run_id}/messages", s.auth(s.listMessages))
-	s.mux.Handle("POST /v1/runs/{run_id}/tool-calls/{call_id}/approve", s.auth(s.approveToolCall))
-	s.mux.Handle("POST /v1/runs/{run_id}/tool-calls/{call_id}/reject", s.auth(s.rejectToolCall))
-	s.mux.Handle("POST /v1/runs/{run_id}/tool-calls/{call_id}/result", s.auth(s.submitToolResult))
-
-	s.mux.Handle("GET /v1/schedules", s.auth(s.listSchedules))
-	s.mux.Handle("GET /v1/schedules/{name}", s.auth(s.getSchedule))
-	s.mux.Handle("PUT /v1/schedules/{name}", s.auth(s.putSchedule))
-	s.mux.Handle("DELETE /v1/schedules/{name}", s.auth(s.deleteSchedule))
+	for _, r := range s.routeTable() {
+		if r.public != nil {
+			s.mux.HandleFunc(r.pattern, r.public)
+		} else {
+			s.mux.Handle(r.pattern, s.auth(r.handler))
+		}
+	}
 }
 
 // ServeHTTP implements http.Handler. Unknown routes and methods answer as

@@ -54,7 +54,7 @@ func main() {
 	flag.IntVar(&cfg.RecoveryRounds, "recovery-rounds", 0, "worker processes to SIGKILL for the recovery figure (10 runs each, ~35s each)")
 	flag.IntVar(&cfg.ToolKills, "tool-kills", 20, "worker processes to SIGKILL between two tool calls for the toolrecovery figure (5 runs each, ~4s each; 0: skip)")
 	flag.IntVar(&cfg.WaitingRuns, "waiting-runs", 10000, "runs waiting for an approval at once for the approval group's cost figure (0: skip)")
-	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools,toolrecovery,approval,schedules,perkey,retention,follow")
+	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools,toolrecovery,approval,schedules,perkey,retention,follow,http")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	workerName := flag.String("worker", "", "internal: run as a worker process with this name")
 	workerDB := flag.String("worker-db", "", "internal: the worker process's database URL")

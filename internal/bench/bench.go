@@ -113,7 +113,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		{"submit", submitLatency}, {"e2e", endToEnd}, {"heartbeat", heartbeatCost}, {"cancel", cancelLatency},
 		{"wait", waitWakeup}, {"events", eventLag}, {"pickup", pickup}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
 		{"bounded", bounded}, {"tools", tools}, {"toolrecovery", toolRecovery}, {"approval", approval}, {"follow", followLag}, {"schedules", schedules},
-		{"perkey", perKey}, {"retention", retention},
+		{"perkey", perKey}, {"retention", retention}, {"http", httpAPI},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue

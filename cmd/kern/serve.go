@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kern-go/kern/server"
+)
+
+func newServeCmd(flags *rootFlags) *cobra.Command {
+	var (
+		addr     string
+		cfg      server.Config
+		shutdown time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the HTTP API until SIGINT/SIGTERM",
+		Long: `Serves kern's HTTP API (package server): submit, follow over server-sent
+events, cancel and answer runs from any language. Every /v1 route takes
+"Authorization: Bearer <secret>", a key from "kern keys create"; a key sees
+only its tenant's runs. The OpenAPI document is at /v1/openapi.json.
+
+The server runs no agents: start "kern worker" processes against the same
+database for that. On SIGINT or SIGTERM it stops accepting connections and
+lets requests finish for --shutdown-timeout; event streams are cut then
+(clients resume with Last-Event-ID).`,
+		Example: `  kern serve --addr 127.0.0.1:8080
+  kern keys create --tenant acme --name ci
+  curl -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+       -d '{"agent":"assistant","prompt":"Hello"}' http://127.0.0.1:8080/v1/runs`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			d, err := flags.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+			srv, err := server.New(d, cfg)
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			hs := srv.HTTPServer(addr)
+			hs.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
+			errc := make(chan error, 1)
+			go func() { errc <- hs.Serve(ln) }()
+			cfg.Logger.Info("kern serve listening", slog.String("addr", "http://"+ln.Addr().String()))
+			select {
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+			}
+			cfg.Logger.Info("kern serve stopping", slog.Duration("grace", shutdown))
+			stopCtx, cancel := context.WithTimeout(context.Background(), shutdown)
+			defer cancel()
+			if err := hs.Shutdown(stopCtx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				return fmt.Errorf("shutdown: %w", err)
+			}
+			_ = hs.Close() // event streams outlive Shutdown's grace
+			if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on (host:port; :0 picks a free port, printed in the log)")
+	cmd.Flags().BoolVar(&cfg.AllowPrivateWebhooks, "allow-private-webhooks", false, "let tenants name webhook URLs on loopback and private addresses")
+	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body; larger is refused with 413")
+	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 10*time.Second, "grace period for requests in flight on SIGTERM")
+	return cmd
+}
