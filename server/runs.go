@@ -281,14 +281,20 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, t *db.Tena
 
 // The answers to a waiting run; each answers with the run after it.
 
+type rejectBody struct {
+	Reason string `json:"reason"`
+}
+
+type toolResultBody struct {
+	Output *string `json:"output"`
+}
+
 func (s *Server) approveToolCall(w http.ResponseWriter, r *http.Request, t *db.TenantDB) {
 	s.answered(w, r, t, t.ApproveToolCall(r.Context(), r.PathValue("run_id"), r.PathValue("call_id")))
 }
 
 func (s *Server) rejectToolCall(w http.ResponseWriter, r *http.Request, t *db.TenantDB) {
-	var q struct {
-		Reason string `json:"reason"`
-	}
+	var q rejectBody
 	if !s.decodeBody(w, r, &q, true) {
 		return
 	}
@@ -296,9 +302,7 @@ func (s *Server) rejectToolCall(w http.ResponseWriter, r *http.Request, t *db.Te
 }
 
 func (s *Server) submitToolResult(w http.ResponseWriter, r *http.Request, t *db.TenantDB) {
-	var q struct {
-		Output *string `json:"output"`
-	}
+	var q toolResultBody
 	if !s.decodeBody(w, r, &q, false) {
 		return
 	}
