@@ -19,6 +19,7 @@ demo:
 	$(GO) run ./cookbook/schedules
 	$(GO) run ./cookbook/webhooks
 	$(GO) run ./cookbook/transactional
+	$(GO) run ./cookbook/http
 
 vet:
 	$(GO) vet ./...
