@@ -56,6 +56,7 @@ func newEnv(t *testing.T, cfg server.Config) *env {
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
+	t.Cleanup(api.Close)
 	hs := httptest.NewServer(api)
 	t.Cleanup(hs.Close)
 	e.url = hs.URL

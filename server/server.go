@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kern-go/kern/db"
@@ -30,6 +32,10 @@ type Config struct {
 	// HeartbeatInterval is how often an idle event stream sends a comment
 	// line, so proxies keep it open; 0 means DefaultHeartbeatInterval.
 	HeartbeatInterval time.Duration
+	// RiverUITenants are the tenants whose keys may open River UI at
+	// /riverui/ (after signing in to the dashboard). River UI shows every
+	// tenant's jobs, so keep it to the operator's own tenant; empty: nobody.
+	RiverUITenants []string
 }
 
 // Defaults of Config.
@@ -42,11 +48,15 @@ const (
 
 // Server is kern's HTTP API, an http.Handler (see the package doc).
 type Server struct {
-	d    *db.DB
-	cfg  Config
-	log  *slog.Logger
-	mux  *http.ServeMux
-	hubs *hubs
+	d     *db.DB
+	cfg   Config
+	log   *slog.Logger
+	mux   *http.ServeMux
+	hubs  *hubs
+	pages map[string]*template.Template // the dashboard's, by file name
+
+	stopRiverUI context.CancelFunc
+	closeOnce   sync.Once
 }
 
 // New returns the API over d. It starts nothing: the handler serves
@@ -76,8 +86,27 @@ func New(d *db.DB, cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	var err error
+	if s.pages, err = parsePages(); err != nil {
+		return nil, fmt.Errorf("kern: server.New: dashboard templates: %w", err)
+	}
 	s.routes()
+	s.uiRoutes()
+	if err := s.newRiverUI(); err != nil {
+		return nil, fmt.Errorf("kern: server.New: %w", err)
+	}
 	return s, nil
+}
+
+// Close stops the server's background work (River UI's caches). It does
+// not close d, nor the streams in flight: shut the http.Server down for
+// that. Idempotent.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		if s.stopRiverUI != nil {
+			s.stopRiverUI()
+		}
+	})
 }
 
 // route is one pattern of the API; public routes take no key.
