@@ -441,9 +441,11 @@ var sqlListRunsOfAgent = listRunsQuery("agent_name = $7 AND ")
 // sqlListRunsOfTenant ($7) and sqlListRunsOfTenantAgent (agent $7,
 // tenant $8) are the two for one tenant, statements of their own for the
 // same reason: kern_run_tenant_idx serves the first, kern_run_agent_idx
-// the second.
+// the second. The first also says the tenant is not the empty one (which
+// ListRuns never asks for here), so that a generic plan, not knowing $7,
+// can still prove the partial index's predicate and use it.
 var (
-	sqlListRunsOfTenant      = listRunsQuery("tenant_id = $7 AND ")
+	sqlListRunsOfTenant      = listRunsQuery("tenant_id = $7 AND tenant_id <> '' AND ")
 	sqlListRunsOfTenantAgent = listRunsQuery("tenant_id = $8 AND agent_name = $7 AND ")
 )
 

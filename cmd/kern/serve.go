@@ -27,7 +27,9 @@ func newServeCmd(flags *rootFlags) *cobra.Command {
 		Long: `Serves kern's HTTP API (package server): submit, follow over server-sent
 events, cancel and answer runs from any language. Every /v1 route takes
 "Authorization: Bearer <secret>", a key from "kern keys create"; a key sees
-only its tenant's runs. The OpenAPI document is at /v1/openapi.json.
+only its tenant's runs. The OpenAPI document is at /v1/openapi.json; the
+dashboard at /ui/ (sign in with a key), River UI at /riverui/ for the
+tenants given by --riverui-tenant.
 
 The server runs no agents: start "kern worker" processes against the same
 database for that. On SIGINT or SIGTERM it stops accepting connections and
@@ -50,6 +52,7 @@ lets requests finish for --shutdown-timeout; event streams are cut then
 			if err != nil {
 				return err
 			}
+			defer srv.Close()
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return err
@@ -79,6 +82,7 @@ lets requests finish for --shutdown-timeout; event streams are cut then
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on (host:port; :0 picks a free port, printed in the log)")
 	cmd.Flags().BoolVar(&cfg.AllowPrivateWebhooks, "allow-private-webhooks", false, "let tenants name webhook URLs on loopback and private addresses")
+	cmd.Flags().StringSliceVar(&cfg.RiverUITenants, "riverui-tenant", nil, "tenants whose keys may open River UI at /riverui/ (it shows every tenant's jobs); repeat or comma-separate")
 	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body; larger is refused with 413")
 	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 10*time.Second, "grace period for requests in flight on SIGTERM")
 	return cmd

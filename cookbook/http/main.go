@@ -80,6 +80,7 @@ func runAll(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	defer api.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
