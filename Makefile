@@ -20,6 +20,7 @@ demo:
 	$(GO) run ./cookbook/webhooks
 	$(GO) run ./cookbook/transactional
 	$(GO) run ./cookbook/http
+	$(GO) run ./cookbook/dashboard
 
 vet:
 	$(GO) vet ./...
