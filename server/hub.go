@@ -1,12 +1,12 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"sort"
 	"sync"
 
 	"github.com/kern-go/kern/db"
-	"github.com/kern-go/kern/run"
 )
 
 // hubs shares one reader of a run's event log among all of this process's
@@ -28,8 +28,8 @@ type hub struct {
 	refs   int // under hubs.mu
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	events  []run.Event
+	mu      sync.RWMutex
+	events  []hubEvent
 	done    bool  // the log ended: a terminal event, or err
 	err     error // why the reader stopped early
 	changed chan struct{}
@@ -71,8 +71,10 @@ func (hs *hubs) read(ctx context.Context, h *hub) {
 			failed = err
 			break
 		}
+		var buf bytes.Buffer
+		writeEvent(&buf, ev) // once for every stream
 		h.mu.Lock()
-		h.events = append(h.events, ev)
+		h.events = append(h.events, hubEvent{seq: ev.Seq, terminal: ev.Type.Terminal(), sse: buf.Bytes()})
 		close(h.changed)
 		h.changed = make(chan struct{})
 		h.mu.Unlock()
@@ -91,11 +93,18 @@ func (hs *hubs) read(ctx context.Context, h *hub) {
 	}
 }
 
+// hubEvent is an event as every stream sends it.
+type hubEvent struct {
+	seq      int64
+	terminal bool
+	sse      []byte // id, event and data lines
+}
+
 // after returns the events past seq, whether no more will come, why (when
 // the reader failed), and a channel closed at the next change.
-func (h *hub) after(seq int64) (events []run.Event, done bool, err error, changed <-chan struct{}) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	i := sort.Search(len(h.events), func(i int) bool { return h.events[i].Seq > seq })
+func (h *hub) after(seq int64) (events []hubEvent, done bool, err error, changed <-chan struct{}) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	i := sort.Search(len(h.events), func(i int) bool { return h.events[i].seq > seq })
 	return h.events[i:len(h.events):len(h.events)], h.done, h.err, h.changed
 }

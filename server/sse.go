@@ -58,9 +58,9 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, t *db.Tena
 			buf.Reset()
 			terminal := false
 			for _, ev := range events {
-				writeEvent(&buf, ev)
-				after = ev.Seq
-				if terminal = ev.Type.Terminal(); terminal {
+				buf.Write(ev.sse)
+				after = ev.seq
+				if terminal = ev.terminal; terminal {
 					break
 				}
 			}

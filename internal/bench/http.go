@@ -53,11 +53,13 @@ func httpAPI(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	lag, err := sseLag(ctx, d, base, key, 1000, max(cfg.Samples/10, 20))
-	if err != nil {
-		return nil, err
+	for _, n := range []int{100, 1000} {
+		lag, err := sseLag(ctx, d, base, key, n, max(cfg.Samples/10, 20))
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, lag...)
 	}
-	results = append(results, lag...)
 	if env.KernCLI != nil {
 		mem, err := sseMemory(ctx, env, d, 1000)
 		if err != nil {
@@ -122,7 +124,7 @@ func httpSubmit(ctx context.Context, d *db.DB, base, key string, cfg Config) ([]
 // from the append's start to a follower having read the event. The next
 // append waits for every follower to have read the last.
 func sseLag(ctx context.Context, d *db.DB, base, key string, followers, appends int) ([]Result, error) {
-	id := "sse-lag"
+	id := fmt.Sprintf("sse-lag-%d", followers)
 	tenant, err := d.ForTenant("bench")
 	if err != nil {
 		return nil, err
@@ -208,8 +210,8 @@ func sseLag(ctx context.Context, d *db.DB, base, key string, followers, appends 
 	}
 	note := fmt.Sprintf("%d followers of one run over SSE, %d appends; from the appending UPDATE to each follower reading it", followers, appends)
 	return []Result{
-		{"SSE lag p50, 1,000 followers", ms(pct(lags, 50)), note},
-		{"SSE lag p99, 1,000 followers", ms(pct(lags, 99)), ""},
+		{fmt.Sprintf("SSE lag p50, %d followers", followers), ms(pct(lags, 50)), note},
+		{fmt.Sprintf("SSE lag p99, %d followers", followers), ms(pct(lags, 99)), ""},
 	}, nil
 }
 
