@@ -36,6 +36,13 @@ func (d *DB) ListRuns(ctx context.Context, p run.ListParams) (*run.ListResult, e
 	if err != nil {
 		return nil, err
 	}
+	for _, f := range []struct{ field, value string }{
+		{"agent name", p.AgentName}, {"session id", p.SessionID}, {"name", p.Name}, {"tenant id", p.TenantID},
+	} {
+		if err := checkText(f.field, f.value, maxNameBytes); err != nil {
+			return nil, err
+		}
+	}
 	var afterAt *time.Time
 	var afterID string
 	if p.Cursor != "" {

@@ -96,6 +96,9 @@ func (d *DB) DeleteSchedule(ctx context.Context, name string) error {
 }
 
 func (d *DB) deleteSchedule(ctx context.Context, name, tenant string) error {
+	if err := checkText("schedule name", name, maxKeyBytes); err != nil {
+		return err
+	}
 	tag, err := d.pool.Exec(ctx, sqlDeleteSchedule, name, tenant)
 	if err != nil {
 		return fmt.Errorf("kern: delete schedule %q: %w", name, err)

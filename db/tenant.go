@@ -168,6 +168,9 @@ func (t *TenantDB) ListSchedules(ctx context.Context) ([]*run.Schedule, error) {
 // GetSchedule reads one schedule of this tenant; run.ErrNotFound if it has
 // none of that name.
 func (t *TenantDB) GetSchedule(ctx context.Context, name string) (*run.Schedule, error) {
+	if err := checkText("schedule name", name, maxKeyBytes); err != nil {
+		return nil, err
+	}
 	rows, err := t.d.pool.Query(ctx, sqlGetSchedule, name, t.tenant)
 	if err != nil {
 		return nil, fmt.Errorf("kern: get schedule %q: %w", name, err)

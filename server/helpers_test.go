@@ -34,7 +34,7 @@ type env struct {
 	transfers atomic.Int64
 }
 
-func newEnv(t *testing.T, cfg server.Config) *env {
+func newEnv(t testing.TB, cfg server.Config) *env {
 	t.Helper()
 	d := kerntest.DB(t)
 	srv, model := kerntest.Model(t)
@@ -78,7 +78,7 @@ type response struct {
 }
 
 // json decodes the body into v, failing the test if it does not.
-func (r response) json(t *testing.T, v any) {
+func (r response) json(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)
@@ -86,7 +86,7 @@ func (r response) json(t *testing.T, v any) {
 }
 
 // object is the body as a JSON object.
-func (r response) object(t *testing.T) map[string]any {
+func (r response) object(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	r.json(t, &m)
@@ -95,7 +95,7 @@ func (r response) object(t *testing.T) map[string]any {
 
 // do sends method path with key (none when empty) and body (JSON-encoded
 // unless it is a string or []byte, sent as is).
-func (e *env) do(t *testing.T, key, method, path string, body any) response {
+func (e *env) do(t testing.TB, key, method, path string, body any) response {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -134,7 +134,7 @@ func (e *env) do(t *testing.T, key, method, path string, body any) response {
 }
 
 // expect fails the test unless r has status.
-func (r response) expect(t *testing.T, status int) response {
+func (r response) expect(t testing.TB, status int) response {
 	t.Helper()
 	if r.status != status {
 		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
@@ -143,7 +143,7 @@ func (r response) expect(t *testing.T, status int) response {
 }
 
 // expectProblem fails the test unless r is a problem with status.
-func (r response) expectProblem(t *testing.T, status int) map[string]any {
+func (r response) expectProblem(t testing.TB, status int) map[string]any {
 	t.Helper()
 	r.expect(t, status)
 	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
@@ -157,7 +157,7 @@ func (r response) expectProblem(t *testing.T, status int) map[string]any {
 }
 
 // submit submits prompt as key's tenant and returns the run's id.
-func (e *env) submit(t *testing.T, key, prompt string) string {
+func (e *env) submit(t testing.TB, key, prompt string) string {
 	t.Helper()
 	r := e.do(t, key, "POST", "/v1/runs", map[string]any{"agent": "assistant", "prompt": prompt}).expect(t, http.StatusAccepted)
 	id, _ := r.object(t)["run_id"].(string)
@@ -168,7 +168,7 @@ func (e *env) submit(t *testing.T, key, prompt string) string {
 }
 
 // wait waits, through the API, until the run is terminal or waiting.
-func (e *env) wait(t *testing.T, key, id string) map[string]any {
+func (e *env) wait(t testing.TB, key, id string) map[string]any {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -190,7 +190,7 @@ const approvalPrompt = `fake-plan: {"turns": [[{"name": "transfer", "arguments":
 var quietLogger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 // waitForModel waits until the model has received n requests.
-func waitForModel(t *testing.T, e *env, n int) {
+func waitForModel(t testing.TB, e *env, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()

@@ -8,6 +8,8 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
+	"strings"
 	"time"
 
 	"github.com/kern-go/kern/db"
@@ -65,7 +67,14 @@ func decodeJSON(body io.Reader, contentType string, v any, optional bool) error 
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("the body is not the expected JSON object: %w", err)
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return fmt.Errorf("%s: a JSON %s where %s belongs", typeErr.Field, typeErr.Value, jsonKind(typeErr.Type.Kind()))
+		}
+		if typeErr != nil {
+			return fmt.Errorf("the body is a JSON %s, not an object", typeErr.Value)
+		}
+		return fmt.Errorf("the body is not the expected JSON object: %v", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if dec.More() {
 		return errors.New("the body holds more than one JSON value")
@@ -74,6 +83,23 @@ func decodeJSON(body io.Reader, contentType string, v any, optional bool) error 
 		return errors.New("the body holds more than one JSON value")
 	}
 	return nil
+}
+
+// jsonKind names what a Go field of kind k takes, in JSON's words.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		return "a whole number"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Pointer:
+		return "a value"
+	}
+	return "another type"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
