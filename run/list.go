@@ -12,7 +12,7 @@ type ListParams struct {
 	// empty lists every tenant's.
 	TenantID string
 	Limit    int    // default 50
-	Cursor    string // from ListResult.NextCursor
+	Cursor   string // from ListResult.NextCursor
 }
 
 // ListResult is one page of runs, newest first.

@@ -6,7 +6,7 @@ import "time"
 // fired by the workers that serve its agent: at each due time, exactly one
 // run of AgentName with Prompt, named Name, in SessionID, with Metadata.
 type Schedule struct {
-	Name      string // unique per tenant; also the Name of every run it fires
+	Name string // unique per tenant; also the Name of every run it fires
 	// TenantID is the tenant the schedule and the runs it fires belong to
 	// (see Output.TenantID); empty for the operator's own.
 	TenantID  string
