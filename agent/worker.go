@@ -47,6 +47,9 @@ type Worker struct {
 	mu          sync.Mutex
 	stopRescuer context.CancelFunc
 	rescuerDone chan struct{}
+	// session is this worker's own Postgres session: its liveness, for
+	// peers (see maintain). Owned by maintain once started.
+	session engine.Session
 }
 
 // NewWorker prepares a worker for the given agents, taking them as they are
@@ -66,7 +69,7 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kern: worker id: %w", err)
 	}
-	w := &Worker{db: d, store: d.Engine(engine.Key{}), cfg: cfg, id: id.String(),
+	w := &Worker{db: d, store: d.Engine(engine.Key{}).ForWorker(id.String()), cfg: cfg, id: id.String(),
 		agents: make(map[string]*Agent, len(agents)), models: make(map[string]Model, len(agents))}
 	queues := make(map[string]river.QueueConfig, len(agents))
 	for _, a := range agents {
@@ -92,6 +95,7 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 		w.slots = make(chan struct{}, cfg.MaxConcurrentRuns)
 	}
 	w.exec = newExecutor(d, cfg.Logger)
+	w.exec.store = w.store // claims record this worker, for crash recovery by session
 	w.exec.defaultTimeout = cfg.DefaultTimeout
 	w.exec.maxAttempts = cfg.MaxAttempts
 	w.exec.retryBase = cfg.RetryBaseDelay
@@ -146,11 +150,20 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.store.RegisterWorker(ctx, w.id, w.agentNames(), w.registrationTTL()); err != nil {
 		return fmt.Errorf("kern: start worker: %w", err)
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopRescuer == nil && w.session == nil {
+		// Before the first claim: a run this worker claims is rescued
+		// within a second of the process dying.
+		session, err := w.store.OpenSession(ctx, w.id)
+		if err != nil {
+			return fmt.Errorf("kern: start worker: %w", err)
+		}
+		w.session = session
+	}
 	if err := w.client.Start(ctx); err != nil {
 		return fmt.Errorf("kern: start worker: %w", err)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	if w.stopRescuer == nil {
 		maintainCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		w.stopRescuer, w.rescuerDone = cancel, make(chan struct{})
@@ -175,30 +188,92 @@ func (w *Worker) maintain(ctx context.Context, startDone <-chan struct{}) {
 	retention.Go(func() { w.fireSchedules(ctx) }) // schedules.go
 	tick := time.NewTicker(w.cfg.HeartbeatInterval)
 	defer tick.Stop()
+	probe := time.NewTicker(livenessProbeEvery)
+	defer probe.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return // Stop: it closes the session once the runs are done
 		case <-startDone:
+			// A hard stop: River hands the runs back; the session can go.
+			w.closeSession()
 			return
-		case <-tick.C:
-		}
-		if err := w.store.RegisterWorker(ctx, w.id, w.agentNames(), w.registrationTTL()); err != nil && ctx.Err() == nil {
-			w.cfg.Logger.WarnContext(ctx, "kern: renewing the worker's registration failed", slog.Any("error", err))
-		}
-		res, err := w.store.RescueStale(ctx, w.cfg.RescueAfter, w.cfg.MaxAttempts)
-		if err != nil {
-			if ctx.Err() == nil {
-				w.cfg.Logger.WarnContext(ctx, "kern: rescue of stale runs failed", slog.Any("error", err))
+		case <-probe.C:
+			// A peer whose session ended (its process died): rescue its
+			// runs now rather than after RescueAfter.
+			dead, err := w.store.DeadSessionRuns(ctx)
+			if err != nil || !dead {
+				continue
 			}
-			continue
+		case <-tick.C:
+			if err := w.store.RegisterWorker(ctx, w.id, w.agentNames(), w.registrationTTL()); err != nil && ctx.Err() == nil {
+				w.cfg.Logger.WarnContext(ctx, "kern: renewing the worker's registration failed", slog.Any("error", err))
+			}
+			w.renewSession(ctx)
 		}
-		for _, id := range res.Requeued {
-			w.cfg.Logger.WarnContext(ctx, "kern: rescued a run whose worker or job was lost", slog.String("run_id", id))
+		w.rescue(ctx)
+	}
+}
+
+// livenessProbeEvery is how often a worker looks for peers whose session
+// ended: about the delay before their runs are rescued.
+const livenessProbeEvery = 250 * time.Millisecond
+
+// rescue takes over runs of dead workers and re-queues lost ones.
+func (w *Worker) rescue(ctx context.Context) {
+	res, err := w.store.RescueStale(ctx, w.cfg.RescueAfter, w.cfg.MaxAttempts)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.cfg.Logger.WarnContext(ctx, "kern: rescue of stale runs failed", slog.Any("error", err))
 		}
-		for _, id := range res.Failed {
-			w.cfg.Logger.WarnContext(ctx, "kern: run lost its worker with no attempts left", slog.String("run_id", id))
+		return
+	}
+	for _, id := range res.Requeued {
+		w.cfg.Logger.WarnContext(ctx, "kern: rescued a run whose worker or job was lost", slog.String("run_id", id))
+	}
+	for _, id := range res.Failed {
+		w.cfg.Logger.WarnContext(ctx, "kern: run lost its worker with no attempts left", slog.String("run_id", id))
+	}
+}
+
+// renewSession checks the worker's own session and opens a new one when it
+// broke (a Postgres restart, a dropped connection): until then peers judge
+// this worker by its runs' heartbeats, as they do any worker after a
+// restart. A session that dropped while Postgres stayed up made this
+// worker look dead: its runs may have been rescued, and their fenced
+// writes fail here — nothing runs twice at once to completion.
+func (w *Worker) renewSession(ctx context.Context) {
+	w.mu.Lock()
+	s := w.session
+	w.mu.Unlock()
+	if s != nil && s.Check(ctx) == nil {
+		return
+	}
+	if s != nil {
+		w.cfg.Logger.WarnContext(ctx, "kern: the worker's own Postgres session ended; opening another")
+		_ = s.Close(ctx)
+	}
+	fresh, err := w.store.OpenSession(ctx, w.id)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.cfg.Logger.WarnContext(ctx, "kern: opening the worker's Postgres session failed", slog.Any("error", err))
 		}
+		fresh = nil
+	}
+	w.mu.Lock()
+	w.session = fresh
+	w.mu.Unlock()
+}
+
+func (w *Worker) closeSession() {
+	w.mu.Lock()
+	s := w.session
+	w.session = nil
+	w.mu.Unlock()
+	if s != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Close(ctx)
 	}
 }
 
@@ -221,10 +296,12 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.stopMaintenance()
 	defer func() {
 		// Bounded: a worker that cannot reach Postgres to say goodbye
-		// simply expires.
+		// simply expires. The session closes last: while runs finish or
+		// are handed back, the worker must not look dead to its peers.
 		byeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = w.store.UnregisterWorker(byeCtx, w.id)
+		w.closeSession()
 	}()
 	err := w.client.Stop(ctx)
 	if err == nil {

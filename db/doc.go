@@ -115,6 +115,32 @@
 // (discarded, cancelled, completed) or is gone, or there is none — a
 // foreground run whose caller died.
 //
+// # Crash recovery
+//
+// A dead worker's runs are rescued in about a second, not after RescueAfter.
+// Each worker keeps one Postgres connection of its own open while it runs
+// (engine.Store.OpenSession) and records that session on its kern_worker
+// row: backend pid, backend start, and the start of the server instance.
+// Its claims record the worker on the run (kern_run.worker_id). When the
+// process dies — SIGKILL, the OOM killer, a deploy — the kernel closes its
+// sockets and Postgres ends the session; every worker probes four times a
+// second whether a running run's worker session is gone from
+// pg_stat_activity (sqlDeadSessionRuns, through kern_run_worker_idx), and
+// RescueStale treats such runs as stale at once (deadWorkers).
+//
+// No run is rescued from a worker that is alive because of this:
+//   - a session recorded on an earlier server instance counts for nothing.
+//     A Postgres restart (or a failover) ends every session at once, the
+//     live workers' too; until each worker records its new session, at its
+//     next heartbeat, it is judged by its runs' heartbeats, as before;
+//   - a worker closes its session last on Stop, after its runs finished or
+//     were handed back, and unregisters before that.
+// A worker whose own connection drops while Postgres stays up (a network
+// cut) does look dead: its runs are rescued, and its fenced writes then
+// fail — each run still completes once. The heartbeat stays the fallback
+// for a host cut off without its sockets closing, for foreground runs
+// (no worker), and for a worker whose session could not be recorded.
+//
 // Every worker rescues every HeartbeatInterval, so the work of one rescue
 // is bounded whatever the backlog; a backlog of pending runs waiting for
 // busy workers is never scanned. Stale running runs come from the partial

@@ -17,14 +17,17 @@ import (
 // engineDB is the executing worker's side of a DB (engine.Store): the
 // statements of a run's execution. It is not on DB's method set, so an
 // application never sees them; package agent gets it through Engine.
-type engineDB struct{ *DB }
+type engineDB struct {
+	*DB
+	worker string // the worker whose claims these are (ForWorker); "" for foreground runs
+}
 
 var _ engine.Store = engineDB{}
 
 // Engine returns the executing side of the database, for kern's own
 // packages (the worker and foreground runs of package agent). Applications
 // cannot call it: its key type is internal to kern.
-func (d *DB) Engine(engine.Key) engine.Store { return engineDB{d} }
+func (d *DB) Engine(engine.Key) engine.Store { return engineDB{DB: d} }
 
 // StartRun implements engine.Store: it claims a pending run for its next
 // execution, or moves it straight to cancelled when a cancel request is on
@@ -41,7 +44,7 @@ func (d engineDB) StartKeyedRun(ctx context.Context, runID string, jobID *int64,
 	if maxRunsPerKey < 0 {
 		return nil, fmt.Errorf("kern: %w: max runs per key %d is negative", run.ErrInvalidArgument, maxRunsPerKey)
 	}
-	r, err := d.exec.start.do(ctx, startItem{id: runID, jobID: jobID, maxRunsPerKey: maxRunsPerKey})
+	r, err := d.exec.start.do(ctx, startItem{id: runID, jobID: jobID, maxRunsPerKey: maxRunsPerKey, worker: d.worker})
 	if err != nil {
 		return nil, fmt.Errorf("kern: start run %q: %w", runID, err)
 	}

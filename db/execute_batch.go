@@ -37,6 +37,7 @@ type startItem struct {
 	id            string
 	jobID         *int64 // nil for a foreground run
 	maxRunsPerKey int    // the claiming worker's WorkerConfig.MaxRunsPerKey
+	worker        string // the claiming worker's id, "" for a foreground run
 }
 
 func (s startItem) key() string { return s.id }
@@ -65,10 +66,10 @@ type startedRow struct {
 }
 
 func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*startedRow, error) {
-	ids, jobs := make([]string, len(items)), make([]*int64, len(items))
+	ids, jobs, workers := make([]string, len(items)), make([]*int64, len(items)), make([]*string, len(items))
 	var limits []int32 // nil (SQL NULL) when no claim has a per-key limit
 	for i, it := range items {
-		ids[i], jobs[i] = it.id, it.jobID
+		ids[i], jobs[i], workers[i] = it.id, it.jobID, optional(it.worker)
 		if it.maxRunsPerKey > 0 && limits == nil {
 			limits = make([]int32, len(items))
 		}
@@ -78,7 +79,7 @@ func (d *DB) startBatch(ctx context.Context, items []startItem) ([]*startedRow, 
 			limits[i] = int32(min(it.maxRunsPerKey, 1<<30))
 		}
 	}
-	rows, err := d.pool.Query(ctx, sqlStartRuns, ids, jobs, limits)
+	rows, err := d.pool.Query(ctx, sqlStartRuns, ids, jobs, limits, workers)
 	if err != nil {
 		return nil, err
 	}

@@ -62,12 +62,12 @@ func TestListenerListensOnlyOnTheChannelsSubscribersNeed(t *testing.T) {
 	if _, err := d.SubmitRun(ctx, SubmitParams{RunID: "r", AgentName: "a", Input: "x"}); err != nil {
 		t.Fatal(err)
 	}
-	claim, err := engineDB{d}.StartRun(ctx, "r", nil)
+	claim, err := engineDB{DB: d}.StartRun(ctx, "r", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	cancelSub := engineDB{d}.SubscribeCancel("r")
+	cancelSub := engineDB{DB: d}.SubscribeCancel("r")
 	defer cancelSub.Close()
 	waitFor(t, func() bool { return d.listener.listeningNow() == channelCancel })
 	waitFor(t, d.listener.waitingNow) // for a notification, with the next re-check an hour away
@@ -75,7 +75,7 @@ func TestListenerListensOnlyOnTheChannelsSubscribersNeed(t *testing.T) {
 	done := d.subscribeDone("r")
 	defer done.Close()
 	waitFor(t, func() bool { return d.listener.listeningNow() == channelCancel+","+channelEvent })
-	if err := (engineDB{d}).FinishRun(ctx, claim.Fence, engine.Finish{Status: run.StatusCompleted}); err != nil {
+	if err := (engineDB{DB: d}).FinishRun(ctx, claim.Fence, engine.Finish{Status: run.StatusCompleted}); err != nil {
 		t.Fatal(err)
 	}
 	select {

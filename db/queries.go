@@ -93,7 +93,7 @@ WITH req AS (
 	SELECT r.*, k.refused AS req_refused, EXISTS (
 		SELECT 1 FROM kern_run_cancel c JOIN kern_run x ON x.id = c.run_id
 		WHERE c.run_id = r.req_id AND c.tenant_id IN ('', x.tenant_id)) AS req_cancelled
-	FROM unnest($1::text[], $2::bigint[]) AS r(req_id, req_job),
+	FROM unnest($1::text[], $2::bigint[], $4::text[]) AS r(req_id, req_job, req_worker),
 		(SELECT CASE WHEN $3::int[] IS NULL THEN '{}' ELSE kern_refused_by_key($1, $3) END AS refused) k
 ), started AS (
 	UPDATE kern_run SET
@@ -105,7 +105,8 @@ WITH req AS (
 		started_at   = COALESCE(started_at, now()),
 		heartbeat_at = now(),
 		finished_at  = CASE WHEN req.req_cancelled THEN now() END,
-		event_seq    = event_seq + 1
+		event_seq    = event_seq + 1,
+		worker_id    = req.req_worker
 	FROM req
 	WHERE id = req.req_id AND status = 'pending' AND job_id IS NOT DISTINCT FROM req.req_job
 	  AND (req.req_cancelled OR req.req_id <> ALL (req.req_refused))
@@ -226,7 +227,8 @@ FROM retried`
 // workers share the work without waiting on each other.
 const sqlStaleRuns = `
 SELECT id, agent_name, attempt FROM kern_run
-WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)
+WHERE status = 'running' AND (heartbeat_at < now() - make_interval(secs => $1)
+	OR worker_id IN (` + deadWorkers + `))
 ORDER BY heartbeat_at
 LIMIT 100
 FOR UPDATE SKIP LOCKED`
@@ -362,6 +364,30 @@ VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
 ON CONFLICT (id) DO UPDATE SET agents = EXCLUDED.agents, expires_at = EXCLUDED.expires_at`
 
 const sqlUnregisterWorker = `DELETE FROM kern_worker WHERE id = $1`
+
+// deadWorkers are the workers whose recorded session has ended: it is not in
+// pg_stat_activity any more (a backend's pid and start time name it
+// uniquely), on the server instance it was recorded on. A session recorded
+// before this instance started — Postgres restarted, or another server took
+// over — says nothing: every session ended then, dead worker or alive, so
+// those workers count as alive until they record their new session (an
+// alive one does within a heartbeat), and the heartbeat decides for the
+// rest. A worker that never recorded a session (NULLs) is judged by its
+// heartbeat alone.
+const deadWorkers = `SELECT w.id FROM kern_worker w
+	WHERE w.session_server_start = pg_postmaster_start_time()
+	  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.session_pid AND a.backend_start = w.session_start)`
+
+// sqlRecordSession records the session running it as worker $1's.
+const sqlRecordSession = `UPDATE kern_worker SET session_pid = pg_backend_pid(),
+	session_start = (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
+	session_server_start = pg_postmaster_start_time()
+WHERE id = $1`
+
+// sqlDeadSessionRuns tells whether a running run's worker is dead by its
+// session (kern_run_worker_idx): the probe a worker makes often.
+const sqlDeadSessionRuns = `SELECT EXISTS (SELECT 1 FROM kern_run
+	WHERE status = 'running' AND worker_id IN (` + deadWorkers + `))`
 
 // Cancel is two statements in two transactions, in this order. The request
 // is committed first, so every worker that starts the run afterwards sees it;

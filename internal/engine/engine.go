@@ -111,6 +111,21 @@ type Store interface {
 	RegisterWorker(ctx context.Context, id string, agents []string, ttl time.Duration) error
 	UnregisterWorker(ctx context.Context, id string) error
 
+	// ForWorker is the store as worker id uses it: its claims record id on
+	// the runs they start, so that the runs are rescued as soon as the
+	// worker's session (OpenSession) ends.
+	ForWorker(id string) Store
+	// OpenSession opens the registered worker id's own Postgres session
+	// and records it on the registration: while it is open the worker
+	// counts as alive; once it ends, any worker's RescueStale rescues the
+	// runs id claimed at once, without waiting for their heartbeat to go
+	// stale. The caller keeps it open, checks it (Session.Check) and opens
+	// another when it broke.
+	OpenSession(ctx context.Context, id string) (Session, error)
+	// DeadSessionRuns tells whether a running run's worker session has
+	// ended: a cheap probe, made often, before a RescueStale.
+	DeadSessionRuns(ctx context.Context) (bool, error)
+
 	// FireSchedules fires the schedules of agents that are due (at most
 	// limit of them): for each, in one transaction, the run (row and job)
 	// and the schedule's next due time, under the schedule's row lock, so
@@ -123,6 +138,14 @@ type Store interface {
 	SubscribeCancel(runID string) Subscription
 	// SubscribeDone signals when the run may have reached a terminal status.
 	SubscribeDone(runID string) Subscription
+}
+
+// Session is a worker's own Postgres session (Store.OpenSession).
+type Session interface {
+	// Check tells whether the session is still open (one round trip).
+	Check(ctx context.Context) error
+	// Close ends the session.
+	Close(ctx context.Context) error
 }
 
 // Claim is a started execution.
