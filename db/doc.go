@@ -135,6 +135,7 @@
 //     next heartbeat, it is judged by its runs' heartbeats, as before;
 //   - a worker closes its session last on Stop, after its runs finished or
 //     were handed back, and unregisters before that.
+//
 // A worker whose own connection drops while Postgres stays up (a network
 // cut) does look dead: its runs are rescued, and its fenced writes then
 // fail — each run still completes once. The heartbeat stays the fallback
