@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/kern-go/kern/agent"
 	"github.com/kern-go/kern/internal/fakellm"
 	"github.com/kern-go/kern/internal/kerntest"
-	"github.com/kern-go/kern/internal/pgtest"
 	"github.com/kern-go/kern/run"
 )
 
@@ -77,22 +75,7 @@ func TestPostgresRestartRescuesNoRunOfALiveWorker(t *testing.T) {
 		t.Skip("restarts a Postgres server; skipped in -short")
 	}
 	ctx := kerntest.Context(t, 3*time.Minute)
-	srv, err := pgtest.StartLocal(ctx)
-	if errors.Is(err, pgtest.ErrNoLocalPostgres) {
-		t.Skipf("cannot control a Postgres server here: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
-	url, err := srv.CreateDatabase(ctx, "kern_liveness")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := kerntest.Open(t, kerntest.WithPoolSize(url, 30))
-	if err := d.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	srv, d := ownServer(t, ctx, "kern_liveness", 30)
 	const runs = 40
 	answer := fakellm.LoremWords(200)
 	fake, model := kerntest.Model(t)

@@ -8,11 +8,37 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/internal/fakellm"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/internal/pgtest"
 	"github.com/kern-go/kern/run"
 )
+
+// ownServer starts a Postgres server of the test's own, which it may
+// restart, with a migrated database whose pool holds poolSize connections.
+// The test is skipped only where no local Postgres binaries exist to start
+// one.
+func ownServer(t *testing.T, ctx context.Context, name string, poolSize int) (*pgtest.Server, *db.DB) {
+	t.Helper()
+	srv, err := pgtest.StartLocal(ctx)
+	if errors.Is(err, pgtest.ErrNoLocalPostgres) {
+		t.Skipf("cannot control a Postgres server here: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	url, err := srv.CreateDatabase(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := kerntest.Open(t, kerntest.WithPoolSize(url, poolSize))
+	if err := d.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return srv, d
+}
 
 // With 200 runs streaming, Postgres goes down for two seconds and comes
 // back. Workers and listeners must reconnect, no run may be lost or end
@@ -23,24 +49,7 @@ func TestPostgresRestartWithRunsInFlight(t *testing.T) {
 		t.Skip("restarts a Postgres server; skipped in -short")
 	}
 	ctx := kerntest.Context(t, 3*time.Minute)
-	// The test must control the server, so it starts its own; it is skipped
-	// only where no local Postgres binaries exist to start one.
-	srv, err := pgtest.StartLocal(ctx)
-	if errors.Is(err, pgtest.ErrNoLocalPostgres) {
-		t.Skipf("cannot control a Postgres server here: %v", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
-	url, err := srv.CreateDatabase(ctx, "kern_outage")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := kerntest.Open(t, kerntest.WithPoolSize(url, 40)) // its own server: room for 200 streaming runs
-	if err := d.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	srv, d := ownServer(t, ctx, "kern_outage", 40) // its own server: room for 200 streaming runs
 
 	const runs = 200
 	answer := fakellm.LoremWords(150)

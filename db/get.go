@@ -98,7 +98,13 @@ func (d *DB) GetRun(ctx context.Context, runID string) (*run.Output, error) {
 	if err := run.ValidateID(runID); err != nil {
 		return nil, err
 	}
-	rows, err := d.pool.Query(ctx, sqlGetRun, runID)
+	return d.readRun(ctx, runID, sqlGetRun, runID)
+}
+
+// readRun reads the one run query selects (runReadColumns), or
+// run.ErrNotFound.
+func (d *DB) readRun(ctx context.Context, runID, query string, args ...any) (*run.Output, error) {
+	rows, err := d.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("kern: get run %q: %w", runID, err)
 	}

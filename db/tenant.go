@@ -51,15 +51,7 @@ func (t *TenantDB) GetRun(ctx context.Context, runID string) (*run.Output, error
 	if err := run.ValidateID(runID); err != nil {
 		return nil, err
 	}
-	rows, err := t.d.pool.Query(ctx, sqlGetRunOfTenant, runID, t.tenant)
-	if err != nil {
-		return nil, fmt.Errorf("kern: get run %q: %w", runID, err)
-	}
-	r, err := collectRun(rows)
-	if err != nil {
-		return nil, fmt.Errorf("kern: get run %q: %w", runID, err)
-	}
-	return r.output(), nil
+	return t.d.readRun(ctx, runID, sqlGetRunOfTenant, runID, t.tenant)
 }
 
 // owns checks that runID is a run of this tenant: run.ErrNotFound if not.
