@@ -35,12 +35,13 @@ func statementName(sql string) string {
 	for _, s := range []struct{ marker, name string }{
 		{"kern_schedule", "kern: schedules"}, // the worker's once-a-second look at its agents' schedules
 		{"INSERT INTO kern_run (", "kern: insert run"},
-		{"AS r(req_id, req_job)", "kern: start runs"},
+		{"AS r(req_id, req_job, req_worker)", "kern: start runs"},
 		{"req_delta", "kern: append contents"},
 		{"req_status", "kern: finish runs"},
 		{"SELECT 'done', id FROM kern_run", "kern: listener recheck"},
 		{"AS req(req_id, req_execution)", "kern: heartbeats"},
 		{"FOR UPDATE SKIP LOCKED", "kern: rescue"},
+		{"WHERE status = 'running' AND worker_id IN (", "kern: liveness probe"}, // four times a second, not per run
 		{"FOR UPDATE OF r SKIP LOCKED", "kern: rescue"},
 		// The listener's own connection (its config is the pool's, tracer
 		// included) LISTENs when a run needs a channel it had dropped after

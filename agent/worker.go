@@ -244,25 +244,27 @@ func (w *Worker) rescue(ctx context.Context) {
 // writes fail here — nothing runs twice at once to completion.
 func (w *Worker) renewSession(ctx context.Context) {
 	w.mu.Lock()
-	s := w.session
+	old := w.session
 	w.mu.Unlock()
-	if s != nil && s.Check(ctx) == nil {
+	if old != nil && old.Check(ctx) == nil {
 		return
 	}
-	if s != nil {
-		w.cfg.Logger.WarnContext(ctx, "kern: the worker's own Postgres session ended; opening another")
-		_ = s.Close(ctx)
-	}
+	w.cfg.Logger.WarnContext(ctx, "kern: the worker's own Postgres session ended; opening another")
+	// The new session is recorded before the old one is closed: no moment
+	// in which a live worker's recorded session is gone.
 	fresh, err := w.store.OpenSession(ctx, w.id)
 	if err != nil {
 		if ctx.Err() == nil {
 			w.cfg.Logger.WarnContext(ctx, "kern: opening the worker's Postgres session failed", slog.Any("error", err))
 		}
-		fresh = nil
+		return // the old one, if any, stays until the next try
 	}
 	w.mu.Lock()
 	w.session = fresh
 	w.mu.Unlock()
+	if old != nil {
+		_ = old.Close(context.WithoutCancel(ctx))
+	}
 }
 
 func (w *Worker) closeSession() {

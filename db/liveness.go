@@ -21,8 +21,12 @@ func (d engineDB) ForWorker(id string) engine.Store {
 // the pool's connections come and go, this one lives as long as the worker.
 type session struct{ conn *pgx.Conn }
 
+// Check pings the session. Its own deadline, not the caller's context: a
+// pgx.Conn closes itself when a query's context ends mid-flight, and a
+// worker stopping its maintenance must not end its session (and look dead)
+// while its runs still finish.
 func (s session) Check(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	return s.conn.Ping(ctx)
 }

@@ -373,10 +373,14 @@ const sqlUnregisterWorker = `DELETE FROM kern_worker WHERE id = $1`
 // those workers count as alive until they record their new session (an
 // alive one does within a heartbeat), and the heartbeat decides for the
 // rest. A worker that never recorded a session (NULLs) is judged by its
-// heartbeat alone.
+// heartbeat alone. A role that may not see another role's sessions reads
+// their backend_start as NULL: then the pid alone says the session is
+// there (a pid reused since would keep a dead worker's runs for the
+// heartbeat: never the other way round).
 const deadWorkers = `SELECT w.id FROM kern_worker w
 	WHERE w.session_server_start = pg_postmaster_start_time()
-	  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.session_pid AND a.backend_start = w.session_start)`
+	  AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.session_pid
+		AND (a.backend_start = w.session_start OR a.backend_start IS NULL))`
 
 // sqlRecordSession records the session running it as worker $1's.
 const sqlRecordSession = `UPDATE kern_worker SET session_pid = pg_backend_pid(),
