@@ -148,7 +148,8 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		}
 		model = m
 	}
-	out, err := a.DB.SubmitRun(ctx, db.SubmitParams{
+	submitCtx, span := startSubmit(ctx, a.Name, cfg.runID)
+	out, err := a.DB.SubmitRun(submitCtx, db.SubmitParams{
 		RunID:     cfg.runID,
 		SessionID: cfg.sessionID,
 		AgentName: a.Name,
@@ -168,6 +169,7 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		WebhookURL:     cfg.webhookURL,
 		TenantID:       cfg.tenant,
 	})
+	endSubmit(span, out, err)
 	if err != nil || cfg.background || out.Status != run.StatusPending || out.Attempt > 0 {
 		return out, err
 	}

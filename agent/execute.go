@@ -117,11 +117,11 @@ func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID
 	}
 	runCtx, stopRun := context.WithCancelCause(ctx)
 	defer stopRun(nil)
-	runCtx, stopTimer := context.WithTimeoutCause(runCtx, timeout, fmt.Errorf("%w after %v", errTimedOut, timeout))
+	runCtx, timer, stopTimer := withRunTimeout(runCtx, timeout, fmt.Errorf("%w after %v", errTimedOut, timeout))
 	defer stopTimer()
 	go e.watch(runCtx, log, fence, cancelSub, stopRun)
 
-	x := &execution{e: e, agent: agent, model: model, log: log, fence: fence, input: out.Input, stop: stopRun,
+	x := &execution{e: e, agent: agent, model: model, log: log, fence: fence, input: out.Input, stop: stopRun, timer: timer,
 		maxSteps: cmp.Or(agent.MaxSteps, defaultMaxSteps), seq: claim.EventSeq, tr: newTranscript(out.Input)}
 	if len(agent.Tools) > 0 {
 		x.tools = make(map[string]*Tool, len(agent.Tools))

@@ -41,6 +41,7 @@ type execution struct {
 	ttft     time.Duration
 	history  []Message   // the session's earlier runs (Agent.HistoryRuns)
 	check    outputCheck // the final answer against Agent.OutputSchema
+	timer    *runTimer   // the execution timeout, paused while rate-limited
 
 	// writeMu serialises the execution's writes after a turn's content is
 	// settled: each takes the next event seq, and parallel tool calls
@@ -138,6 +139,24 @@ type turnResult struct {
 // turn streams one model turn into the run's content. Its error is only a
 // content write's: run.ErrNotRunning, or content that could not be settled.
 func (x *execution) turn(runCtx, ctx context.Context) (turnResult, error) {
+	req := x.agent.request(x.history, x.input)
+	req.Messages = append(req.Messages, x.tr.msgs[1:]...) // the prompt is request's
+	var slot *rateSlot
+	for {
+		// The fleet's rate limit (ratelimit.go): may wait, saying so.
+		s, ended, err := x.acquire(runCtx, ctx, req, slot)
+		if err != nil || ended != nil {
+			return turnResult{err: ended}, err
+		}
+		t, err := x.streamTurn(runCtx, ctx, req)
+		if slot = s; err != nil || !x.release(ctx, s, t) {
+			return t, err
+		}
+	}
+}
+
+// streamTurn asks the model once and streams its answer into the run.
+func (x *execution) streamTurn(runCtx, ctx context.Context, req *ModelRequest) (turnResult, error) {
 	e := x.e
 	buf := newContentBuffer(e.flushEvery, e.flushBytes, x.seq,
 		func(ctx context.Context, seq int64, delta string) error {
@@ -147,8 +166,6 @@ func (x *execution) turn(runCtx, ctx context.Context) (turnResult, error) {
 		func(err error) {
 			x.log.WarnContext(ctx, "kern: content flush failed; it is sent again before the final write", slog.Any("error", err))
 		})
-	req := x.agent.request(x.history, x.input)
-	req.Messages = append(req.Messages, x.tr.msgs[1:]...) // the prompt is request's
 	keepText := len(x.tools) > 0 || x.check.schema != nil
 	var t turnResult
 	var text strings.Builder

@@ -44,7 +44,7 @@ func (x *execution) callTools(runCtx, ctx context.Context, pending []pendingCall
 			case <-runCtx.Done():
 				return
 			}
-			out := x.callTool(runCtx, p.call)
+			out := x.tracedCallTool(runCtx, p.call) // telemetry.go
 			<-slots
 			if runCtx.Err() != nil {
 				// Likely cut short by the run's end: not a result to keep.

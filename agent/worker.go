@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/riverqueue/rivercontrib/otelriver"
 
 	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/internal/engine"
@@ -43,6 +45,8 @@ type Worker struct {
 	slots chan struct{}
 	// hooks drains the completion outbox (OnComplete, webhooks).
 	hooks *hooks
+	// tel is the worker's tracer and instruments (telemetry.go).
+	tel *workerTelemetry
 
 	mu          sync.Mutex
 	stopRescuer context.CancelFunc
@@ -70,7 +74,8 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 		return nil, fmt.Errorf("kern: worker id: %w", err)
 	}
 	w := &Worker{db: d, store: d.Engine(engine.Key{}).ForWorker(id.String()), cfg: cfg, id: id.String(),
-		agents: make(map[string]*Agent, len(agents)), models: make(map[string]Model, len(agents))}
+		agents: make(map[string]*Agent, len(agents)), models: make(map[string]Model, len(agents)),
+		tel: newWorkerTelemetry(&cfg)}
 	queues := make(map[string]river.QueueConfig, len(agents))
 	for _, a := range agents {
 		switch {
@@ -88,14 +93,16 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kern: agent %q: %w", a.Name, err)
 		}
-		w.agents[a.Name], w.models[a.Name] = a, model
+		w.agents[a.Name], w.models[a.Name] = a, newTracedModel(w.tel, a.Name, model)
 		queues[engine.QueueFor(a.Name)] = river.QueueConfig{MaxWorkers: cfg.MaxConcurrentRuns}
 	}
 	if len(queues) > 1 {
 		w.slots = make(chan struct{}, cfg.MaxConcurrentRuns)
 	}
 	w.exec = newExecutor(d, cfg.Logger)
-	w.exec.store = w.store // claims record this worker, for crash recovery by session
+	// Claims record this worker, for crash recovery by session; the
+	// executions' claims and ends go to their kern.run spans.
+	w.exec.store = telemetryStore{Store: w.store}
 	w.exec.defaultTimeout = cfg.DefaultTimeout
 	w.exec.maxAttempts = cfg.MaxAttempts
 	w.exec.retryBase = cfg.RetryBaseDelay
@@ -125,6 +132,11 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 		// A run's own timeout is enforced by the executor, which can then
 		// say in the run's Error that it timed out; River must not cut first.
 		JobTimeout: -1,
+		// River's work spans and metrics (river.work, …), on the worker's
+		// providers; a run's own span, kern.run, links to its job's.
+		Middleware: []rivertype.Middleware{otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
+			TracerProvider: cfg.TracerProvider, MeterProvider: cfg.MeterProvider, EnableTracePropagation: true,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kern: worker: %w", err)
@@ -228,6 +240,7 @@ func (w *Worker) rescue(ctx context.Context) {
 		}
 		return
 	}
+	w.tel.rescued(ctx, res)
 	for _, id := range res.Requeued {
 		w.cfg.Logger.WarnContext(ctx, "kern: rescued a run whose worker or job was lost", slog.String("run_id", id))
 	}

@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kern-go/kern/run"
 )
 
@@ -50,6 +53,20 @@ type WorkerConfig struct {
 	// Logger receives kern's logs; River's routine Info lines are demoted
 	// to Debug. Default slog.Default().
 	Logger *slog.Logger
+
+	// TracerProvider makes the worker's spans: "kern.run" per execution
+	// of a run (a child of the submitter's "kern.submit", carried in the
+	// run's job), "chat <model>" per model turn (GenAI semantic
+	// conventions: gen_ai.request.model, gen_ai.usage.input_tokens and
+	// gen_ai.usage.output_tokens as ints, gen_ai.response.finish_reasons)
+	// and "execute_tool <tool>" per tool call. nil means otel's global
+	// provider (a no-op one unless the application set one).
+	TracerProvider trace.TracerProvider
+	// MeterProvider records the worker's metrics (kern.runs, kern.tokens,
+	// kern.tool_calls, kern.run.queue_wait, kern.run.time_to_first_token,
+	// kern.run.duration, kern.runs.in_flight, kern.rescues; see the README's
+	// "Telemetry"). nil means otel's global provider.
+	MeterProvider metric.MeterProvider
 
 	// HeartbeatInterval is how often an executing run proves it is alive,
 	// how often this worker renews its registration, and how often it looks

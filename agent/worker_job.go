@@ -54,7 +54,9 @@ func (rw *runWorker) Work(ctx context.Context, job *river.Job[engine.RunJobArgs]
 			return river.JobSnooze(busyDelay())
 		}
 	}
+	ctx, rt := w.tel.startRun(ctx, job)
 	err := w.exec.execute(ctx, a, w.models[a.Name], job.Args.RunID, &job.ID)
+	rt.end(ctx, err)
 	w.hooks.poke() // the run may have ended: its OnComplete goes out now, not at the next tick
 	var retry *retryLater
 	switch {

@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+	"github.com/riverqueue/rivercontrib/otelriver"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/kern-go/kern/internal/logx"
 )
@@ -28,6 +32,10 @@ type DB struct {
 	listener *listener
 	exec     execBatchers
 	submits  *batcher[submitItem, *runRow]
+	// rateOnce makes rateSt, the rate limits' batchers and cache
+	// (ratelimit.go), on first use.
+	rateOnce sync.Once
+	rateSt   *rateState
 }
 
 // Open connects to databaseURL with a pgxpool of its own. It runs no
@@ -78,6 +86,16 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 		// cooldown River allows still costs a notification per commit, not
 		// per run.
 		FetchCooldown: river.FetchCooldownMin,
+		// River's insert metrics (river.insert_count, …) go to otel's
+		// global MeterProvider, read when they are recorded, so a provider
+		// set after New counts too. Its insert spans are off: submits are
+		// group-committed under a context of their own, where they would
+		// only be orphans. The submitter's span context travels in each
+		// job's metadata instead (telemetry.JobMetadata, the "traceparent"
+		// otelriver's work side reads), set by SubmitRun.
+		Middleware: []rivertype.Middleware{otelriver.NewMiddleware(&otelriver.MiddlewareConfig{
+			TracerProvider: tracenoop.NewTracerProvider(),
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kern: river client: %w", err)

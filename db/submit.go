@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/kern-go/kern/internal/engine"
+	"github.com/kern-go/kern/internal/telemetry"
 	"github.com/kern-go/kern/run"
 )
 
@@ -211,9 +212,11 @@ func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error)
 		return nil, err
 	}
 	if p.Tx != nil {
-		return d.submitInTx(ctx, submitItem{SubmitParams: p, metadata: metadata})
+		return d.submitInTx(ctx, submitItem{SubmitParams: p, metadata: metadata, trace: telemetry.JobMetadata(ctx)})
 	}
-	r, err := d.submits.do(ctx, submitItem{SubmitParams: p, metadata: metadata})
+	// The submitter's span context travels in the job's metadata: submits
+	// are group-committed under a context of their own (see batcher).
+	r, err := d.submits.do(ctx, submitItem{SubmitParams: p, metadata: metadata, trace: telemetry.JobMetadata(ctx)})
 	if err == nil {
 		return r.output(), nil
 	}
@@ -280,10 +283,10 @@ func (d *DB) submitInTx(ctx context.Context, it submitItem) (*run.Output, error)
 // insertOpts are the River options of the run's job: its priority and
 // start time; nil when it has neither (the job's own InsertOpts apply).
 func (s submitItem) insertOpts() *river.InsertOpts {
-	if s.Priority == 0 && s.StartAt.IsZero() {
+	if s.Priority == 0 && s.StartAt.IsZero() && s.trace == nil {
 		return nil
 	}
-	return &river.InsertOpts{Priority: s.Priority, ScheduledAt: s.StartAt}
+	return &river.InsertOpts{Priority: s.Priority, ScheduledAt: s.StartAt, Metadata: s.trace}
 }
 
 // startAt is the run's start time for its row's heartbeat_at: nil for none.
@@ -305,6 +308,9 @@ func optional(s string) *string {
 type submitItem struct {
 	SubmitParams
 	metadata string // JSON
+	// trace is the job's River metadata carrying the submitter's span
+	// context (telemetry.JobMetadata), nil for none.
+	trace []byte
 }
 
 func (s submitItem) key() string { return s.RunID }

@@ -36,6 +36,10 @@ type Config struct {
 	// /riverui/ (after signing in to the dashboard). River UI shows every
 	// tenant's jobs, so keep it to the operator's own tenant; empty: nobody.
 	RiverUITenants []string
+	// Metrics serves GET /metrics (public, no key), in the Prometheus text
+	// format: typically an OpenTelemetry Prometheus exporter's registry
+	// (kern serve's is). nil serves the default Prometheus registry.
+	Metrics http.Handler
 }
 
 // Defaults of Config.
@@ -120,6 +124,7 @@ type route struct {
 func (s *Server) routeTable() []route {
 	return []route{
 		{pattern: "GET /healthz", public: s.health},
+		{pattern: "GET /metrics", public: s.metrics},
 		{pattern: "GET /v1/openapi.json", public: serveOpenAPI},
 
 		{pattern: "POST /v1/runs", handler: s.submitRun},

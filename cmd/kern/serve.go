@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -47,7 +46,13 @@ lets requests finish for --shutdown-timeout; event streams are cut then
 				return err
 			}
 			defer d.Close()
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+			cfg.Logger = newLogger()
+			tel, stopTel, err := setupTelemetry(ctx, "kern-serve", cfg.Logger)
+			if err != nil {
+				return err
+			}
+			defer stopTel()
+			cfg.Metrics = tel.Metrics // GET /metrics
 			srv, err := server.New(d, cfg)
 			if err != nil {
 				return err

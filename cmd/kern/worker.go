@@ -20,6 +20,7 @@ func newWorkerCmd(flags *rootFlags) *cobra.Command {
 		cfg                 agent.WorkerConfig
 		shutdown            time.Duration
 		configPath          string
+		metricsAddr         string
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -119,8 +120,21 @@ and nothing starts.`,
 			for _, a := range agents {
 				a.DB = d
 			}
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+			cfg.Logger = newLogger()
 			cfg.Retention = retention
+			// The worker uses otel's global providers, set here.
+			tel, stopTel, err := setupTelemetry(ctx, "kern-worker", cfg.Logger)
+			if err != nil {
+				return err
+			}
+			defer stopTel()
+			if metricsAddr != "" {
+				stopMetrics, err := serveMetrics(metricsAddr, tel.Metrics, cfg.Logger)
+				if err != nil {
+					return err
+				}
+				defer stopMetrics()
+			}
 			w, err := agent.NewWorker(d, cfg, agents...)
 			if err != nil {
 				return err
@@ -158,6 +172,7 @@ and nothing starts.`,
 	cmd.Flags().IntVar(&cfg.MaxAttempts, "max-attempts", 3, "executions of a run (retries and rescues each use one)")
 	cmd.Flags().DurationVar(&cfg.RescueAfter, "rescue-after", 30*time.Second, "heartbeat age after which another worker takes a run over")
 	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "grace period for running runs on SIGTERM")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics at GET /metrics on this address (e.g. 127.0.0.1:9090); traces go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 	cmd.MarkFlagsMutuallyExclusive("config", "agent")
 	cmd.MarkFlagsMutuallyExclusive("config", "model")
 	cmd.MarkFlagsMutuallyExclusive("config", "instructions")

@@ -33,7 +33,7 @@ type Config struct {
 	RecoveryRounds int
 	// Only limits the figures to these groups: submit, e2e, heartbeat,
 	// cancel, wait, events, pickup, recovery, memory, scale, bounded,
-	// tools, toolrecovery, schedules, perkey, retention. Empty: all.
+	// tools, toolrecovery, schedules, perkey, retention, telemetry. Empty: all.
 	Only []string
 	// ToolKills > 0 measures the recovery of tool runs after SIGKILL: each
 	// kill is of a worker process between two tool calls of its runs. It
@@ -113,7 +113,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		{"submit", submitLatency}, {"e2e", endToEnd}, {"heartbeat", heartbeatCost}, {"cancel", cancelLatency},
 		{"wait", waitWakeup}, {"events", eventLag}, {"pickup", pickup}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
 		{"bounded", bounded}, {"tools", tools}, {"toolrecovery", toolRecovery}, {"approval", approval}, {"follow", followLag}, {"schedules", schedules},
-		{"perkey", perKey}, {"retention", retention}, {"http", httpAPI},
+		{"perkey", perKey}, {"retention", retention}, {"http", httpAPI}, {"ratelimit", rateLimit}, {"telemetry", telemetryCost},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue
