@@ -38,3 +38,49 @@ func TestQuickSuccessiveSubmitsEachReachAnIdleWorker(t *testing.T) {
 		}
 	}
 }
+
+// Under load, submit commits share notifications (db's insert notifier
+// coalesces them), but every commit is still followed by one: a burst from
+// many submitters all reaches a worker that never polls, the last runs
+// included.
+func TestABurstOfSubmitsAllReachAWorkerThatNeverPolls(t *testing.T) {
+	t.Parallel()
+	d := kerntest.DB(t)
+	_, model := kerntest.Model(t)
+	a := &agent.Agent{Name: "assistant", Model: model, DB: d}
+	kerntest.Worker(t, d, agent.WorkerConfig{FetchPollInterval: time.Hour, MaxConcurrentRuns: 50}, a)
+	ctx := kerntest.Context(t, 60*time.Second)
+	const submitters, each = 16, 25
+	ids := make(chan string, submitters*each)
+	errs := make(chan error, submitters)
+	for range submitters {
+		go func() {
+			for range each {
+				out, err := a.Run(ctx, "What is the capital of France?", agent.Background(true))
+				if err != nil {
+					errs <- err
+					return
+				}
+				ids <- out.RunID
+			}
+			errs <- nil
+		}()
+	}
+	for range submitters {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(ids)
+	for id := range ids {
+		waitCtx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		final, err := a.WaitRun(waitCtx, id)
+		cancel()
+		if err != nil {
+			t.Fatalf("run %s of the burst never reached the worker: %v", id, err)
+		}
+		if final.Status != run.StatusCompleted {
+			t.Fatalf("run %s: %s %q", id, final.Status, final.Error)
+		}
+	}
+}

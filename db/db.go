@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -29,9 +30,13 @@ type DB struct {
 	pool     *pgxpool.Pool
 	ownsPool bool
 	river    *river.Client[pgx.Tx]
-	listener *listener
-	exec     execBatchers
-	submits  *batcher[submitItem, *runRow]
+	// submitRiver inserts the jobs of batched submits; it leaves waking
+	// the workers to notifier (notify.go).
+	submitRiver *river.Client[pgx.Tx]
+	notifier    *insertNotifier
+	listener    *listener
+	exec        execBatchers
+	submits     *batcher[submitItem, *runRow]
 	// rateOnce makes rateSt, the rate limits' batchers and cache
 	// (ratelimit.go), on first use.
 	rateOnce sync.Once
@@ -76,16 +81,43 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 		return nil, errors.New("kern: pool is nil")
 	}
 	logger := slog.Default()
+	// An inserting client sends at most one "new jobs" notification per
+	// queue per FetchCooldown, from inside the inserting transaction. At
+	// River's 100ms, a submit soon after another sends none, and an idle
+	// worker that already fetched finds its run only at its next poll, up
+	// to a second later. The jobs of re-enqueues (retries, rescues,
+	// answers) and of submits in the caller's transaction go through rc,
+	// with the shortest cooldown River allows: a notification per commit.
+	rc, err := newInsertClient(pool, logger, river.FetchCooldownMin)
+	if err != nil {
+		return nil, err
+	}
+	// Batched submits notify after their commit, coalesced under load
+	// (notify.go): their client's cooldown of an hour leaves River's own
+	// notification to the first submit of a queue each hour.
+	src, err := newInsertClient(pool, logger, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	d := &DB{
+		pool:        pool,
+		river:       rc,
+		submitRiver: src,
+		notifier:    newInsertNotifier(pool, logger),
+		listener:    newListener(pool, logger),
+	}
+	d.exec = d.newExecBatchers()
+	d.submits = newBatcher(submitItem.key, d.submitBatch).withSize(submitItem.size)
+	return d, nil
+}
+
+// newInsertClient is an insert-only River client whose insert notification
+// goes out at most once per queue per cooldown.
+func newInsertClient(pool *pgxpool.Pool, logger *slog.Logger, cooldown time.Duration) (*river.Client[pgx.Tx], error) {
 	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		Logger: logx.RiverLogger(logger),
-		// An inserting client sends at most one "new jobs" notification per
-		// queue per FetchCooldown. At River's 100ms, a submit soon after
-		// another sends none, and an idle worker that already fetched finds
-		// its run only at its next poll, up to a second later. Submits are
-		// group-committed (one notification per batch), so the shortest
-		// cooldown River allows still costs a notification per commit, not
-		// per run.
-		FetchCooldown: river.FetchCooldownMin,
+		Logger:            logx.RiverLogger(logger),
+		FetchCooldown:     cooldown,
+		FetchPollInterval: max(cooldown, time.Second), // no producer: unused
 		// River's insert metrics (river.insert_count, …) go to otel's
 		// global MeterProvider, read when they are recorded, so a provider
 		// set after New counts too. Its insert spans are off: submits are
@@ -100,14 +132,7 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kern: river client: %w", err)
 	}
-	d := &DB{
-		pool:     pool,
-		river:    rc,
-		listener: newListener(pool, logger),
-	}
-	d.exec = d.newExecBatchers()
-	d.submits = newBatcher(submitItem.key, d.submitBatch).withSize(submitItem.size)
-	return d, nil
+	return rc, nil
 }
 
 // SetLogger replaces the logger of background work (the listener). Call it
@@ -115,6 +140,7 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 func (d *DB) SetLogger(l *slog.Logger) {
 	if l != nil {
 		d.listener.logger = l
+		d.notifier.logger = l
 	}
 }
 
@@ -123,6 +149,7 @@ func (d *DB) Pool() *pgxpool.Pool { return d.pool }
 
 // Close stops the listener and, when Open made the pool, closes it.
 func (d *DB) Close() {
+	d.notifier.close()
 	d.listener.close()
 	if d.ownsPool {
 		d.pool.Close()
