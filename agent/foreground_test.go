@@ -15,7 +15,7 @@ import (
 	"github.com/kern-go/kern/run"
 )
 
-// onCommit is a pgx tracer that calls fn once, when the first COMMIT of
+// onCommit is a pgx tracer that calls fn once, when the first INSERT or COMMIT of
 // its pool has been answered.
 type onCommit struct {
 	once sync.Once
@@ -27,7 +27,7 @@ func (o *onCommit) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.Trace
 }
 
 func (o *onCommit) TraceQueryEnd(_ context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
-	if data.Err == nil && strings.EqualFold(data.CommandTag.String(), "COMMIT") {
+	if data.Err == nil && (data.CommandTag.Insert() || strings.EqualFold(data.CommandTag.String(), "COMMIT")) {
 		o.once.Do(o.fn)
 	}
 }
@@ -40,8 +40,9 @@ func TestForegroundRunWhoseCallerLeavesBeforeItStartsEndsCancelled(t *testing.T)
 	url := kerntest.DatabaseURL(t)
 	ctx := kerntest.Context(t, 60*time.Second)
 	callerCtx, leave := context.WithCancel(ctx)
-	// The submit's transaction is the pool's first COMMIT: the caller goes
-	// away the moment it is committed, before the run can start.
+	// The submit is the pool's first INSERT (its own transaction): the
+	// caller goes away the moment it is committed, before the run can
+	// start.
 	d := dbWithTracer(t, ctx, url, &onCommit{fn: leave})
 	srv, model := kerntest.Model(t)
 	a := &agent.Agent{Name: "assistant", Model: model, DB: d}

@@ -30,13 +30,12 @@ type DB struct {
 	pool     *pgxpool.Pool
 	ownsPool bool
 	river    *river.Client[pgx.Tx]
-	// submitRiver inserts the jobs of batched submits; it leaves waking
-	// the workers to notifier (notify.go).
-	submitRiver *river.Client[pgx.Tx]
-	notifier    *insertNotifier
-	listener    *listener
-	exec        execBatchers
-	submits     *batcher[submitItem, *runRow]
+	// notifier wakes the workers of batched submits, which insert their
+	// jobs without River (notify.go, sqlSubmitRuns).
+	notifier *insertNotifier
+	listener *listener
+	exec     execBatchers
+	submits  *batcher[submitItem, *runRow]
 	// rateOnce makes rateSt, the rate limits' batchers and cache
 	// (ratelimit.go), on first use.
 	rateOnce sync.Once
@@ -88,23 +87,17 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 	// to a second later. The jobs of re-enqueues (retries, rescues,
 	// answers) and of submits in the caller's transaction go through rc,
 	// with the shortest cooldown River allows: a notification per commit.
+	// Batched submits insert their jobs themselves and notify after their
+	// commit, coalesced under load (notify.go).
 	rc, err := newInsertClient(pool, logger, river.FetchCooldownMin)
 	if err != nil {
 		return nil, err
 	}
-	// Batched submits notify after their commit, coalesced under load
-	// (notify.go): their client's cooldown of an hour leaves River's own
-	// notification to the first submit of a queue each hour.
-	src, err := newInsertClient(pool, logger, time.Hour)
-	if err != nil {
-		return nil, err
-	}
 	d := &DB{
-		pool:        pool,
-		river:       rc,
-		submitRiver: src,
-		notifier:    newInsertNotifier(pool, logger),
-		listener:    newListener(pool, logger),
+		pool:     pool,
+		river:    rc,
+		notifier: newInsertNotifier(pool, logger),
+		listener: newListener(pool, logger),
 	}
 	d.exec = d.newExecBatchers()
 	d.submits = newBatcher(submitItem.key, d.submitBatch).withSize(submitItem.size)

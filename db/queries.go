@@ -14,8 +14,9 @@ const runColumns = `id, session_id, agent_name, name, status, input, content, er
 	model_turns, tool_calls, created_at, started_at, finished_at,
 	CASE WHEN status = 'waiting' THEN waiting_calls ELSE '[]' END AS waiting_calls, wait_timeout_ms, ` + runWebhookColumn + `, tenant_id`
 
-// sqlInsertRun inserts one run: a lone submit, which this single-row form
-// serves faster than sqlInsertRuns' unnest. A foreground run (no job, $8)
+// sqlInsertRun inserts one run in a transaction of the caller's or a
+// schedule's, its job inserted by River before it (batched submits use
+// sqlSubmitRuns). A foreground run (no job, $8)
 // starts with a heartbeat: its caller is alive now, and the rescuer takes it
 // only once that is stale (the caller died before starting it). A delayed
 // background run's heartbeat_at is its start time ($13, NULL for none): a
@@ -26,20 +27,6 @@ INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout
 	concurrency_key, webhook_url, heartbeat_at, tenant_id)
 VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9, $10, $11, $12,
 	CASE WHEN $8::bigint IS NULL THEN now() ELSE $13::timestamptz END, $14)
-RETURNING ` + runColumns
-
-// sqlInsertRuns inserts the runs of a batch of submits, one element of
-// each array per run; foreground runs start with a heartbeat, as in
-// sqlInsertRun.
-const sqlInsertRuns = `
-INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
-	concurrency_key, webhook_url, heartbeat_at, tenant_id)
-SELECT u.id, u.session_id, u.agent_name, u.name, u.input, u.metadata, u.timeout_ms, u.job_id, u.idempotency_key, u.wait_timeout_ms,
-	u.concurrency_key, u.webhook_url, CASE WHEN u.job_id IS NULL THEN now() ELSE u.start_at END, u.tenant_id
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]::json[],
-	$7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::text[], $12::text[], $13::timestamptz[], $14::text[])
-	AS u(id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
-		concurrency_key, webhook_url, start_at, tenant_id)
 RETURNING ` + runColumns
 
 // sqlClaimRefused tells why a claim did not start a run ($1) for its job

@@ -224,7 +224,7 @@ func (s dueSchedule) submit(ctx context.Context, d *DB, tx pgx.Tx) (string, erro
 	if err != nil {
 		return "", err
 	}
-	if _, err := d.submitOne(ctx, tx, d.river, submitItem{SubmitParams: p, metadata: metadata}); err != nil {
+	if _, err := d.submitOne(ctx, tx, submitItem{SubmitParams: p, metadata: metadata}); err != nil {
 		return "", err
 	}
 	return p.RunID, nil

@@ -1,6 +1,7 @@
 package db
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -251,7 +252,7 @@ func (d *DB) submitInTx(ctx context.Context, it submitItem) (*run.Output, error)
 	if err != nil {
 		return nil, fmt.Errorf("kern: submit run: %w", err)
 	}
-	r, err := d.submitOne(ctx, sp, d.river, it)
+	r, err := d.submitOne(ctx, sp, it)
 	if err == nil {
 		if err = sp.Commit(ctx); err == nil {
 			return r.output(), nil
@@ -318,77 +319,35 @@ func (s submitItem) key() string { return s.RunID }
 func (s submitItem) size() int { return len(s.Input) + len(s.metadata) }
 
 // submitBatch inserts the runs of concurrent SubmitRun calls, and the jobs
-// of the background ones, in one transaction: still no row without its job
-// nor job without its row, whatever the batch. A duplicate id or key fails
-// the batch; the batcher then submits its runs one by one, and only the
-// duplicate fails.
+// of the background ones, in one statement (sqlSubmitRuns): still no row
+// without its job nor job without its row, whatever the batch. A duplicate
+// id or key fails the batch; the batcher then submits its runs one by one,
+// and only the duplicate fails. After the commit, the runs' queues are
+// owed a notification (notify.go).
 func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, error) {
-	tx, err := d.pool.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if len(items) == 1 {
-		r, err := d.submitOne(ctx, tx, d.submitRiver, items[0])
-		if err != nil {
-			return nil, err
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return nil, err
-		}
-		d.notifySubmitted(items)
-		return []*runRow{r}, nil
-	}
-
 	n := len(items)
-	jobIDs := make([]*int64, n)
-	var jobs []river.InsertManyParams
-	for _, it := range items {
-		if it.Enqueue {
-			jobs = append(jobs, river.InsertManyParams{Args: engine.RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}, InsertOpts: it.insertOpts()})
-		}
-	}
-	if len(jobs) > 0 {
-		res, err := d.submitRiver.InsertManyTx(ctx, tx, jobs)
-		if err != nil {
-			return nil, fmt.Errorf("enqueue: %w", err)
-		}
-		// River does not promise to return jobs in the order given.
-		byRun := make(map[string]int64, len(res))
-		for _, r := range res {
-			var args engine.RunJobArgs
-			if err := json.Unmarshal(r.Job.EncodedArgs, &args); err != nil {
-				return nil, fmt.Errorf("enqueue: read back job args: %w", err)
-			}
-			byRun[args.RunID] = r.Job.ID
-		}
-		for i, it := range items {
-			if id, ok := byRun[it.RunID]; ok && it.Enqueue {
-				jobIDs[i] = &id
-			}
-		}
-	}
-
 	ids, sessions, agents, names, inputs, metadata := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	timeouts, waits, keys := make([]int64, n), make([]int64, n), make([]*string, n)
 	concKeys, webhooks, starts, tenants := make([]*string, n), make([]*string, n), make([]*time.Time, n), make([]string, n)
+	enqueue, queues, priorities, jobMeta := make([]bool, n), make([]string, n), make([]int16, n), make([]*string, n)
 	for i, it := range items {
 		ids[i], sessions[i], agents[i], names[i], inputs[i], metadata[i] = it.RunID, it.SessionID, it.AgentName, it.Name, it.Input, it.metadata
 		timeouts[i], waits[i] = it.Timeout.Milliseconds(), it.WaitTimeout.Milliseconds()
 		keys[i], concKeys[i], webhooks[i], starts[i] = optional(it.IdempotencyKey), optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt()
 		tenants[i] = it.TenantID
+		enqueue[i], queues[i], priorities[i] = it.Enqueue, engine.QueueFor(it.AgentName), int16(cmp.Or(it.Priority, engine.DefaultPriority))
+		if it.trace != nil {
+			jobMeta[i] = optional(string(it.trace))
+		}
 	}
-	rows, err := tx.Query(ctx, sqlInsertRuns, ids, sessions, agents, names, inputs, metadata, timeouts, jobIDs, keys, waits,
-		concKeys, webhooks, starts, tenants)
+	rows, err := d.pool.Query(ctx, sqlSubmitRuns, ids, sessions, agents, names, inputs, metadata, timeouts, keys, waits,
+		concKeys, webhooks, starts, tenants, enqueue, queues, priorities, jobMeta, river.MaxAttemptsDefault)
 	if err != nil {
 		return nil, err
 	}
 	inserted, err := pgx.CollectRows(rows, pgx.RowToAddrOfStructByPos[runRow])
 	if err != nil {
 		return nil, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
 	}
 	d.notifySubmitted(items)
 	byID := make(map[string]*runRow, len(inserted))
@@ -427,14 +386,13 @@ func (d *DB) notifySubmitted(items []submitItem) {
 	}
 }
 
-// submitOne is submitBatch for a lone submit, with single-row statements:
-// about 0.1 ms faster than the array forms (BENCHMARKS.md). rc inserts the
-// job: one that notifies from the transaction (a submit in the caller's
-// transaction), or d.submitRiver.
-func (d *DB) submitOne(ctx context.Context, tx pgx.Tx, rc *river.Client[pgx.Tx], it submitItem) (*runRow, error) {
+// submitOne inserts one run and its job in tx (the caller's transaction, or
+// a schedule's), the job through River, which notifies the job's queue
+// from the transaction: Postgres delivers it at tx's commit.
+func (d *DB) submitOne(ctx context.Context, tx pgx.Tx, it submitItem) (*runRow, error) {
 	var jobID *int64
 	if it.Enqueue {
-		res, err := rc.InsertTx(ctx, tx, engine.RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}, it.insertOpts())
+		res, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}, it.insertOpts())
 		if err != nil {
 			return nil, fmt.Errorf("enqueue: %w", err)
 		}
