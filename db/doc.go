@@ -19,7 +19,10 @@
 //  1. SubmitRun inserts the run row (pending) and, for a background run, its
 //     River job, in one transaction: no row without a job, no job without a
 //     row. A duplicate id is a unique violation: run.ErrAlreadyExists, and
-//     the first run is untouched (there is no ON CONFLICT DO UPDATE).
+//     the first run is untouched (there is no ON CONFLICT DO UPDATE). The
+//     workers of the run's queue are woken after the commit (notify.go:
+//     at least once per committed submit, at most 20 ms later under load;
+//     a lost notification costs a poll, never a run).
 //  2. A worker claims it with StartRun: one conditional UPDATE that moves
 //     pending to running, or straight to cancelled when the cancel table has
 //     a request for the id; then the model is never called.
@@ -208,10 +211,13 @@
 // throughput above the run-shaped River floor's (BENCHMARKS.md).
 //
 // Each item of a batch keeps its own conditions (status, execution, seq, job), so
-// everything above holds run by run. A batch of submits is one transaction
-// holding every run's row and job (River's InsertManyTx); any other batch
-// is one statement, so one transaction too. Items are sent in run-id order,
-// so two batches lock shared rows in the same order. A batch that fails for
+// everything above holds run by run. A batch of submits is one statement
+// (sqlSubmitRuns) inserting every run's job into river_job, as River's own
+// insert writes it, and every run's row with its job's id; like any other
+// batch, one statement, so one transaction. (A submit in the caller's
+// transaction, and a schedule's, insert the job through River instead.)
+// Items are sent in run-id order, so two batches lock shared rows in the
+// same order. A batch that fails for
 // any reason but Postgres being away (a statement timeout included) is
 // retried item by item, so one bad item (a duplicate id, say) cannot fail
 // the rest; each of these round trips has a deadline of its own, and should
