@@ -31,11 +31,17 @@ import (
 //   - in order: budget that frees goes to the waiting runs by priority,
 //     then submit order, across every worker (see db's doc).
 //
+// While the budget is far from binding, the reservation costs no round
+// trip: the worker process spends a lease of the budget it took in one
+// statement (db's "Budget leases"), and a run never waits.
+//
 // After the call, the grant is reconciled with the usage the model
-// reported (only for a model with a token budget). A 429 of a limited
-// model pauses the model for the fleet for its Retry-After (1 s without
-// one) and, since nothing was streamed, the turn is asked again after the
-// pause, in the same attempt: a run does not fail for rate reasons. (A 429
+// reported (only for a model with a token budget; a lease's call is
+// reconciled locally and written with the next statement). A 429 of a
+// limited model pauses the model for the fleet for its Retry-After (1 s
+// without one; the worker's lease of it is dropped at once) and, since
+// nothing was streamed, the turn is asked again after the pause, in the
+// same attempt: a run does not fail for rate reasons. (A 429
 // of a model without a limit is retried as before, attempt by attempt.)
 //
 // A model is named by its id (OpenAIChat.ID, OpenAIResponses.ID, or a

@@ -286,3 +286,42 @@ func TestRateLimitPauseOn429(t *testing.T) {
 		t.Fatal("no other run was throttled by the pause")
 	}
 }
+
+// TestRateLimitNotBindingLeases: with a budget far from binding, a worker
+// spends leases of it (a grant row per lease, not per call), no run waits,
+// and once the last lease's life is over the window counts exactly the
+// calls made and the tokens the model reported (unspent lease given back,
+// each call's usage reconciled with a later statement, not one per call).
+func TestRateLimitNotBindingLeases(t *testing.T) {
+	const runs = 60
+	f := newRateFleet(t, 1, run.RateLimit{RequestsPerMinute: 100_000, TokensPerMinute: 10_000_000}, time.Minute,
+		agent.WorkerConfig{MaxConcurrentRuns: 10})
+	var ids []string
+	for i := range runs {
+		ids = append(ids, f.submit(t, fmt.Sprintf("lease %d", i)))
+	}
+	tokens := 0
+	for _, id := range ids {
+		out := mustWait(t, f.agents[0], id)
+		if out.Status != run.StatusCompleted || out.Attempt != 1 || out.Metrics.TotalTokens == 0 {
+			t.Fatalf("run %s: %s (attempt %d, %d tokens): %s", id, out.Status, out.Attempt, out.Metrics.TotalTokens, out.Error)
+		}
+		if ev := throttledEvents(t, f.db, id); len(ev) > 0 {
+			t.Fatalf("run %s was throttled by a budget far from binding: %v", id, ev)
+		}
+		tokens += out.Metrics.TotalTokens
+	}
+	ctx := kerntest.Context(t, 10*time.Second)
+	var grants int
+	if err := f.db.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_rate_grant`).Scan(&grants); err != nil {
+		t.Fatal(err)
+	}
+	if grants > runs/3 {
+		t.Fatalf("%d grant rows for %d calls; want a lease's row for many calls", grants, runs)
+	}
+	var requests, used int
+	waitFor(t, 5*time.Second, "the window to count every call and the usage reported", func() bool {
+		_ = f.db.Pool().QueryRow(ctx, `SELECT requests_used, tokens_used FROM kern_rate_limit WHERE model = $1`, rateModel).Scan(&requests, &used)
+		return requests == runs && used == tokens
+	})
+}

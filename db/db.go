@@ -140,8 +140,10 @@ func (d *DB) SetLogger(l *slog.Logger) {
 // Pool returns the underlying pool.
 func (d *DB) Pool() *pgxpool.Pool { return d.pool }
 
-// Close stops the listener and, when Open made the pool, closes it.
+// Close gives back the process's unspent rate-limit leases, stops the
+// listener and the submit notifier and, when Open made the pool, closes it.
 func (d *DB) Close() {
+	d.rate().closeLeases() // gives back unspent leases (ratelimit_lease.go)
 	d.notifier.close()
 	d.listener.close()
 	if d.ownsPool {

@@ -1,7 +1,8 @@
 package db
 
-// The statements of the fleet's rate limits (ratelimit.go); the functions
-// they call are in migrations/014_rate_limits.sql.
+// The statements of the fleet's rate limits (ratelimit.go,
+// ratelimit_lease.go); the functions they call are in
+// migrations/014_rate_limits.sql and 015_rate_leases.sql.
 
 // sqlSetRateLimit puts a model's budgets, keeping its window, totals, grants
 // and pause: changing a budget does not forget what was spent.
@@ -27,8 +28,18 @@ const sqlLimitedModels = `
 SELECT model, tokens_per_minute > 0 FROM kern_rate_limit
 WHERE requests_per_minute > 0 OR tokens_per_minute > 0`
 
+// sqlReserve is the exact, per-call path: a batch of reservations, with
+// the process's pending deltas of the batch's models ($6..$9).
 const sqlReserve = `SELECT o_idx, o_granted, COALESCE(o_grant, 0), o_wait_ms, o_reason, o_rpm, o_tpm
-FROM kern_rate_reserve($1, $2, $3, $4, $5)`
+FROM kern_rate_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9)`
+
+// sqlLease asks model $1 for a lease of $2 requests and $3 tokens (at least
+// $4), with the process's pending deltas of that model ($5..$8).
+const sqlLease = `SELECT o_granted, COALESCE(o_grant, 0), o_requests, o_tokens, o_life_ms, o_wait_ms, o_reason, o_rpm, o_tpm
+FROM kern_rate_lease($1, $2, $3, $4, $5, $6, $7, $8)`
+
+// sqlSettle writes pending deltas that no reservation took along.
+const sqlSettle = `SELECT kern_rate_settle($1, $2, $3, $4)`
 
 const sqlReconcile = `SELECT kern_rate_reconcile($1, $2, $3)`
 

@@ -16,14 +16,19 @@ import (
 // Rate limits shared by the fleet
 //
 // SetRateLimit stores a model's budgets in kern_rate_limit
-// (migrations/014). Every execution, in every worker process, asks
+// (migrations/014, 015). Every execution, in every worker process, asks
 // (engine.RateLimiter.Reserve) before each model call of a limited model
 // for one request and an estimate of its tokens; the answer is a grant, or
-// how long to wait and why.
+// how long to wait and why. There are two paths to a grant: while the
+// budget is far from binding, the process's lease of it (one statement per
+// lease, none per call: ratelimit_lease.go, "Budget leases"); otherwise
+// the exact per-call path below, with its queue. Both draw from the same
+// totals under the same lock, so the rules below hold for both.
 //
 // How the window is kept exact. kern_rate_grant is a sliding log: one row
-// per call allowed, at Postgres's clock, with its tokens. The model's row in
-// kern_rate_limit keeps the totals of the grants still in the window. A
+// per grant — a call allowed, or a lease of n requests and t tokens — at
+// Postgres's clock, with the requests and tokens it counts. The model's row
+// in kern_rate_limit keeps the totals of the grants still in the window. A
 // reservation (kern_rate_reserve) locks that row (the model's lock: every
 // statement that touches the model's grants or totals takes it first),
 // reads clock_timestamp() after the lock, deletes the grants that left the
@@ -33,48 +38,60 @@ import (
 // the estimates of calls in flight, see below) than the budget, however
 // many workers ask at once, and the check costs O(1) plus the grants that
 // expire, not a sum over the window. A burst up to the budget is allowed
-// at once.
+// at once. A lease is dated at the end of its life (the last moment a call
+// may start from it), so it, too, counts for a whole window after every
+// call it allows.
 //
 // Clocks. Every time that matters — a grant's, the window's edge, a pause's
 // end, a waiter's last sighting — is Postgres's clock_timestamp(), read
 // under the model's lock; a worker's own clock is never used, so a worker
 // whose clock is off changes nothing. (What a worker measures itself is
-// only how long it sleeps before asking again.)
+// only durations: how long it sleeps before asking again, and how long it
+// may spend a lease, from before it asked for it — never longer than the
+// life Postgres dated.)
 //
 // Tokens. A reservation counts an estimate (agent's estimateTokens:
 // the request's characters / 4); once the call returns, Reconcile replaces
 // it with the total the model reported, moving the totals by the
-// difference. Between the two, the window counts the estimate: calls in
-// flight may together spend more than the estimates said, by at most their
-// outputs; the next reservation sees the reconciled figures. A reservation
-// larger than the whole token budget is allowed alone into an empty window
-// (it would never fit otherwise).
+// difference — at once for an exact grant, with the process's next
+// statement on the model (or within 250 ms) for a lease's call. Between the
+// two, the window counts the estimate: calls in flight may together spend
+// more than the estimates said, by at most their outputs; the next
+// reservation sees the reconciled figures. A reservation larger than the
+// whole token budget is allowed alone into an empty window (it would never
+// fit otherwise); a call too large for a lease takes the exact path.
 //
 // A worker that dies holding a grant: the grant is a committed row, so its
 // estimate stays counted until it leaves the window (60 s), and it is never
-// reconciled; nothing leaks beyond the window. A reservation in doubt
-// (sent, no answer) counts the same way. A worker that dies while its run
-// waits leaves a waiter row, which holds no one back once it has not been
-// refreshed for 5 s (and is deleted then).
+// reconciled; nothing leaks beyond the window. A lease it held counts whole
+// (spent or not) until it leaves the window, a lease's life later. A
+// reservation in doubt (sent, no answer) counts the same way. A worker that
+// dies while its run waits leaves a waiter row, which holds no one back
+// once it has not been refreshed for 5 s (and is deleted then).
 //
 // Order. A refused run's waiter row (priority: its River job's; then the
 // run's created_at, then its id) keeps its place: budget that frees goes
 // to the first waiter, a later run asking meanwhile is refused with reason
-// "queue" though the budget is there. Waiters ask again when their wait
-// ends (at least every second, which keeps their row alive).
+// "queue" though the budget is there, and no lease is granted while a run
+// waits. Waiters ask again when their wait ends (at least every second,
+// which keeps their row alive), always on the exact path.
 //
 // Pause. A 429 of a limited model (agent side) pauses the model for the
 // fleet: paused_until = clock_timestamp() + Retry-After (1 s without the
 // header), never shortened by a later, shorter one. Every reservation of
-// the model is refused until then, with reason "paused".
+// the model is refused until then, with reason "paused", and no lease is
+// granted; the process that saw the 429 drops its lease first, and other
+// processes' leases end within their life (at most 500 ms).
 //
-// Cost. Reservations go through a batcher, so concurrent runs of a process
-// share one statement and one commit. A model with no limit costs nothing:
-// Limited reads the process's set of limited models, refreshed at most once
-// a second by the first caller that finds it older than that (while the
-// others use the old set), and at once in the process that calls
-// SetRateLimit. Another process sees a new or removed limit within about a
-// second.
+// Cost. A budget far from binding costs a lease statement per process
+// about every lease life (the lease grows to the process's rate), plus a
+// settle statement when deltas find no ride; exact reservations go through
+// a batcher, so concurrent runs of a process share one statement and one
+// commit. A model with no limit costs nothing: Limited reads the process's
+// set of limited models, refreshed at most once a second by the first
+// caller that finds it older than that (while the others use the old set),
+// and at once in the process that calls SetRateLimit. Another process sees
+// a new or removed limit within about a second.
 
 // rateCacheTTL is how old the process's set of limited models may get.
 const rateCacheTTL = time.Second
@@ -92,6 +109,7 @@ type rateState struct {
 	loaded  time.Time
 	reserve *batcher[engine.Reservation, engine.Grant]
 	recon   *batcher[reconcileItem, struct{}]
+	leases  leaseBook // ratelimit_lease.go
 }
 
 type reconcileItem struct {
@@ -103,6 +121,7 @@ type reconcileItem struct {
 func (d *DB) rate() *rateState {
 	d.rateOnce.Do(func() {
 		s := &rateState{d: d}
+		s.leases.settleDelay, s.leases.fire = defaultSettleDelay, s.settle
 		s.reserve = newBatcher(func(r engine.Reservation) string { return r.RunID + "\x00" + r.Model }, s.reserveBatch)
 		s.recon = newBatcher(func(r reconcileItem) string { return strconv.FormatInt(r.g.ID, 10) }, s.reconcileBatch)
 		d.rateSt = s
@@ -153,10 +172,13 @@ func (d *DB) ListRateLimits(ctx context.Context) ([]run.RateLimit, error) {
 // can call it (engine.Key).
 func (d *DB) RateLimiter(engine.Key) engine.RateLimiter { return d.rate() }
 
+// invalidate forgets the cache and drops the process's leases, so a new
+// budget counts here at once (other processes: within a second).
 func (s *rateState) invalidate() {
 	s.mu.Lock()
 	s.loaded = time.Time{}
 	s.mu.Unlock()
+	s.leases.drop("", false)
 }
 
 // Limited reads the cache, refreshing it when it is stale: the first caller
@@ -224,7 +246,15 @@ func (s *rateState) tokenLimited(model string) bool {
 	return s.limited[model]
 }
 
+// Reserve spends from the process's lease of the model while it can (see
+// ratelimit_lease.go), and takes the exact path otherwise; a reservation
+// that waited always takes the exact path, which keeps the queue's order.
 func (s *rateState) Reserve(ctx context.Context, r engine.Reservation) (engine.Grant, error) {
+	if !r.Waited {
+		if g, ok, err := s.fromLease(ctx, r); err != nil || ok {
+			return g, err
+		}
+	}
 	return s.reserve.do(ctx, r)
 }
 
@@ -234,7 +264,9 @@ func (s *rateState) reserveBatch(ctx context.Context, items []engine.Reservation
 	for i, it := range items {
 		runs[i], models[i], tokens[i], execs[i], waited[i] = it.RunID, it.Model, int32(min(max(it.Tokens, 0), 1<<30)), int32(it.Execution), it.Waited
 	}
-	rows, err := s.d.pool.Query(ctx, sqlReserve, runs, models, tokens, execs, waited)
+	// The batch takes along the deltas of its models (ratelimit_lease.go).
+	d := s.leases.takeModels(models)
+	rows, err := s.d.pool.Query(ctx, sqlReserve, runs, models, tokens, execs, waited, d.ids, d.models, d.req, d.tok)
 	if err != nil {
 		return nil, err
 	}
@@ -249,11 +281,17 @@ func (s *rateState) reserveBatch(ctx context.Context, items []engine.Reservation
 			return fmt.Errorf("kern: reservation %d out of range", idx)
 		}
 		out[i] = engine.Grant{OK: ok, ID: id, Model: items[i].Model, Wait: time.Duration(waitMS) * time.Millisecond,
-			Reason: reason, RequestsPerMinute: int(rpm), TokensPerMinute: int(tpm), TokenLimited: tpm > 0}
+			Reason: reason, RequestsPerMinute: int(rpm), TokensPerMinute: int(tpm), TokenLimited: tpm > 0,
+			Tokens: int(tokens[i])}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, g := range out {
+		if g.RequestsPerMinute > 0 || g.TokensPerMinute > 0 {
+			s.leases.saw(g.Model, g.TokensPerMinute)
+		}
 	}
 	return out, nil
 }
@@ -261,6 +299,10 @@ func (s *rateState) reserveBatch(ctx context.Context, items []engine.Reservation
 func (s *rateState) Reconcile(ctx context.Context, g engine.Grant, tokens int) error {
 	if g.ID == 0 || !g.TokenLimited {
 		return nil // only a token budget needs the figure
+	}
+	if g.Lease {
+		s.leases.reconcile(g, tokens) // written with the next statement
+		return nil
 	}
 	_, err := s.recon.do(ctx, reconcileItem{g: g, tokens: tokens})
 	return err
@@ -279,6 +321,8 @@ func (s *rateState) reconcileBatch(ctx context.Context, items []reconcileItem) (
 }
 
 func (s *rateState) Pause(ctx context.Context, model string, d time.Duration) error {
+	// This process stops spending its lease before the fleet is told.
+	s.leases.drop(model, true)
 	_, err := s.d.pool.Exec(ctx, sqlPause, model, max(d.Milliseconds(), 1))
 	return err
 }

@@ -13,9 +13,10 @@ import (
 // rateLimit measures what a fleet rate limit costs a run when it does not
 // bind: runs/s with a request and token budget configured for the model
 // (both far above what the benchmark spends, so every reservation is
-// granted: the budget's check and its reconciliation run for every model
-// turn) against the same runs with no limit on file (the process's cache
-// says so: no statement), in alternating rounds on one worker.
+// granted: the worker spends leases of the budget, a statement per lease,
+// and reconciles each turn's tokens locally, written with the next lease)
+// against the same runs with no limit on file (the process's cache says
+// so: no statement), in alternating rounds on one worker.
 func rateLimit(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	d, done, err := env.NewDB(ctx)
 	if err != nil {
@@ -107,7 +108,7 @@ func rateLimit(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	return []Result{
 		{Name: "ratelimit: runs/s, no limit on file", Value: fmt.Sprintf("%.0f", p), Note: note},
 		{Name: "ratelimit: runs/s, request and token budget not binding", Value: fmt.Sprintf("%.0f", l),
-			Note: fmt.Sprintf("%.2fx of no limit; a reservation and a reconciliation per model turn, batched", l/p)},
+			Note: fmt.Sprintf("%.2fx of no limit; the budget spent from leases, a statement per lease, not per turn", l/p)},
 		{Name: "ratelimit: budget overhead per run", Value: ms(time.Duration((1/l - 1/p) * float64(time.Second) * float64(submitters))),
 			Note: "(1/limited − 1/none) × submitters: the latency a run gains, end to end"},
 	}, nil

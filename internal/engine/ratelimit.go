@@ -21,12 +21,18 @@ type RateLimiter interface {
 	// one costs a map lookup, no round trip.
 	Limited(model string) bool
 	// Reserve asks for one request and r.Tokens tokens of r.Model's budget.
-	// Concurrent reservations share a round trip (one statement).
+	// While the budget is far from binding it is spent from the process's
+	// lease (no round trip); otherwise concurrent reservations share a
+	// round trip (one statement). A reservation that Waited always takes
+	// the exact path, so waiters keep their order.
 	Reserve(ctx context.Context, r Reservation) (Grant, error)
 	// Reconcile replaces a grant's estimate with the tokens the call
-	// reported. A grant with ID 0 (no token accounting) is a no-op.
+	// reported. A grant with ID 0 (no token accounting) is a no-op; a
+	// lease's is noted locally and written with the process's next
+	// statement on the model (or within a quarter second).
 	Reconcile(ctx context.Context, g Grant, tokens int) error
-	// Pause stops every worker's calls of model for d (a 429's Retry-After).
+	// Pause stops every worker's calls of model for d (a 429's Retry-After),
+	// and this process's at once: its lease of model is dropped first.
 	Pause(ctx context.Context, model string, d time.Duration) error
 	// Throttled writes the run's run.throttled {"model","wait_ms"} event at
 	// seq and sets its error to why, fenced like a content write; the error
@@ -58,4 +64,9 @@ type Grant struct {
 	Reason                             string
 	RequestsPerMinute, TokensPerMinute int
 	TokenLimited                       bool
+	// Lease: granted from the process's lease (ID is the lease's grant,
+	// shared by its calls); Tokens is what the grant counts for this call
+	// (the estimate), which Reconcile corrects.
+	Lease  bool
+	Tokens int
 }
