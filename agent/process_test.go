@@ -34,6 +34,9 @@ const (
 	workerToolsEnv = "KERN_TEST_WORKER_TOOLS"
 	// workerMaxPerKeyEnv sets the worker's WorkerConfig.MaxRunsPerKey.
 	workerMaxPerKeyEnv = "KERN_TEST_WORKER_MAX_RUNS_PER_KEY"
+	// workerModelIDEnv sets the model id the worker asks for (default: the
+	// process's name), e.g. a rate-limited model's.
+	workerModelIDEnv = "KERN_TEST_WORKER_MODEL_ID"
 )
 
 // processAgent is the agent every worker process serves.
@@ -56,11 +59,15 @@ func runWorkerProcess() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// The model id names the process, so tests can tell which worker made
+	// a request, unless the test names one.
+	modelID := os.Getenv(workerProcessEnv)
+	if id := os.Getenv(workerModelIDEnv); id != "" {
+		modelID = id
+	}
 	a := &agent.Agent{
-		Name: processAgent,
-		// The model id names the process, so tests can tell which worker
-		// made a request.
-		Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("k", os.Getenv(workerModelEnv)), ID: os.Getenv(workerProcessEnv)},
+		Name:  processAgent,
+		Model: agent.OpenAIChat{Client: agent.NewOpenAIClient("k", os.Getenv(workerModelEnv)), ID: modelID},
 		DB:    d,
 	}
 	if os.Getenv(workerToolsEnv) != "" {
