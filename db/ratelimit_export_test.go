@@ -16,3 +16,13 @@ func SetLeaseSettle(d *DB, delay time.Duration) {
 	}
 	b.settleDelay = delay
 }
+
+// SetNextLease sets the size, in requests, of d's next lease of model, so a
+// test does not depend on how fast its calls came (a lease that expired
+// fully spent sizes the next by its use, one that ran out early doubles).
+func SetNextLease(d *DB, model string, n int) {
+	b := &d.rate().leases
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.model(model).nextN = n
+}
