@@ -476,7 +476,7 @@ func TestRateLimitClosedLeaseHolderGivesItBack(t *testing.T) {
 	db.SetLeaseSettle(closing, 0) // only Close gives the lease back
 	setLimit(t, live, run.RateLimit{Model: "m", RequestsPerMinute: budget}, window)
 	rc := closing.RateLimiter(engine.Key{})
-	db.SetNextLease(closing, "m", 2) // whatever the machine's speed
+	db.SetNextLease(closing, "m", 2)                 // whatever the machine's speed
 	if g := reserve(t, rc, "c1", "m", 1); !g.Lease { // a lease of 2, one spent
 		t.Fatalf("%+v, want a lease", g)
 	}
