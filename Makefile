@@ -28,9 +28,9 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 
 ## bench: kern's figures side by side with the River floor, on a throwaway
-## Postgres (fsync off, data in RAM; see BENCHMARKS.md), then submit, e2e and
-## pickup again on a stock-settings cluster (fsync on, data on disk): two
-## tables, in about 5 minutes. BENCH_FLAGS="-runs 500 -samples 50" for a
+## Postgres (fsync off, data in RAM; see BENCHMARKS.md), then submit, e2e,
+## pickup and steady again on a stock-settings cluster (fsync on, data on
+## disk): two tables, in about 13 minutes. BENCH_FLAGS="-runs 500 -samples 50" for a
 ## quick one; "-stock ''" skips the stock cluster; "-recovery-rounds 2" adds
 ## recovery after SIGKILL (~75s).
 BENCH_FLAGS ?= -runs 5000 -samples 300

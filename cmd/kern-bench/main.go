@@ -46,6 +46,7 @@ func main() {
 	flag.IntVar(&cfg.Concurrency, "concurrency", 100, "worker MaxConcurrentRuns")
 	flag.IntVar(&cfg.Rounds, "rounds", 5, "alternating kern/floor rounds of the end-to-end figure (medians are printed)")
 	flag.IntVar(&cfg.Samples, "samples", 500, "samples per latency figure")
+	flag.IntVar(&cfg.SteadyRate, "steady-rate", 800, "offered load, runs/s, of the steady group's submit latency (kern and the floor alike)")
 	// River's default FetchCooldown (100ms) caps a worker at MaxWorkers
 	// fetches ten times a second, which would make kern and the floor both
 	// measure that cap; the bench fetches as a throughput-tuned worker does.
@@ -54,7 +55,7 @@ func main() {
 	flag.IntVar(&cfg.RecoveryRounds, "recovery-rounds", 0, "worker processes to SIGKILL for the recovery figure (10 runs each, ~35s each)")
 	flag.IntVar(&cfg.ToolKills, "tool-kills", 20, "worker processes to SIGKILL between two tool calls for the toolrecovery figure (5 runs each, ~4s each; 0: skip)")
 	flag.IntVar(&cfg.WaitingRuns, "waiting-runs", 10000, "runs waiting for an approval at once for the approval group's cost figure (0: skip)")
-	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools,toolrecovery,approval,schedules,perkey,retention,follow,http")
+	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools,toolrecovery,approval,schedules,perkey,retention,follow,http,ratelimit,telemetry,steady")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	workerName := flag.String("worker", "", "internal: run as a worker process with this name")
 	workerDB := flag.String("worker-db", "", "internal: the worker process's database URL")
@@ -113,8 +114,9 @@ func main() {
 
 // defaultStock are the groups measured on the stock cluster too: the ones
 // a commit's WAL flush is part of (submit, the end-to-end rate against the
-// floor, pickup and the rate at kern's defaults).
-const defaultStock = "submit,e2e,pickup"
+// floor, pickup and the rate at kern's defaults, submit latency at a steady
+// load).
+const defaultStock = "submit,e2e,pickup,steady"
 
 // stockSizes are the stock cluster's groups and its sizes (0: as for the
 // first cluster).

@@ -30,7 +30,8 @@ type Config struct {
 	RecoveryRounds int
 	// Only limits the figures to these groups: submit, e2e, heartbeat,
 	// cancel, wait, events, pickup, recovery, memory, scale, bounded,
-	// tools, toolrecovery, schedules, perkey, retention, telemetry. Empty: all.
+	// tools, toolrecovery, schedules, perkey, retention, telemetry, steady.
+	// Empty: all.
 	Only []string
 	// ToolKills > 0 measures the recovery of tool runs after SIGKILL: each
 	// kill is of a worker process between two tool calls of its runs. It
@@ -57,8 +58,14 @@ type Config struct {
 	// Rounds is how many times the end-to-end figure alternates kern and
 	// the floor (0 or 1: once each).
 	Rounds int
+	// SteadyRate is the offered load, in runs/s, of the steady group: kern
+	// and the floor are given the same submits at the same times.
+	SteadyRate int
 	// heartbeat overrides WorkerConfig.HeartbeatInterval (0: default).
 	heartbeat time.Duration
+	// pace > 0 makes drive submit open loop at pace runs/s (steady.go)
+	// instead of from Submitters goroutines as fast as they can.
+	pace float64
 	// retention is WorkerConfig.Retention (0: default).
 	retention time.Duration
 }
@@ -111,6 +118,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		{"wait", waitWakeup}, {"events", eventLag}, {"pickup", pickup}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
 		{"bounded", bounded}, {"tools", tools}, {"toolrecovery", toolRecovery}, {"approval", approval}, {"follow", followLag}, {"schedules", schedules},
 		{"perkey", perKey}, {"retention", retention}, {"http", httpAPI}, {"ratelimit", rateLimit}, {"telemetry", telemetryCost},
+		{"steady", steadySubmit},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue

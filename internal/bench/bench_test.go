@@ -78,7 +78,8 @@ func TestSmoke(t *testing.T) {
 	want := []string{"submit latency p50", "River floor submit latency p50", "River JobCancel → job context cancelled p50", "end-to-end runs/s", "CancelRun → cancelled p99", "CancelRun → model stream closed p50", "WaitRun wake-up p50", "event delivery lag p50", "GetRun p99", "ListRuns page p99", "ListRuns page, status=error p99",
 		"worker RSS, runs in flight", "worker RSS after 1k runs", "runs/s, 3-step tool run (2 tool turns + answer)", "round trips per persisted step",
 		"tool run recovery after SIGKILL p50 / max", "schedule firing delay p99",
-		"2k expired runs deleted in", "end-to-end p50/p99 at 100 runs/s, retention idle / deleting 2k"}
+		"2k expired runs deleted in", "end-to-end p50/p99 at 100 runs/s, retention idle / deleting 2k",
+		"submit latency at a steady 800 runs/s p50 / p99: kern / floor"}
 	for _, r := range results {
 		if (r.Name == "tool calls duplicated" || r.Name == "first turns asked again" || r.Name == "runs lost" || r.Name == "live runs deleted by retention") && !strings.HasPrefix(r.Value, "0 of ") {
 			t.Errorf("%s: %s (%s)", r.Name, r.Value, r.Note)

@@ -148,6 +148,9 @@ func drive(ctx context.Context, cfg Config, submit func() error, finished func()
 // driveTimed is drive that also appends every submit's latency (under the
 // round's load) to submits, unless it is nil.
 func driveTimed(ctx context.Context, cfg Config, submit func() error, submits *[]time.Duration, finished func() (int, error)) (float64, error) {
+	if cfg.pace > 0 {
+		return drivePaced(ctx, cfg, submit, submits, finished)
+	}
 	start := time.Now()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -178,6 +181,12 @@ func driveTimed(ctx context.Context, cfg Config, submit func() error, submits *[
 	if err := <-errs; err != nil {
 		return 0, err
 	}
+	return awaitFinished(ctx, cfg, start, finished)
+}
+
+// awaitFinished polls finished until all cfg.Runs are done and returns
+// runs/s since start.
+func awaitFinished(ctx context.Context, cfg Config, start time.Time, finished func() (int, error)) (float64, error) {
 	for {
 		n, err := finished()
 		if err != nil {
