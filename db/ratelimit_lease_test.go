@@ -340,7 +340,7 @@ func TestRateLimitPauseDropsLease(t *testing.T) {
 // (its handle closed, its unspent part never given back) keeps all of it
 // counted until it leaves the window, no longer: then the budget is whole.
 func TestRateLimitDeadLeaseHolderAgesOut(t *testing.T) {
-	const budget, window = 40, time.Second // leases of at most 2, life 50 ms
+	const budget, window = 40, 4 * time.Second // leases of at most 2, life 200 ms
 	url := kerntest.DatabaseURL(t)
 	live, _, _ := openCounted(t, url)
 	dead, _, _ := openCounted(t, url)
@@ -397,9 +397,11 @@ func TestRateLimitDeadLeaseHolderAgesOut(t *testing.T) {
 // TestRateLimitLeasesKeepTheWindow: four processes, eight callers each,
 // ask as fast as they can for a budget of 300 per 3 s window, through
 // leases (up to 15 each, 150 ms lives) and, near the budget, the exact
-// path. No window of calls' starts holds more than the budget; both paths
-// were used. (Calls are timed when their reservation returns, a moment
-// after an exact grant's time: the windows checked are 100 ms shorter.)
+// path. No window of calls holds more than the budget; both paths were
+// used. A call from a lease is timed when it is granted, by this process's
+// clock; an exact grant by the time Postgres gave it (the same host's
+// clock), not when its answer arrived, which a loaded machine can delay by
+// more than any margin. The windows checked are 10 ms shorter.
 func TestRateLimitLeasesKeepTheWindow(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs for two windows of 3 s")
@@ -439,6 +441,15 @@ func TestRateLimitLeasesKeepTheWindow(t *testing.T) {
 						continue
 					}
 					at := time.Now()
+					if !g.Lease {
+						// An exact grant counts from when Postgres dated
+						// it; its return can come much later on a loaded
+						// machine, which says nothing of the budget.
+						if err := d.Pool().QueryRow(context.Background(), `SELECT at FROM kern_rate_grant WHERE id = $1`, g.ID).Scan(&at); err != nil {
+							t.Error(err)
+							return
+						}
+					}
 					mu.Lock()
 					calls = append(calls, fakellm.Arrival{At: at})
 					if g.Lease {
@@ -459,7 +470,7 @@ func TestRateLimitLeasesKeepTheWindow(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	slices.SortFunc(calls, func(a, b fakellm.Arrival) int { return a.At.Compare(b.At) })
-	if got := fakellm.MaxInWindow(calls, window-100*time.Millisecond); got > budget {
+	if got := fakellm.MaxInWindow(calls, window-10*time.Millisecond); got > budget {
 		t.Fatalf("%d calls started in one window; the budget is %d (%d leased, %d exact)", got, budget, leased, exact)
 	}
 	if leased == 0 || exact == 0 || len(calls) < budget+50 {
