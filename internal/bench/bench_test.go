@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -95,5 +96,19 @@ func TestSmoke(t *testing.T) {
 		if !found {
 			t.Errorf("figure %q missing from %+v", name, results)
 		}
+	}
+	// Every group stops what it started: the http group's server once left
+	// River UI's background services polling a closed pool.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buf := make([]byte, 1<<22)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, "riverqueue.com/riverui") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("River UI's goroutines still run after the figures returned:\n%s", stacks)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -36,6 +36,7 @@ func httpAPI(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer api.Close() // River UI's background services, before the pool closes
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
