@@ -59,19 +59,8 @@ func endToEnd(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		floorCount.add(n0, n1, ok0 && ok1, cfg.Runs)
 		return nil
 	}
-	// ABBA order: a machine that speeds up or slows down over the rounds
-	// favours neither side.
-	for round := range max(cfg.Rounds, 1) {
-		first, second := kernRound, floorRound
-		if round%2 == 1 {
-			first, second = floorRound, kernRound
-		}
-		if err := first(); err != nil {
-			return nil, err
-		}
-		if err := second(); err != nil {
-			return nil, err
-		}
+	if err := abba(max(cfg.Rounds, 1), kernRound, floorRound); err != nil {
+		return nil, err
 	}
 	note := fmt.Sprintf("%d runs, %d submitters, %d concurrent runs, zero-latency fake model over HTTP", cfg.Runs, cfg.Submitters, cfg.Concurrency)
 	if len(kernRates) > 1 {
@@ -84,6 +73,24 @@ func endToEnd(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		"every submit of the rounds above, from Run's call to its return"})
 	out = append(out, cpuResults(kernCPU, floorCPU)...)
 	return append(out, counterResults(kernCount, floorCount)...), nil
+}
+
+// abba runs rounds pairs of a and b in ABBA order, so a machine that
+// speeds up or slows down over the rounds favours neither side.
+func abba(rounds int, a, b func() error) error {
+	for round := range rounds {
+		first, second := a, b
+		if round%2 == 1 {
+			first, second = b, a
+		}
+		if err := first(); err != nil {
+			return err
+		}
+		if err := second(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func median(xs []float64) float64 {

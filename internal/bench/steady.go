@@ -57,17 +57,8 @@ func steadySubmit(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		floorRates = append(floorRates, r)
 		return err
 	}
-	for round := range max(cfg.Rounds/2, 2) {
-		first, second := kernRound, floorRound
-		if round%2 == 1 {
-			first, second = floorRound, kernRound
-		}
-		if err := first(); err != nil {
-			return nil, err
-		}
-		if err := second(); err != nil {
-			return nil, err
-		}
+	if err := abba(max(cfg.Rounds/2, 2), kernRound, floorRound); err != nil {
+		return nil, err
 	}
 	note := fmt.Sprintf("%d runs a round, %d rounds a side (ABBA), open loop, timed from when each submit was due", paced.Runs, len(kernRates))
 	return []Result{
