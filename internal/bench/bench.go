@@ -355,15 +355,7 @@ func eventLag(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}, nil
 }
 
-func pct(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (len(s)*p + 99) / 100
-	return s[max(0, min(len(s)-1, i-1))]
-}
+func pct(d []time.Duration, p int) time.Duration { return pctile(d, float64(p)) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 
