@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
 )
 
@@ -174,11 +175,28 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 		return out, err
 	}
 
+	// A tenant's run is read back through the tenant's view: its id may
+	// also be another tenant's.
+	var view runView = a.DB
+	if cfg.tenant != "" {
+		if view, err = a.DB.ForTenant(cfg.tenant); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.onEvent != nil {
-		stopEvents := a.forwardEvents(ctx, out.RunID, cfg.onEvent)
+		stopEvents := a.forwardEvents(ctx, view, out.RunID, cfg.onEvent)
 		defer stopEvents()
 	}
-	return a.runForeground(ctx, model, out.RunID)
+	return a.runForeground(ctx, model, view, out.RunID, engine.RunKey(cfg.tenant, out.RunID))
+}
+
+// runView is how a foreground Run reads its run back: the operator's
+// db.DB, or the run's tenant's db.TenantDB.
+type runView interface {
+	GetRun(ctx context.Context, runID string) (*run.Output, error)
+	WaitRun(ctx context.Context, runID string) (*run.Output, error)
+	CancelRun(ctx context.Context, runID string) (bool, error)
+	Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2[run.Event, error]
 }
 
 // runForeground executes a submitted foreground run and returns it
@@ -187,10 +205,10 @@ func (a *Agent) Run(ctx context.Context, prompt string, opts ...RunOption) (*run
 // cancelled; when Postgres could not be written, the run is cancelled if it
 // still can be, and otherwise left to the workers' rescue, which re-queues a
 // foreground run whose process stopped heartbeating (see db's package doc).
-func (a *Agent) runForeground(ctx context.Context, model Model, runID string) (*run.Output, error) {
-	execErr := a.executeForeground(ctx, model, runID)
+func (a *Agent) runForeground(ctx context.Context, model Model, view runView, runID, key string) (*run.Output, error) {
+	execErr := a.executeForeground(ctx, model, key)
 	for {
-		out, err := a.DB.GetRun(context.WithoutCancel(ctx), runID)
+		out, err := view.GetRun(context.WithoutCancel(ctx), runID)
 		switch {
 		case err == nil && out.Status.Terminal():
 			return out, nil
@@ -199,11 +217,11 @@ func (a *Agent) runForeground(ctx context.Context, model Model, runID string) (*
 			// away, bounded, since Postgres may be what failed.
 			endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalWriteTimeout)
 			defer cancel()
-			if _, cerr := a.DB.CancelRun(endCtx, runID); cerr != nil {
+			if _, cerr := view.CancelRun(endCtx, runID); cerr != nil {
 				// Left to the workers' rescue; say what failed first.
 				return nil, cmp.Or(execErr, cerr)
 			}
-			if out, err = a.DB.GetRun(endCtx, runID); err != nil || execErr == nil {
+			if out, err = view.GetRun(endCtx, runID); err != nil || execErr == nil {
 				return out, err
 			}
 			return out, execErr
@@ -213,7 +231,7 @@ func (a *Agent) runForeground(ctx context.Context, model Model, runID string) (*
 		// Not terminal, and the caller is still here: this process lost the
 		// run to a rescue (it was cut off from Postgres for longer than
 		// RescueAfter) and a worker has it now. Wait for that to end.
-		if out, err = a.DB.WaitRun(ctx, runID); err == nil {
+		if out, err = view.WaitRun(ctx, runID); err == nil {
 			return out, nil
 		}
 		if ctx.Err() == nil {
@@ -222,8 +240,9 @@ func (a *Agent) runForeground(ctx context.Context, model Model, runID string) (*
 	}
 }
 
-// executeForeground runs the run's attempts in the caller's goroutine,
-// waiting out retry delays (a cancel during one ends the wait at once).
+// executeForeground runs the attempts of the run of key runID
+// (engine.RunKey) in the caller's goroutine, waiting out retry delays (a
+// cancel during one ends the wait at once).
 func (a *Agent) executeForeground(ctx context.Context, model Model, runID string) error {
 	exec := newExecutor(a.DB, slog.Default())
 	for {
@@ -248,12 +267,12 @@ func (a *Agent) executeForeground(ctx context.Context, model Model, runID string
 // forwardEvents follows the run's events into fn until the terminal event.
 // The returned func waits for that, bounded, so every event of the run has
 // been delivered when Run returns.
-func (a *Agent) forwardEvents(ctx context.Context, runID string, fn func(run.Event)) (wait func()) {
+func (a *Agent) forwardEvents(ctx context.Context, view runView, runID string, fn func(run.Event)) (wait func()) {
 	followCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for ev, err := range a.DB.Events(followCtx, runID, 0) {
+		for ev, err := range view.Events(followCtx, runID, 0) {
 			if err != nil {
 				return
 			}

@@ -157,7 +157,7 @@ func (cw *completeWorker) Work(ctx context.Context, job *river.Job[engine.Comple
 		// a job inserted by hand) is put back for them.
 		return river.JobSnooze(notServedDelay)
 	}
-	out, err := w.db.GetRun(ctx, job.Args.RunID)
+	out, err := w.store.ReadRun(ctx, job.Args.RunID)
 	switch {
 	case errors.Is(err, run.ErrNotFound):
 		return nil // deleted (Retention) before its completion was taken

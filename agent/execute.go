@@ -279,7 +279,7 @@ func (x *execution) prepare(runCtx context.Context, out *run.Output, transcriptS
 	}
 	x.check = outputCheck{schema: schema}
 	if x.agent.HistoryRuns > 0 && out.SessionID != "" {
-		h, err := x.e.store.History(runCtx, out.SessionID, out.AgentName, out.RunID, x.agent.HistoryRuns)
+		h, err := x.e.store.History(runCtx, out.SessionID, out.AgentName, x.fence.RunID, x.agent.HistoryRuns)
 		if err != nil {
 			if runCtx.Err() != nil {
 				return &loopEnd{err: context.Cause(runCtx)}, nil

@@ -134,7 +134,7 @@ func runTraceFrom(ctx context.Context) *runTrace {
 func (t *workerTelemetry) startRun(ctx context.Context, job *river.Job[engine.RunJobArgs]) (context.Context, *runTrace) {
 	parent := ctx
 	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(attribute.String(AttrRunID, job.Args.RunID), attribute.String(AttrAgent, job.Args.AgentName))}
+		trace.WithAttributes(attribute.String(AttrRunID, engine.RunID(job.Args.RunID)), attribute.String(AttrAgent, job.Args.AgentName))}
 	if sc := telemetry.SpanContextFromJobMetadata(job.Metadata); sc.IsValid() {
 		if local := trace.SpanContextFromContext(ctx); local.IsValid() {
 			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: local}))

@@ -121,7 +121,7 @@ func (x *execution) callTool(ctx context.Context, call ToolCall) (out string) {
 			out = fmt.Sprintf("error: the tool %s failed: panic: %v", call.Name, r)
 		}
 	}()
-	ctx = context.WithValue(ctx, toolCallIDKey{}, x.fence.RunID+"/"+call.ID)
+	ctx = context.WithValue(ctx, toolCallIDKey{}, engine.RunID(x.fence.RunID)+"/"+call.ID)
 	res, err := tool.Call(ctx, json.RawMessage(args))
 	switch {
 	case err != nil:

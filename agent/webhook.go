@@ -95,7 +95,7 @@ func (ww *webhookWorker) Work(ctx context.Context, job *river.Job[engine.Webhook
 	if err != nil || url == "" {
 		return err // nil: the run is gone (Retention), or has no webhook
 	}
-	out, err := w.db.GetRun(ctx, job.Args.RunID)
+	out, err := w.store.ReadRun(ctx, job.Args.RunID)
 	if errors.Is(err, run.ErrNotFound) {
 		return nil
 	} else if err != nil {

@@ -42,6 +42,9 @@ func (d *DB) CreateAPIKey(ctx context.Context, tenant, name string) (secret stri
 			return "", err
 		}
 	}
+	if err := checkTenant(tenant); err != nil {
+		return "", err
+	}
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", fmt.Errorf("kern: create API key: %w", err)

@@ -46,11 +46,11 @@ func (d engineDB) WaitForAnswers(ctx context.Context, f engine.Fence, seq int64,
 	}
 	storedJS, err := json.Marshal(stored)
 	if err != nil {
-		return fmt.Errorf("kern: wait for answers, run %q: %w", f.RunID, err)
+		return fmt.Errorf("kern: wait for answers, run %q: %w", idOf(f.RunID), err)
 	}
 	shownJS, err := json.Marshal(shown)
 	if err != nil {
-		return fmt.Errorf("kern: wait for answers, run %q: %w", f.RunID, err)
+		return fmt.Errorf("kern: wait for answers, run %q: %w", idOf(f.RunID), err)
 	}
 	tag, err := d.pool.Exec(ctx, sqlWaitForAnswers, f.RunID, f.Execution, seq, string(storedJS), string(shownJS),
 		DefaultWaitTimeout.Milliseconds())
@@ -74,21 +74,21 @@ func (d engineDB) WaitForAnswers(ctx context.Context, f engine.Fence, seq int64,
 // again is safe: a second answer that finds the first applied is
 // run.ErrNotWaiting.
 func (d *DB) ApproveToolCall(ctx context.Context, runID, callID string) error {
-	return d.answer(ctx, runID, callID, "approved", "")
+	return d.operatorAnswer(ctx, runID, callID, "approved", "")
 }
 
 // RejectToolCall rejects call callID of waiting run runID: the call is not
 // made, and the model reads "rejected: <reason>" as its result. Otherwise
 // as ApproveToolCall.
 func (d *DB) RejectToolCall(ctx context.Context, runID, callID, reason string) error {
-	return d.answer(ctx, runID, callID, "rejected", reason)
+	return d.operatorAnswer(ctx, runID, callID, "rejected", reason)
 }
 
 // SubmitToolResult answers call callID of waiting run runID, a call of an
 // External tool (or of any tool the run waits on), with output: the model
 // reads it as the call's result. Otherwise as ApproveToolCall.
 func (d *DB) SubmitToolResult(ctx context.Context, runID, callID, output string) error {
-	return d.answer(ctx, runID, callID, "result", output)
+	return d.operatorAnswer(ctx, runID, callID, "result", output)
 }
 
 // rejectedText is what the model reads for a rejected call.
@@ -99,11 +99,23 @@ func rejectedText(reason string) string {
 	return "rejected: " + reason
 }
 
-func (d *DB) answer(ctx context.Context, runID, callID, kind, text string) error {
-	what := map[string]string{"approved": "approve", "rejected": "reject", "result": "submit the result of"}[kind]
+// operatorAnswer is answer for the run that runID names when the operator
+// asks (operatorKey).
+func (d *DB) operatorAnswer(ctx context.Context, runID, callID, kind, text string) error {
 	if err := checkAnswer(runID, callID, kind, text); err != nil {
 		return err // says what, "kern: " first
 	}
+	key, err := d.operatorKey(ctx, runID)
+	if err != nil {
+		return err
+	}
+	return d.answer(ctx, key, callID, kind, text)
+}
+
+// answer answers call callID of the run of key; checkAnswer has passed.
+func (d *DB) answer(ctx context.Context, key, callID, kind, text string) error {
+	what := map[string]string{"approved": "approve", "rejected": "reject", "result": "submit the result of"}[kind]
+	runID := key // the key below, the id in error texts (shown)
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		var status, agentName string
 		var open []waitCall
@@ -161,7 +173,7 @@ func (d *DB) answer(ctx context.Context, runID, callID, kind, text string) error
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("kern: %s tool call %q of run %q: %w", what, callID, runID, err)
+		return fmt.Errorf("kern: %s tool call %q of run %q: %w", what, callID, idOf(key), err)
 	}
 	return nil
 }

@@ -19,27 +19,32 @@ import (
 //
 // A running run's worker is told through LISTEN/NOTIFY and interrupts the
 // model call at once; the content streamed so far is kept.
+//
+// The operator's request names the run as GetRun does: its own run of the
+// id, else the one tenant's; a request for an id with no run applies to
+// the operator's run of that id to come (a tenant's is cancelled through
+// ForTenant).
 func (d *DB) CancelRun(ctx context.Context, runID string) (bool, error) {
-	return d.cancelRun(ctx, runID, "")
-}
-
-// cancelRun is CancelRun as tenant asks it ("" for the operator, whose
-// request applies to the run of that id whoever owns it). A tenant's
-// request applies only to a run of that tenant: another tenant's run reads
-// as no run yet, and the request stays on file for a run of this tenant
-// that may come with the id, which it alone can cancel (migration 012).
-func (d *DB) cancelRun(ctx context.Context, runID, tenant string) (bool, error) {
-	if err := run.ValidateID(runID); err != nil {
+	key, err := d.operatorKey(ctx, runID)
+	if err != nil {
 		return false, err
 	}
+	return d.cancelRun(ctx, key)
+}
+
+// cancelRun is CancelRun of the run of key. A request is recorded by key,
+// so it applies only to that tenant's run of the id (engine.RunKey): a
+// tenant's cancel-before-start of an id never touches another tenant's run.
+func (d *DB) cancelRun(ctx context.Context, key string) (bool, error) {
+	runID := idOf(key)
 	// The request is committed before the run is looked at: any worker that
 	// starts the run from now on finds it (see the package doc).
 	var inserted bool
-	err := d.pool.QueryRow(ctx, sqlInsertCancel, runID, tenant).Scan(&inserted)
+	err := d.pool.QueryRow(ctx, sqlInsertCancel, key).Scan(&inserted)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return false, fmt.Errorf("kern: cancel run %q: %w", runID, err)
 	}
-	tag, err := d.pool.Exec(ctx, sqlCancelRun, runID, tenant)
+	tag, err := d.pool.Exec(ctx, sqlCancelRun, key)
 	if err != nil {
 		return false, fmt.Errorf("kern: cancel run %q: %w", runID, err)
 	}
@@ -48,7 +53,7 @@ func (d *DB) cancelRun(ctx context.Context, runID, tenant string) (bool, error) 
 	}
 
 	var status run.Status
-	err = d.pool.QueryRow(ctx, sqlRunStatus, runID, tenant).Scan(&status)
+	err = d.pool.QueryRow(ctx, sqlRunStatus, key).Scan(&status)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return true, nil // not submitted yet: the request waits for it
@@ -56,7 +61,7 @@ func (d *DB) cancelRun(ctx context.Context, runID, tenant string) (bool, error) 
 		return false, fmt.Errorf("kern: cancel run %q: %w", runID, err)
 	case status == run.StatusCompleted || status == run.StatusError:
 		if inserted {
-			if _, err := d.pool.Exec(ctx, sqlDeleteCancel, runID, tenant); err != nil {
+			if _, err := d.pool.Exec(ctx, sqlDeleteCancel, key); err != nil {
 				return false, fmt.Errorf("kern: cancel run %q: withdraw request: %w", runID, err)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
 )
 
@@ -33,10 +34,23 @@ const eventPage = 500
 // run.started, run.retrying or run.released.
 func (d *DB) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2[run.Event, error] {
 	return func(yield func(run.Event, error) bool) {
-		if err := run.ValidateID(runID); err != nil {
+		key, err := d.operatorKey(ctx, runID)
+		if err != nil {
 			yield(run.Event{}, err)
 			return
 		}
+		for ev, err := range d.events(ctx, key, afterSeq) {
+			if !yield(ev, err) {
+				return
+			}
+		}
+	}
+}
+
+// events is Events of the run of key.
+func (d *DB) events(ctx context.Context, key string, afterSeq int64) iter.Seq2[run.Event, error] {
+	runID := key // the key below, the id in error texts (shown)
+	return func(yield func(run.Event, error) bool) {
 		if afterSeq < 0 {
 			yield(run.Event{}, fmt.Errorf("kern: %w: afterSeq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq))
 			return
@@ -83,7 +97,7 @@ func (d *DB) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2
 			}
 			select {
 			case <-ctx.Done():
-				yield(run.Event{}, fmt.Errorf("kern: events of run %q: %w", runID, context.Cause(ctx)))
+				yield(run.Event{}, fmt.Errorf("kern: events of run %q: %w", idOf(runID), context.Cause(ctx)))
 				return
 			case <-sub.C():
 			}
@@ -100,11 +114,18 @@ type eventRow struct {
 }
 
 // StoredEvents returns the events the run's log holds now after afterSeq,
-// in seq order, without waiting for more (Events follows the log).
+// in seq order, without waiting for more (Events follows the log). An
+// unknown run yields run.ErrNotFound.
 func (d *DB) StoredEvents(ctx context.Context, runID string, afterSeq int64) ([]run.Event, error) {
-	if err := run.ValidateID(runID); err != nil {
+	key, err := d.operatorKey(ctx, runID)
+	if err != nil {
 		return nil, err
 	}
+	return d.storedEvents(ctx, key, afterSeq)
+}
+
+// storedEvents is StoredEvents of the run of key.
+func (d *DB) storedEvents(ctx context.Context, runID string, afterSeq int64) ([]run.Event, error) {
 	if afterSeq < 0 {
 		return nil, fmt.Errorf("kern: %w: afterSeq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq)
 	}
@@ -115,6 +136,13 @@ func (d *DB) StoredEvents(ctx context.Context, runID string, afterSeq int64) ([]
 			return all, err
 		}
 		all = append(all, page...)
+		if len(all) == 0 {
+			// No events past afterSeq: an unknown run says so, as
+			// Events does (a run has its run.submitted event).
+			if _, err := d.moreEventsCanCome(ctx, runID, afterSeq); err != nil {
+				return nil, err
+			}
+		}
 		if len(page) < eventPage {
 			return all, nil
 		}
@@ -122,18 +150,18 @@ func (d *DB) StoredEvents(ctx context.Context, runID string, afterSeq int64) ([]
 	}
 }
 
-func (d *DB) readEvents(ctx context.Context, runID string, afterSeq int64) ([]run.Event, error) {
-	rows, err := d.pool.Query(ctx, sqlEvents, runID, afterSeq, eventPage)
+func (d *DB) readEvents(ctx context.Context, key string, afterSeq int64) ([]run.Event, error) {
+	rows, err := d.pool.Query(ctx, sqlEvents, key, afterSeq, eventPage)
 	if err != nil {
-		return nil, fmt.Errorf("kern: events of run %q: %w", runID, err)
+		return nil, fmt.Errorf("kern: events of run %q: %w", idOf(key), err)
 	}
 	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[eventRow])
 	if err != nil {
-		return nil, fmt.Errorf("kern: events of run %q: %w", runID, err)
+		return nil, fmt.Errorf("kern: events of run %q: %w", idOf(key), err)
 	}
 	events := make([]run.Event, len(got))
 	for i, r := range got {
-		events[i] = run.Event{RunID: r.RunID, Seq: r.Seq, Type: run.EventType(r.Type), Data: r.Data, At: r.At}
+		events[i] = run.Event{RunID: engine.RunID(r.RunID), Seq: r.Seq, Type: run.EventType(r.Type), Data: r.Data, At: r.At}
 	}
 	return events, nil
 }
@@ -142,15 +170,15 @@ func (d *DB) readEvents(ctx context.Context, runID string, afterSeq int64) ([]ru
 // run exists and is not terminal, or it has events the follower has not
 // read. A terminal status and its event commit together, so a terminal run
 // whose last seq the follower has read has nothing more to come.
-func (d *DB) moreEventsCanCome(ctx context.Context, runID string, afterSeq int64) (bool, error) {
+func (d *DB) moreEventsCanCome(ctx context.Context, key string, afterSeq int64) (bool, error) {
 	var status run.Status
 	var lastSeq int64
-	err := d.pool.QueryRow(ctx, sqlEventPosition, runID).Scan(&status, &lastSeq)
+	err := d.pool.QueryRow(ctx, sqlEventPosition, key).Scan(&status, &lastSeq)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return false, fmt.Errorf("kern: events of run %q: %w", runID, run.ErrNotFound)
+		return false, fmt.Errorf("kern: events of run %q: %w", idOf(key), run.ErrNotFound)
 	}
 	if err != nil {
-		return false, fmt.Errorf("kern: events of run %q: %w", runID, err)
+		return false, fmt.Errorf("kern: events of run %q: %w", idOf(key), err)
 	}
 	return !status.Terminal() || lastSeq > afterSeq, nil
 }

@@ -46,26 +46,34 @@ func (d engineDB) StartKeyedRun(ctx context.Context, runID string, jobID *int64,
 	}
 	r, err := d.exec.start.do(ctx, startItem{id: runID, jobID: jobID, maxRunsPerKey: maxRunsPerKey, worker: d.worker})
 	if err != nil {
-		return nil, fmt.Errorf("kern: start run %q: %w", runID, err)
+		return nil, fmt.Errorf("kern: start run %q: %w", idOf(runID), err)
 	}
 	if r == nil {
-		if err := run.ValidateID(runID); err != nil {
+		if err := checkKey(runID); err != nil {
 			return nil, err
 		}
 		var keyBusy bool
 		err := d.pool.QueryRow(ctx, sqlClaimRefused, runID, jobID).Scan(&keyBusy)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
-			return nil, fmt.Errorf("kern: get run %q: %w", runID, run.ErrNotFound)
+			return nil, fmt.Errorf("kern: get run %q: %w", idOf(runID), run.ErrNotFound)
 		case err != nil:
-			return nil, fmt.Errorf("kern: start run %q: %w", runID, err)
+			return nil, fmt.Errorf("kern: start run %q: %w", idOf(runID), err)
 		case keyBusy && maxRunsPerKey > 0:
-			return nil, fmt.Errorf("kern: start run %q: %w", runID, engine.ErrKeyBusy)
+			return nil, fmt.Errorf("kern: start run %q: %w", idOf(runID), engine.ErrKeyBusy)
 		}
-		return nil, fmt.Errorf("kern: start run %q: %w", runID, run.ErrNotRunning)
+		return nil, fmt.Errorf("kern: start run %q: %w", idOf(runID), run.ErrNotRunning)
 	}
 	return &engine.Claim{Run: r.output(), Fence: engine.Fence{RunID: r.ID, Execution: r.Execution},
 		EventSeq: r.EventSeq, TranscriptSeq: r.TranscriptSeq}, nil
+}
+
+// ReadRun implements engine.Store.
+func (d engineDB) ReadRun(ctx context.Context, key string) (*run.Output, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	return d.getByKey(ctx, key)
 }
 
 // AppendContent implements engine.Store. It returns run.ErrNotRunning once
@@ -134,9 +142,9 @@ func fenced(what, runID string) func(applied bool, err error) error {
 	return func(applied bool, err error) error {
 		switch {
 		case err != nil:
-			return fmt.Errorf("kern: %s run %q: %w", what, runID, err)
+			return fmt.Errorf("kern: %s run %q: %w", what, idOf(runID), err)
 		case !applied:
-			return fmt.Errorf("kern: %s run %q: %w", what, runID, run.ErrNotRunning)
+			return fmt.Errorf("kern: %s run %q: %w", what, idOf(runID), run.ErrNotRunning)
 		}
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
 )
 
@@ -42,7 +43,7 @@ type runRow struct {
 
 func (r *runRow) output() *run.Output {
 	return &run.Output{
-		RunID:     r.ID,
+		RunID:     engine.RunID(r.ID),
 		SessionID: r.SessionID,
 		AgentName: r.AgentName,
 		Name:      r.Name,
@@ -93,12 +94,32 @@ func collectRun(rows pgx.Rows) (*runRow, error) {
 }
 
 // GetRun reads a run. An unknown id yields run.ErrNotFound; a malformed
-// one (see run.ValidateID) run.ErrInvalidArgument.
+// one (see run.ValidateID) run.ErrInvalidArgument. The operator reads any
+// tenant's run of the id; where several tenants have one (and the operator
+// none), it is run.ErrInvalidArgument: read it through ForTenant.
 func (d *DB) GetRun(ctx context.Context, runID string) (*run.Output, error) {
 	if err := run.ValidateID(runID); err != nil {
 		return nil, err
 	}
-	return d.readRun(ctx, runID, sqlGetRun, runID)
+	// The operator's own run is read in one statement; only an id it has
+	// no run of is looked for among the tenants'.
+	out, err := d.readRun(ctx, runID, sqlGetRun, runID)
+	if !errors.Is(err, run.ErrNotFound) {
+		return out, err
+	}
+	key, kerr := d.operatorKey(ctx, runID)
+	if kerr != nil {
+		return nil, kerr
+	}
+	if key == runID {
+		return nil, err
+	}
+	return d.getByKey(ctx, key)
+}
+
+// getByKey reads the run of key.
+func (d *DB) getByKey(ctx context.Context, key string) (*run.Output, error) {
+	return d.readRun(ctx, idOf(key), sqlGetRun, key)
 }
 
 // readRun reads the one run query selects (runReadColumns), or

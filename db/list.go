@@ -213,7 +213,7 @@ func decodeCursor(c string) (time.Time, string, error) {
 	}
 	micros, id, ok := strings.Cut(string(raw), "|")
 	us, err := strconv.ParseInt(micros, 10, 64)
-	if !ok || err != nil || run.ValidateID(id) != nil {
+	if !ok || err != nil || checkKey(id) != nil {
 		return time.Time{}, "", fmt.Errorf("kern: %w: malformed cursor", run.ErrInvalidArgument)
 	}
 	return time.UnixMicro(us), id, nil

@@ -76,7 +76,7 @@ func (d engineDB) WebhookURL(ctx context.Context, runID string) (string, error) 
 	case errors.Is(err, pgx.ErrNoRows):
 		return "", nil
 	case err != nil:
-		return "", fmt.Errorf("kern: webhook of run %q: %w", runID, err)
+		return "", fmt.Errorf("kern: webhook of run %q: %w", idOf(runID), err)
 	case url == nil:
 		return "", nil
 	}
@@ -88,7 +88,7 @@ func (d engineDB) WebhookURL(ctx context.Context, runID string) (string, error) 
 // the last error. A run that is gone is not an error.
 func (d engineDB) RecordWebhook(ctx context.Context, runID, status string, attempts int, lastError string) error {
 	if _, err := d.pool.Exec(ctx, sqlRecordWebhook, runID, status, attempts, lastError); err != nil {
-		return fmt.Errorf("kern: record webhook of run %q: %w", runID, err)
+		return fmt.Errorf("kern: record webhook of run %q: %w", idOf(runID), err)
 	}
 	return nil
 }

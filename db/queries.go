@@ -78,8 +78,7 @@ var runReadColumns = strings.Replace(runColumns, "error,", `CASE
 const sqlStartRuns = `
 WITH req AS (
 	SELECT r.*, k.refused AS req_refused, EXISTS (
-		SELECT 1 FROM kern_run_cancel c JOIN kern_run x ON x.id = c.run_id
-		WHERE c.run_id = r.req_id AND c.tenant_id IN ('', x.tenant_id)) AS req_cancelled
+		SELECT 1 FROM kern_run_cancel c WHERE c.run_id = r.req_id) AS req_cancelled
 	FROM unnest($1::text[], $2::bigint[], $4::text[]) AS r(req_id, req_job, req_worker),
 		(SELECT CASE WHEN $3::int[] IS NULL THEN '{}' ELSE kern_refused_by_key($1, $3) END AS refused) k
 ), started AS (
@@ -384,8 +383,8 @@ const sqlDeadSessionRuns = `SELECT EXISTS (SELECT 1 FROM kern_run
 // is committed first, so every worker that starts the run afterwards sees it;
 // then the run itself is moved to cancelled if it is not terminal yet.
 const sqlInsertCancel = `
-INSERT INTO kern_run_cancel (run_id, tenant_id) VALUES ($1, $2)
-ON CONFLICT (run_id, tenant_id) DO NOTHING
+INSERT INTO kern_run_cancel (run_id) VALUES ($1)
+ON CONFLICT (run_id) DO NOTHING
 RETURNING true`
 
 // sqlCancelRun cancels the run if it is not terminal yet, with its
@@ -396,18 +395,18 @@ RETURNING true`
 const sqlCancelRun = `
 WITH cancelled AS (
 	UPDATE kern_run SET status = 'cancelled', finished_at = now(), event_seq = event_seq + 1
-	WHERE id = $1 AND status IN ('pending', 'running', 'waiting') AND $2 IN ('', tenant_id)
+	WHERE id = $1 AND status IN ('pending', 'running', 'waiting')
 	RETURNING id, event_seq
 )
 INSERT INTO kern_run_event (run_id, seq, type)
 SELECT id, event_seq, 'run.cancelled' FROM cancelled`
 
 // sqlRunStatus reads the status of a run that sqlCancelRun did not change.
-const sqlRunStatus = `SELECT status FROM kern_run WHERE id = $1 AND $2 IN ('', tenant_id)`
+const sqlRunStatus = `SELECT status FROM kern_run WHERE id = $1`
 
 // sqlDeleteCancel withdraws a request that came too late: the run had
 // already finished, and CancelRun promises to change nothing then.
-const sqlDeleteCancel = `DELETE FROM kern_run_cancel WHERE run_id = $1 AND tenant_id = $2`
+const sqlDeleteCancel = `DELETE FROM kern_run_cancel WHERE run_id = $1`
 
 // sqlRecheck is the listener's safety net for lost notifications: which of
 // the watched runs are terminal or waiting ($1), which have a cancel request ($2), and
@@ -416,8 +415,7 @@ const sqlRecheck = `
 SELECT 'done', id FROM kern_run
 WHERE id = ANY($1) AND status IN ('completed', 'error', 'cancelled', 'waiting')
 UNION ALL
-SELECT 'cancel', c.run_id FROM kern_run_cancel c JOIN kern_run r ON r.id = c.run_id
-WHERE c.run_id = ANY($2) AND c.tenant_id IN ('', r.tenant_id)
+SELECT 'cancel', c.run_id FROM kern_run_cancel c WHERE c.run_id = ANY($2)
 UNION ALL
 SELECT 'event', r.id FROM kern_run r JOIN unnest($3::text[], $4::bigint[]) AS w(id, seq) ON r.id = w.id
 WHERE r.event_seq > w.seq`
@@ -530,8 +528,11 @@ ON CONFLICT (id) DO UPDATE SET expires_at = EXCLUDED.expires_at`
 	sqlUnregisterListener = `DELETE FROM kern_event_listener WHERE id = $1`
 )
 
-// sqlGetRunOfTenant is sqlGetRun for a run of one tenant ($2).
-var sqlGetRunOfTenant = `SELECT ` + runReadColumns + ` FROM kern_run WHERE id = $1 AND tenant_id = $2`
-
-// sqlRunOfTenant tells whether run $1 is one of tenant $2.
-const sqlRunOfTenant = `SELECT EXISTS (SELECT 1 FROM kern_run WHERE id = $1 AND tenant_id = $2)`
+// sqlRunKeys finds the keys of the runs of id $1 (engine.RunKey) for an
+// operator's read by id: the operator's own run first, then at most two
+// tenants' (two are enough to know the id is ambiguous).
+// kern_run_tenant_run_id_idx serves the second part.
+const sqlRunKeys = `
+(SELECT id FROM kern_run WHERE id = $1)
+UNION ALL
+(SELECT id FROM kern_run WHERE tenant_id <> '' AND substr(id, length(tenant_id) + 2) = $1 LIMIT 2)`

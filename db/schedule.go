@@ -280,11 +280,13 @@ func validateSchedule(s *run.Schedule) (cronSpec, string, error) {
 		{"session id", s.SessionID, maxKeyBytes},
 		{"cron", s.Cron, maxCronBytes},
 		{"time zone", s.Timezone, maxKeyBytes},
-		{"tenant id", s.TenantID, maxKeyBytes},
 	} {
 		if err := checkText(f.name, f.value, f.max); err != nil {
 			return cronSpec{}, "", err
 		}
+	}
+	if err := checkTenant(s.TenantID); err != nil {
+		return cronSpec{}, "", err
 	}
 	spec, err := parseCron(s.Cron, s.Timezone)
 	if err != nil {

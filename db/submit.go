@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -119,11 +120,13 @@ func (p *SubmitParams) validate() (string, error) {
 		{"idempotency key", p.IdempotencyKey, maxKeyBytes},
 		{"concurrency key", p.ConcurrencyKey, maxKeyBytes},
 		{"name", p.Name, maxNameBytes},
-		{"tenant id", p.TenantID, maxKeyBytes},
 	} {
 		if err := checkText(f.name, f.value, f.max); err != nil {
 			return "", err
 		}
+	}
+	if err := checkTenant(p.TenantID); err != nil {
+		return "", err
 	}
 	if p.Metadata == nil {
 		return "{}", nil
@@ -151,6 +154,21 @@ func checkText(field, s string, maxBytes int) error {
 		return fmt.Errorf("kern: %w: %s is not valid UTF-8", run.ErrInvalidArgument, field)
 	case strings.IndexByte(s, 0) >= 0:
 		return fmt.Errorf("kern: %w: %s contains a NUL byte, which Postgres text cannot store", run.ErrInvalidArgument, field)
+	}
+	return nil
+}
+
+// checkTenant refuses a tenant id that Postgres cannot store or that
+// contains a control character: a run's key joins its tenant and its id
+// with one (engine.RunKey), which must not occur in either.
+func checkTenant(tenant string) error {
+	if err := checkText("tenant id", tenant, maxKeyBytes); err != nil {
+		return err
+	}
+	for _, r := range tenant {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("kern: %w: tenant id contains control character %U", run.ErrInvalidArgument, r)
+		}
 	}
 	return nil
 }
@@ -208,9 +226,20 @@ func checkMetadata(v any) error {
 // agent used, it returns that run (as it is now) and creates nothing; the
 // unique index makes this hold across processes and concurrent submits.
 func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error) {
+	out, _, err := d.SubmitRunOrExisting(ctx, p)
+	return out, err
+}
+
+// SubmitRunOrExisting is SubmitRun that also says whether it created the
+// run: false when an earlier submit with the same IdempotencyKey already
+// had, and the run returned is that one. Of any number of identical
+// submits, also at the same instant, exactly one says created (the unique
+// index decides), so an HTTP API can answer 202 for it and 200 for the
+// repeats.
+func (d *DB) SubmitRunOrExisting(ctx context.Context, p SubmitParams) (out *run.Output, created bool, err error) {
 	metadata, err := p.validate()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if p.Tx != nil {
 		return d.submitInTx(ctx, submitItem{SubmitParams: p, metadata: metadata, trace: telemetry.JobMetadata(ctx)})
@@ -219,66 +248,66 @@ func (d *DB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, error)
 	// are group-committed under a context of their own (see batcher).
 	r, err := d.submits.do(ctx, submitItem{SubmitParams: p, metadata: metadata, trace: telemetry.JobMetadata(ctx)})
 	if err == nil {
-		return r.output(), nil
+		return r.output(), true, nil
 	}
 	if !isUniqueViolation(err) {
-		return nil, fmt.Errorf("kern: submit run: %w", err)
+		return nil, false, fmt.Errorf("kern: submit run: %w", err)
 	}
 	if p.IdempotencyKey == "" {
 		// Not the unique violation's own text: it names a constraint.
-		return nil, fmt.Errorf("kern: submit run %q: %w", p.RunID, run.ErrAlreadyExists)
+		return nil, false, fmt.Errorf("kern: submit run %q: %w", p.RunID, run.ErrAlreadyExists)
 	}
 	// The key (or the id) is taken: the winner of the race has committed.
 	rows, qerr := d.pool.Query(ctx, sqlGetByIdempotencyKey, p.AgentName, p.IdempotencyKey, p.TenantID)
 	if qerr != nil {
-		return nil, fmt.Errorf("kern: submit run: %w", qerr)
+		return nil, false, fmt.Errorf("kern: submit run: %w", qerr)
 	}
 	existing, qerr := collectRun(rows)
 	if errors.Is(qerr, run.ErrNotFound) {
-		return nil, fmt.Errorf("kern: submit run %q: %w", p.RunID, run.ErrAlreadyExists)
+		return nil, false, fmt.Errorf("kern: submit run %q: %w", p.RunID, run.ErrAlreadyExists)
 	}
 	if qerr != nil {
-		return nil, fmt.Errorf("kern: submit run: %w", qerr)
+		return nil, false, fmt.Errorf("kern: submit run: %w", qerr)
 	}
-	return existing.output(), nil
+	return existing.output(), false, nil
 }
 
 // submitInTx is SubmitRun in the caller's transaction (SubmitParams.Tx),
 // under a savepoint: a duplicate id or key rolls back to it, so the
 // caller's transaction stays usable and gets run.ErrAlreadyExists, or the
 // run of the idempotency key, as SubmitRun does.
-func (d *DB) submitInTx(ctx context.Context, it submitItem) (*run.Output, error) {
+func (d *DB) submitInTx(ctx context.Context, it submitItem) (*run.Output, bool, error) {
 	sp, err := it.Tx.Begin(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("kern: submit run: %w", err)
+		return nil, false, fmt.Errorf("kern: submit run: %w", err)
 	}
 	r, err := d.submitOne(ctx, sp, it)
 	if err == nil {
 		if err = sp.Commit(ctx); err == nil {
-			return r.output(), nil
+			return r.output(), true, nil
 		}
 	}
 	if rbErr := sp.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
-		return nil, fmt.Errorf("kern: submit run: %w (rolling back to the savepoint: %v)", err, rbErr)
+		return nil, false, fmt.Errorf("kern: submit run: %w (rolling back to the savepoint: %v)", err, rbErr)
 	}
 	if !isUniqueViolation(err) {
-		return nil, fmt.Errorf("kern: submit run: %w", err)
+		return nil, false, fmt.Errorf("kern: submit run: %w", err)
 	}
 	if it.IdempotencyKey == "" {
-		return nil, fmt.Errorf("kern: submit run %q: %w", it.RunID, run.ErrAlreadyExists)
+		return nil, false, fmt.Errorf("kern: submit run %q: %w", it.RunID, run.ErrAlreadyExists)
 	}
 	rows, qerr := it.Tx.Query(ctx, sqlGetByIdempotencyKey, it.AgentName, it.IdempotencyKey, it.TenantID)
 	if qerr != nil {
-		return nil, fmt.Errorf("kern: submit run: %w", qerr)
+		return nil, false, fmt.Errorf("kern: submit run: %w", qerr)
 	}
 	existing, qerr := collectRun(rows)
 	if errors.Is(qerr, run.ErrNotFound) {
-		return nil, fmt.Errorf("kern: submit run %q: %w", it.RunID, run.ErrAlreadyExists)
+		return nil, false, fmt.Errorf("kern: submit run %q: %w", it.RunID, run.ErrAlreadyExists)
 	}
 	if qerr != nil {
-		return nil, fmt.Errorf("kern: submit run: %w", qerr)
+		return nil, false, fmt.Errorf("kern: submit run: %w", qerr)
 	}
-	return existing.output(), nil
+	return existing.output(), false, nil
 }
 
 // insertOpts are the River options of the run's job: its priority and
@@ -314,7 +343,9 @@ type submitItem struct {
 	trace []byte
 }
 
-func (s submitItem) key() string { return s.RunID }
+// key is the run's key (engine.RunKey): two submits of one key in a batch
+// are two submits of one run.
+func (s submitItem) key() string { return engine.RunKey(s.TenantID, s.RunID) }
 
 func (s submitItem) size() int { return len(s.Input) + len(s.metadata) }
 
@@ -331,7 +362,7 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 	concKeys, webhooks, starts, tenants := make([]*string, n), make([]*string, n), make([]*time.Time, n), make([]string, n)
 	enqueue, queues, priorities, jobMeta := make([]bool, n), make([]string, n), make([]int16, n), make([]*string, n)
 	for i, it := range items {
-		ids[i], sessions[i], agents[i], names[i], inputs[i], metadata[i] = it.RunID, it.SessionID, it.AgentName, it.Name, it.Input, it.metadata
+		ids[i], sessions[i], agents[i], names[i], inputs[i], metadata[i] = it.key(), it.SessionID, it.AgentName, it.Name, it.Input, it.metadata
 		timeouts[i], waits[i] = it.Timeout.Milliseconds(), it.WaitTimeout.Milliseconds()
 		keys[i], concKeys[i], webhooks[i], starts[i] = optional(it.IdempotencyKey), optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt()
 		tenants[i] = it.TenantID
@@ -356,7 +387,7 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 	}
 	out := make([]*runRow, n)
 	for i, it := range items {
-		if out[i] = byID[it.RunID]; out[i] == nil {
+		if out[i] = byID[it.key()]; out[i] == nil {
 			return nil, fmt.Errorf("run %q was not inserted", it.RunID)
 		}
 	}
@@ -392,13 +423,13 @@ func (d *DB) notifySubmitted(items []submitItem) {
 func (d *DB) submitOne(ctx context.Context, tx pgx.Tx, it submitItem) (*runRow, error) {
 	var jobID *int64
 	if it.Enqueue {
-		res, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: it.RunID, AgentName: it.AgentName}, it.insertOpts())
+		res, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: it.key(), AgentName: it.AgentName}, it.insertOpts())
 		if err != nil {
 			return nil, fmt.Errorf("enqueue: %w", err)
 		}
 		jobID = &res.Job.ID
 	}
-	rows, err := tx.Query(ctx, sqlInsertRun, it.RunID, it.SessionID, it.AgentName, it.Name, it.Input,
+	rows, err := tx.Query(ctx, sqlInsertRun, it.key(), it.SessionID, it.AgentName, it.Name, it.Input,
 		it.metadata, it.Timeout.Milliseconds(), jobID, optional(it.IdempotencyKey), it.WaitTimeout.Milliseconds(),
 		optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt(), it.TenantID)
 	if err != nil {

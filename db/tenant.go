@@ -8,17 +8,21 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
 )
 
 // TenantDB is the database as one tenant sees it: the tenant's runs and
-// schedules only. It is what an HTTP API key opens (package server). A run
-// of another tenant reads exactly as an unknown id (run.ErrNotFound), also
-// for a cancel: another tenant's run is never touched, and a cancel request
-// for an id with no run applies only to a run this tenant submits with it.
+// schedules only. It is what an HTTP API key opens (package server).
 //
-// A run's tenant never changes, so the reads that follow a run (WaitRun,
-// Events, Messages, answers) check it once, then do what DB does.
+// Run ids are the tenant's own: another tenant may have a run of the same
+// id, which is another run, and a submit of an id another tenant uses
+// creates this tenant's run (never run.ErrAlreadyExists). A run of another
+// tenant reads exactly as an unknown id (run.ErrNotFound), also for a
+// cancel: another tenant's run is never touched, and a cancel request for
+// an id with no run applies only to the run this tenant submits with it.
+// Every call names the run by its key (see runkey.go), so none needs a
+// look-up of the run's tenant first.
 type TenantDB struct {
 	d      *DB
 	tenant string
@@ -30,7 +34,7 @@ func (d *DB) ForTenant(tenant string) (*TenantDB, error) {
 	if tenant == "" {
 		return nil, fmt.Errorf("kern: %w: tenant id is empty", run.ErrInvalidArgument)
 	}
-	if err := checkText("tenant id", tenant, maxKeyBytes); err != nil {
+	if err := checkTenant(tenant); err != nil {
 		return nil, err
 	}
 	return &TenantDB{d: d, tenant: tenant}, nil
@@ -46,41 +50,39 @@ func (t *TenantDB) SubmitRun(ctx context.Context, p SubmitParams) (*run.Output, 
 	return t.d.SubmitRun(ctx, p)
 }
 
-// GetRun is DB.GetRun for this tenant's runs.
-func (t *TenantDB) GetRun(ctx context.Context, runID string) (*run.Output, error) {
-	if err := run.ValidateID(runID); err != nil {
-		return nil, err
-	}
-	return t.d.readRun(ctx, runID, sqlGetRunOfTenant, runID, t.tenant)
+// SubmitRunOrExisting is DB.SubmitRunOrExisting for a run of this tenant.
+func (t *TenantDB) SubmitRunOrExisting(ctx context.Context, p SubmitParams) (*run.Output, bool, error) {
+	p.TenantID = t.tenant
+	return t.d.SubmitRunOrExisting(ctx, p)
 }
 
-// owns checks that runID is a run of this tenant: run.ErrNotFound if not.
-func (t *TenantDB) owns(ctx context.Context, runID string) error {
-	if err := run.ValidateID(runID); err != nil {
-		return err
+// GetRun is DB.GetRun for this tenant's runs.
+func (t *TenantDB) GetRun(ctx context.Context, runID string) (*run.Output, error) {
+	key, err := t.key(runID)
+	if err != nil {
+		return nil, err
 	}
-	var ok bool
-	if err := t.d.pool.QueryRow(ctx, sqlRunOfTenant, runID, t.tenant).Scan(&ok); err != nil {
-		return fmt.Errorf("kern: run %q: %w", runID, err)
-	}
-	if !ok {
-		return fmt.Errorf("kern: run %q: %w", runID, run.ErrNotFound)
-	}
-	return nil
+	return t.d.getByKey(ctx, key)
 }
 
 // WaitRun is DB.WaitRun for this tenant's runs.
 func (t *TenantDB) WaitRun(ctx context.Context, runID string) (*run.Output, error) {
-	if err := t.owns(ctx, runID); err != nil {
+	key, err := t.key(runID)
+	if err != nil {
 		return nil, err
 	}
-	return t.d.WaitRun(ctx, runID)
+	return t.d.waitRun(ctx, key)
 }
 
-// CancelRun is DB.CancelRun as this tenant asks it: another tenant's run
-// answers true, as an id with no run does, and is left untouched.
+// CancelRun is DB.CancelRun as this tenant asks it: only this tenant's run
+// of the id is cancelled, or the one it submits with the id later; another
+// tenant's run of the same id is a run of its own, never touched.
 func (t *TenantDB) CancelRun(ctx context.Context, runID string) (bool, error) {
-	return t.d.cancelRun(ctx, runID, t.tenant)
+	key, err := t.key(runID)
+	if err != nil {
+		return false, err
+	}
+	return t.d.cancelRun(ctx, key)
 }
 
 // ListRuns is DB.ListRuns over this tenant's runs (p.TenantID is set).
@@ -92,57 +94,51 @@ func (t *TenantDB) ListRuns(ctx context.Context, p run.ListParams) (*run.ListRes
 // Events is DB.Events for this tenant's runs; another tenant's run yields
 // run.ErrNotFound first, and nothing else.
 func (t *TenantDB) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2[run.Event, error] {
-	return func(yield func(run.Event, error) bool) {
-		if err := t.owns(ctx, runID); err != nil {
-			yield(run.Event{}, err)
-			return
-		}
-		for ev, err := range t.d.Events(ctx, runID, afterSeq) {
-			if !yield(ev, err) {
-				return
-			}
-		}
+	key, err := t.key(runID)
+	if err != nil {
+		return func(yield func(run.Event, error) bool) { yield(run.Event{}, err) }
 	}
+	return t.d.events(ctx, key, afterSeq)
 }
 
 // StoredEvents is DB.StoredEvents for this tenant's runs.
 func (t *TenantDB) StoredEvents(ctx context.Context, runID string, afterSeq int64) ([]run.Event, error) {
-	if err := t.owns(ctx, runID); err != nil {
+	key, err := t.key(runID)
+	if err != nil {
 		return nil, err
 	}
-	return t.d.StoredEvents(ctx, runID, afterSeq)
+	return t.d.storedEvents(ctx, key, afterSeq)
 }
 
 // Messages is DB.Messages for this tenant's runs.
 func (t *TenantDB) Messages(ctx context.Context, runID string) ([]run.Message, error) {
-	if err := t.owns(ctx, runID); err != nil {
+	key, err := t.key(runID)
+	if err != nil {
 		return nil, err
 	}
-	return t.d.Messages(ctx, runID)
+	return t.d.messages(ctx, key)
 }
 
 // ApproveToolCall is DB.ApproveToolCall for this tenant's runs.
 func (t *TenantDB) ApproveToolCall(ctx context.Context, runID, callID string) error {
-	if err := t.owns(ctx, runID); err != nil {
-		return err
-	}
-	return t.d.ApproveToolCall(ctx, runID, callID)
+	return t.answer(ctx, runID, callID, "approved", "")
 }
 
 // RejectToolCall is DB.RejectToolCall for this tenant's runs.
 func (t *TenantDB) RejectToolCall(ctx context.Context, runID, callID, reason string) error {
-	if err := t.owns(ctx, runID); err != nil {
-		return err
-	}
-	return t.d.RejectToolCall(ctx, runID, callID, reason)
+	return t.answer(ctx, runID, callID, "rejected", reason)
 }
 
 // SubmitToolResult is DB.SubmitToolResult for this tenant's runs.
 func (t *TenantDB) SubmitToolResult(ctx context.Context, runID, callID, output string) error {
-	if err := t.owns(ctx, runID); err != nil {
+	return t.answer(ctx, runID, callID, "result", output)
+}
+
+func (t *TenantDB) answer(ctx context.Context, runID, callID, kind, text string) error {
+	if err := checkAnswer(runID, callID, kind, text); err != nil {
 		return err
 	}
-	return t.d.SubmitToolResult(ctx, runID, callID, output)
+	return t.d.answer(ctx, engine.RunKey(t.tenant, runID), callID, kind, text)
 }
 
 // PutSchedule is DB.PutSchedule for a schedule of this tenant (s.TenantID

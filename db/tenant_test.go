@@ -44,6 +44,10 @@ func submitAs(t *testing.T, d *db.DB, tenant, id string) *run.Output {
 	return out
 }
 
+// akey is the key of tenant a's run of id (engine.RunKey), which the
+// executing side names it by.
+func akey(id string) string { return engine.RunKey("a", id) }
+
 func status(t *testing.T, d *db.DB, id string) run.Status {
 	t.Helper()
 	out, err := d.GetRun(context.Background(), id)
@@ -184,10 +188,10 @@ func TestTenantRunVisibility(t *testing.T) {
 
 	// Waiting on tool calls: b's answers are not found (not "not
 	// waiting"), and change nothing; a's apply.
-	if _, err := ex(d).StartRun(ctx, "ra", nil); err != nil {
+	if _, err := ex(d).StartRun(ctx, akey("ra"), nil); err != nil {
 		t.Fatal(err)
 	}
-	waitOn(t, d, "ra")
+	waitOn(t, d, akey("ra"))
 	notFoundEverywhere(t, b, "ra")
 	if out, _ := d.GetRun(ctx, "ra"); out.Status != run.StatusWaiting || len(out.Waiting) != 2 {
 		t.Fatalf("after b's answers: %+v; want waiting on two calls", out)
@@ -206,13 +210,13 @@ func TestTenantRunVisibility(t *testing.T) {
 	}
 	// Once finished, still nothing for b; everything for a.
 	var job int64
-	if err := d.Pool().QueryRow(ctx, `SELECT job_id FROM kern_run WHERE id = 'ra'`).Scan(&job); err != nil {
+	if err := d.Pool().QueryRow(ctx, `SELECT job_id FROM kern_run WHERE id = $1`, akey("ra")).Scan(&job); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ex(d).StartRun(ctx, "ra", &job); err != nil {
+	if _, err := ex(d).StartRun(ctx, akey("ra"), &job); err != nil {
 		t.Fatal(err)
 	}
-	if err := ex(d).FinishRun(ctx, "ra", 2, engine.Finish{Status: run.StatusCompleted, Tail: "done"}); err != nil {
+	if err := ex(d).FinishRun(ctx, akey("ra"), 2, engine.Finish{Status: run.StatusCompleted, Tail: "done"}); err != nil {
 		t.Fatal(err)
 	}
 	notFoundEverywhere(t, b, "ra")
@@ -314,7 +318,7 @@ func TestTenantCancel(t *testing.T) {
 	if got := status(t, d, "ra"); got != run.StatusPending {
 		t.Fatalf("a's run after b's cancel: %s; want pending", got)
 	}
-	started, err := ex(d).StartRun(ctx, "ra", nil)
+	started, err := ex(d).StartRun(ctx, akey("ra"), nil)
 	if err != nil || started.Status != run.StatusRunning {
 		t.Fatalf("start of a's run after b's cancel: %+v, %v; want running", started, err)
 	}
@@ -324,7 +328,7 @@ func TestTenantCancel(t *testing.T) {
 	if got := status(t, d, "ra"); got != run.StatusRunning {
 		t.Fatalf("a's running run after b's cancel: %s; want running", got)
 	}
-	if err := ex(d).AppendContent(ctx, "ra", 1, "part"); err != nil {
+	if err := ex(d).AppendContent(ctx, akey("ra"), 1, "part"); err != nil {
 		t.Fatalf("a's run after b's cancel cannot write: %v", err)
 	}
 	evs, err := d.StoredEvents(ctx, "ra", 0)
@@ -349,7 +353,7 @@ func TestTenantCancel(t *testing.T) {
 		t.Fatalf("b cancels fresh-id: %v, %v", ok, err)
 	}
 	submitAs(t, d, "a", "fresh-id")
-	started, err = ex(d).StartRun(ctx, "fresh-id", nil)
+	started, err = ex(d).StartRun(ctx, akey("fresh-id"), nil)
 	if err != nil || started.Status != run.StatusRunning || started.Attempt != 1 {
 		t.Fatalf("start of a's fresh-id after b's cancel-before-start: %+v, %v; want running", started, err)
 	}
@@ -361,34 +365,39 @@ func TestTenantCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	var job int64
-	if err := d.Pool().QueryRow(ctx, `SELECT job_id FROM kern_run WHERE id = 'fresh-bg'`).Scan(&job); err != nil {
+	if err := d.Pool().QueryRow(ctx, `SELECT job_id FROM kern_run WHERE id = $1`, akey("fresh-bg")).Scan(&job); err != nil {
 		t.Fatal(err)
 	}
-	if started, err := ex(d).StartRun(ctx, "fresh-bg", &job); err != nil || started.Status != run.StatusRunning {
+	if started, err := ex(d).StartRun(ctx, akey("fresh-bg"), &job); err != nil || started.Status != run.StatusRunning {
 		t.Fatalf("start of a's background fresh-bg after b's cancel-before-start: %+v, %v; want running", started, err)
 	}
 
-	// a's own cancel-before-start, and the operator's, cancel a's run at
-	// its start.
+	// a's own cancel-before-start cancels a's run at its start. The
+	// operator's cancel-before-start of an id names the operator's own run
+	// to come (ids are per tenant): a's run of the id starts.
 	if ok, err := a.CancelRun(ctx, "id2"); err != nil || !ok {
 		t.Fatalf("a cancels id2: %v, %v", ok, err)
 	}
 	if ok, err := d.CancelRun(ctx, "id3"); err != nil || !ok {
 		t.Fatalf("operator cancels id3: %v, %v", ok, err)
 	}
-	for _, id := range []string{"id2", "id3"} {
+	for id, want := range map[string]run.Status{"id2": run.StatusCancelled, "id3": run.StatusRunning} {
 		submitAs(t, d, "a", id)
-		started, err := ex(d).StartRun(ctx, id, nil)
-		if err != nil || started.Status != run.StatusCancelled {
-			t.Fatalf("start of a's %s after a cancel-before-start: %+v, %v; want cancelled", id, started, err)
+		started, err := ex(d).StartRun(ctx, akey(id), nil)
+		if err != nil || started.Status != want {
+			t.Fatalf("start of a's %s after a cancel-before-start: %+v, %v; want %s", id, started, err, want)
 		}
+	}
+	submitAs(t, d, "", "id3")
+	if started, err := ex(d).StartRun(ctx, "id3", nil); err != nil || started.Status != run.StatusCancelled {
+		t.Fatalf("start of the operator's id3 after its cancel-before-start: %+v, %v; want cancelled", started, err)
 	}
 	// b's request for a pre-cancelled id of b's own cancels b's run.
 	if ok, err := b.CancelRun(ctx, "id4"); err != nil || !ok {
 		t.Fatalf("b cancels id4: %v, %v", ok, err)
 	}
 	submitAs(t, d, "b", "id4")
-	if started, err := ex(d).StartRun(ctx, "id4", nil); err != nil || started.Status != run.StatusCancelled {
+	if started, err := ex(d).StartRun(ctx, engine.RunKey("b", "id4"), nil); err != nil || started.Status != run.StatusCancelled {
 		t.Fatalf("start of b's id4 after b's cancel-before-start: %+v, %v; want cancelled", started, err)
 	}
 
@@ -404,10 +413,10 @@ func TestTenantCancel(t *testing.T) {
 	// A finished run: a's cancel says false and leaves no request; b's is
 	// answered as for an unknown id and changes nothing.
 	submitAs(t, d, "a", "done")
-	if _, err := ex(d).StartRun(ctx, "done", nil); err != nil {
+	if _, err := ex(d).StartRun(ctx, akey("done"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := ex(d).FinishRun(ctx, "done", 1, engine.Finish{Status: run.StatusCompleted, Tail: "x"}); err != nil {
+	if err := ex(d).FinishRun(ctx, akey("done"), 1, engine.Finish{Status: run.StatusCompleted, Tail: "x"}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := a.CancelRun(ctx, "done"); err != nil || ok {
@@ -420,7 +429,7 @@ func TestTenantCancel(t *testing.T) {
 		t.Fatalf("a's completed run after cancels: %s", got)
 	}
 	var aRequests int
-	if err := d.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_run_cancel WHERE run_id = 'done' AND tenant_id = 'a'`).Scan(&aRequests); err != nil || aRequests != 0 {
+	if err := d.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_run_cancel WHERE run_id = $1`, akey("done")).Scan(&aRequests); err != nil || aRequests != 0 {
 		t.Fatalf("a's cancel of its finished run left %d requests (%v)", aRequests, err)
 	}
 	if _, err := a.CancelRun(ctx, ""); !errors.Is(err, run.ErrInvalidArgument) {
@@ -428,10 +437,9 @@ func TestTenantCancel(t *testing.T) {
 	}
 }
 
-// Workers are told of a cancel request (NOTIFY kern_cancel) only when it
-// applies: never of another tenant's request for a tenant's run.
-// Notifications reach a listener in commit order, so the first one it
-// gets after b's request tells whether b's request sent one.
+// Workers are told of a cancel request (NOTIFY kern_cancel) by the key of
+// the run it applies to: never another tenant's request as one for a
+// tenant's run. Notifications reach a listener in commit order.
 func TestTenantCancelNotifies(t *testing.T) {
 	t.Parallel()
 	d := kerntest.DB(t)
@@ -439,7 +447,7 @@ func TestTenantCancelNotifies(t *testing.T) {
 	a, b := forTenant(t, d, "a"), forTenant(t, d, "b")
 	for _, id := range []string{"r1", "r2", "r3", "r4"} {
 		submitAs(t, d, "a", id)
-		if _, err := ex(d).StartRun(ctx, id, nil); err != nil {
+		if _, err := ex(d).StartRun(ctx, akey(id), nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -466,23 +474,21 @@ func TestTenantCancelNotifies(t *testing.T) {
 			t.Fatalf("cancel %s: %v, %v", id, ok, err)
 		}
 	}
-	// b's request for a's r1 sends nothing: the first notification after
-	// it is that of a's request for r2, committed after it.
+	// A request is notified by its key (engine.RunKey), which names one
+	// tenant's run: b's request for r1 names b's r1, never a's, so a's
+	// worker of r1 is not woken by it.
 	cancel(b.CancelRun, "r1")
 	cancel(a.CancelRun, "r2")
-	if got := next(); got != "r2" {
-		t.Fatalf("after b's cancel of r1 and a's of r2: notified of %s first; want r2", got)
+	if got := next(); got != engine.RunKey("b", "r1") {
+		t.Fatalf("after b's cancel of r1: notified of %q; want b's key of r1", got)
 	}
+	if got := next(); got != akey("r2") {
+		t.Fatalf("after a's cancel of r2: notified of %q; want a's key of r2", got)
+	}
+	// The operator's request names a's run: a's is the only run of r3.
 	cancel(d.CancelRun, "r3")
-	if got := next(); got != "r3" {
-		t.Fatalf("after the operator's cancel of r3: notified of %s; want r3", got)
-	}
-	// A tenant's request for an id with no run sends nothing either: the
-	// claim finds it.
-	cancel(a.CancelRun, "later")
-	cancel(a.CancelRun, "r4")
-	if got := next(); got != "r4" {
-		t.Fatalf("after a's cancel of an id with no run, then of r4: notified of %s first; want r4", got)
+	if got := next(); got != akey("r3") {
+		t.Fatalf("after the operator's cancel of r3: notified of %q; want a's key of r3", got)
 	}
 	if got := status(t, d, "r1"); got != run.StatusRunning {
 		t.Fatalf("r1 after b's cancel: %s; want running", got)
@@ -520,10 +526,10 @@ func TestTenantIdempotencyKeys(t *testing.T) {
 	if again, err := d.SubmitRun(ctx, q); err != nil || again.RunID != "rb" {
 		t.Fatalf("b's second submit through d: %+v, %v; want b's first run", again, err)
 	}
-	// A key of tenant c that names a's run id: the id is taken, and a's
-	// run is not returned.
-	if out, err := forTenant(t, d, "c").SubmitRun(ctx, p("ra")); !errors.Is(err, run.ErrAlreadyExists) {
-		t.Fatalf("c's submit of a's id: %+v, %v; want run.ErrAlreadyExists", out, err)
+	// A key of tenant c with a's run id: run ids are per tenant, so c gets
+	// a run of its own, and a's run is not returned.
+	if out, err := forTenant(t, d, "c").SubmitRun(ctx, p("ra")); err != nil || out.TenantID != "c" || out.RunID != "ra" {
+		t.Fatalf("c's submit of a's id: %+v, %v; want c's own run ra", out, err)
 	}
 	// Concurrent first submits of one key by two tenants: two runs.
 	type res struct {
@@ -543,8 +549,8 @@ func TestTenantIdempotencyKeys(t *testing.T) {
 		}
 	}
 	var n int
-	if err := d.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_run`).Scan(&n); err != nil || n != 5 {
-		t.Fatalf("%d runs (%v); want 5", n, err)
+	if err := d.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_run`).Scan(&n); err != nil || n != 6 {
+		t.Fatalf("%d runs (%v); want 6", n, err)
 	}
 }
 

@@ -56,7 +56,7 @@ func (d engineDB) StoreTurn(ctx context.Context, f engine.Fence, seq int64, t en
 	}
 	js, err := json.Marshal(calls)
 	if err != nil {
-		return fmt.Errorf("kern: store turn of run %q: %w", f.RunID, err)
+		return fmt.Errorf("kern: store turn of run %q: %w", idOf(f.RunID), err)
 	}
 	t.Content, t.Tail = storable(t.Content), storable(t.Tail)
 	last := seq + int64(max(len(t.Calls), 1)) - 1 // a rejected answer's one event
@@ -109,7 +109,7 @@ func (d *DB) resultBatch(ctx context.Context, items []resultItem) ([]bool, error
 func (d engineDB) Steps(ctx context.Context, runID string) ([]engine.Step, error) {
 	rows, err := d.pool.Query(ctx, sqlSteps, runID)
 	if err != nil {
-		return nil, fmt.Errorf("kern: read the transcript of run %q: %w", runID, err)
+		return nil, fmt.Errorf("kern: read the transcript of run %q: %w", idOf(runID), err)
 	}
 	steps, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (engine.Step, error) {
 		var s engine.Step
@@ -122,7 +122,7 @@ func (d engineDB) Steps(ctx context.Context, runID string) ([]engine.Step, error
 		return s, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kern: read the transcript of run %q: %w", runID, err)
+		return nil, fmt.Errorf("kern: read the transcript of run %q: %w", idOf(runID), err)
 	}
 	return steps, nil
 }
@@ -153,21 +153,28 @@ func decodeCalls(js []byte) ([]run.ToolCall, error) {
 // a result (the run was cancelled, or ended at its MaxSteps, while it was
 // due) has no tool message. Seqs are 1, 2, 3 … without gaps.
 func (d *DB) Messages(ctx context.Context, runID string) ([]run.Message, error) {
-	if err := run.ValidateID(runID); err != nil {
+	key, err := d.operatorKey(ctx, runID)
+	if err != nil {
 		return nil, err
 	}
+	return d.messages(ctx, key)
+}
+
+// messages is Messages of the run of key.
+func (d *DB) messages(ctx context.Context, key string) ([]run.Message, error) {
+	runID := idOf(key)
 	var (
 		input, content, status string
 		created                time.Time
 		finished               *time.Time
 		stepsJSON              []byte
 	)
-	err := d.pool.QueryRow(ctx, sqlMessages, runID).Scan(&input, &content, &status, &created, &finished, &stepsJSON)
+	err := d.pool.QueryRow(ctx, sqlMessages, key).Scan(&input, &content, &status, &created, &finished, &stepsJSON)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err = run.ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("kern: messages of run %q: %w", runID, err)
+		return nil, fmt.Errorf("kern: messages of run %q: %w", idOf(runID), err)
 	}
 	var steps []struct {
 		Role       string          `json:"role"`
@@ -177,7 +184,7 @@ func (d *DB) Messages(ctx context.Context, runID string) ([]run.Message, error) 
 		At         time.Time       `json:"at"`
 	}
 	if err := json.Unmarshal(stepsJSON, &steps); err != nil {
-		return nil, fmt.Errorf("kern: messages of run %q: %w", runID, err)
+		return nil, fmt.Errorf("kern: messages of run %q: %w", idOf(runID), err)
 	}
 	msgs := make([]run.Message, 0, len(steps)+2)
 	msgs = append(msgs, run.Message{Role: "user", Content: input, At: created})
@@ -185,7 +192,7 @@ func (d *DB) Messages(ctx context.Context, runID string) ([]run.Message, error) 
 		m := run.Message{Role: s.Role, Content: s.Content, ToolCallID: s.ToolCallID, At: s.At}
 		if len(s.ToolCalls) > 0 && string(s.ToolCalls) != "null" {
 			if m.ToolCalls, err = decodeCalls(s.ToolCalls); err != nil {
-				return nil, fmt.Errorf("kern: messages of run %q: %w", runID, err)
+				return nil, fmt.Errorf("kern: messages of run %q: %w", idOf(runID), err)
 			}
 		}
 		msgs = append(msgs, m)

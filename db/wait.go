@@ -15,10 +15,19 @@ import (
 // Postgres is briefly away (a restart, a dropped connection) it keeps
 // waiting, until ctx ends.
 func (d *DB) WaitRun(ctx context.Context, runID string) (*run.Output, error) {
-	sub := d.subscribeDone(runID)
+	key, err := d.operatorKey(ctx, runID)
+	if err != nil {
+		return nil, err
+	}
+	return d.waitRun(ctx, key)
+}
+
+// waitRun is WaitRun for the run of key.
+func (d *DB) waitRun(ctx context.Context, key string) (*run.Output, error) {
+	sub := d.subscribeDone(key)
 	defer sub.Close()
 	for failures := 0; ; {
-		out, err := d.GetRun(ctx, runID)
+		out, err := d.getByKey(ctx, key)
 		if transient(err) && pause(ctx, failures) {
 			failures++
 			continue
@@ -32,7 +41,7 @@ func (d *DB) WaitRun(ctx context.Context, runID string) (*run.Output, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("kern: wait run %q: %w", runID, context.Cause(ctx))
+			return nil, fmt.Errorf("kern: wait run %q: %w", idOf(key), context.Cause(ctx))
 		case <-sub.C():
 		}
 	}

@@ -144,21 +144,13 @@ func (s *Server) submitRun(w http.ResponseWriter, r *http.Request, t *db.TenantD
 		s.writeError(w, r, err)
 		return
 	}
-	// A repeat of a submit that named its run_id and idempotency key finds
-	// its own run id: only looking first tells it from a new run. (Two
-	// such submits at the same time may both answer 202.)
-	existed := false
-	if q.RunID != "" && p.IdempotencyKey != "" {
-		_, gerr := t.GetRun(r.Context(), p.RunID)
-		existed = gerr == nil
-	}
-	out, err := t.SubmitRun(r.Context(), p)
+	out, created, err := t.SubmitRunOrExisting(r.Context(), p)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	status := http.StatusAccepted
-	if out.RunID != p.RunID || existed {
+	if !created {
 		status = http.StatusOK // an earlier submit's run, by idempotency key
 	}
 	s.writeRun(w, r, status, out)

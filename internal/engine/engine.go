@@ -40,6 +40,9 @@ type Store interface {
 	// startable (terminal, running elsewhere, or not this job's), and
 	// run.ErrNotFound for no run.
 	StartRun(ctx context.Context, runID string, jobID *int64) (*Claim, error)
+	// ReadRun reads the run of key runID (RunKey), whatever its tenant:
+	// run.ErrNotFound when there is none.
+	ReadRun(ctx context.Context, runID string) (*run.Output, error)
 	// StartKeyedRun is StartRun for a worker with a per-key limit
 	// (WorkerConfig.MaxRunsPerKey, 0 for none): a run of a concurrency key
 	// starts only when fewer than maxRunsPerKey runs of its key are running
