@@ -222,4 +222,3 @@ func TestMigrationRekeysTenantRuns(t *testing.T) {
 }
 
 func second[T any](_ T, err error) error { return err }
-
