@@ -3,10 +3,12 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kern-go/kern/run"
@@ -431,4 +433,66 @@ func TestEveryRouteNeedsAValidKey(t *testing.T) {
 	}
 	// globex's key still works: revoking acme's touched only acme's.
 	e.do(t, e.globex, "GET", "/v1/runs", nil).expect(t, http.StatusOK)
+}
+
+// TestSameRunIDForTwoTenants: run ids are per tenant, so a second tenant's
+// submit of an id the first uses is accepted as a run of its own (no 409,
+// which would tell that the id exists), and each reads its own.
+func TestSameRunIDForTwoTenants(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, server.Config{})
+	for _, k := range []string{e.acme, e.globex} {
+		e.do(t, k, "POST", "/v1/runs", map[string]any{"agent": "assistant", "prompt": "mine", "run_id": "order-7"}).
+			expect(t, http.StatusAccepted)
+	}
+	for k, tenant := range map[string]string{e.acme: "acme", e.globex: "globex"} {
+		got := e.wait(t, k, "order-7")
+		if got["status"] != "completed" || got["input"] != "mine" {
+			t.Fatalf("%s's order-7: %v", tenant, got)
+		}
+	}
+	// Within a tenant the id is still taken.
+	e.do(t, e.acme, "POST", "/v1/runs", map[string]any{"agent": "assistant", "prompt": "again", "run_id": "order-7"}).
+		expectProblem(t, http.StatusConflict)
+}
+
+// TestConcurrentIdempotentSubmitsAnswerOne202: of identical first submits
+// with one idempotency key at the same instant, exactly one answers 202
+// (it created the run) and every other 200 with that run.
+func TestConcurrentIdempotentSubmitsAnswerOne202(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, server.Config{})
+	const n = 8
+	for round := range 5 {
+		body := map[string]any{"agent": "assistant", "prompt": "once", "run_id": fmt.Sprintf("idem-%d", round),
+			"idempotency_key": fmt.Sprintf("key-%d", round)}
+		statuses := make(chan int, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				statuses <- e.do(t, e.acme, "POST", "/v1/runs", body).status
+			}()
+		}
+		close(start)
+		wg.Wait()
+		close(statuses)
+		accepted, ok := 0, 0
+		for s := range statuses {
+			switch s {
+			case http.StatusAccepted:
+				accepted++
+			case http.StatusOK:
+				ok++
+			default:
+				t.Fatalf("round %d: status %d", round, s)
+			}
+		}
+		if accepted != 1 || ok != n-1 {
+			t.Fatalf("round %d: %d answered 202 and %d 200; want exactly one 202", round, accepted, ok)
+		}
+	}
 }
