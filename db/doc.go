@@ -14,6 +14,18 @@
 // through DB.Engine, whose key type only kern's own packages can name, so an
 // application cannot start, fence or finish a run by hand.
 //
+// # Tenants: run ids per tenant, one key per run
+//
+// A run belongs to a tenant ("" is the operator's own), and run ids are per
+// tenant: two tenants may each have a run "order-7". Every table, River job
+// and notification names a run by its key (engine.RunKey: the id for the
+// operator's runs, tenant + "\x1e" + id for a tenant's; runkey.go), so every
+// statement about a run is already about one tenant's run, and a tenant's
+// request (a cancel, an answer, a read) can only ever reach its own. What
+// leaves the package names the run by its id. TenantDB derives the key from
+// its tenant; DB reads its own run of an id first, else the one tenant's,
+// and refuses an id several tenants use (run.ErrInvalidArgument).
+//
 // # The flow of a run through the database
 //
 //  1. SubmitRun inserts the run row (pending) and, for a background run, its
