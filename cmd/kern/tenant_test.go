@@ -27,7 +27,9 @@ func TestRunsTenant(t *testing.T) {
 	}
 
 	out := kern(t, ctx, e.url, "runs", "submit", "--tenant", "acme", "--agent", "idle", "--json", "for acme")
-	var sub struct{ RunID string `json:"run_id"` }
+	var sub struct {
+		RunID string `json:"run_id"`
+	}
 	if err := json.Unmarshal([]byte(out), &sub); err != nil {
 		t.Fatal(err)
 	}
