@@ -69,7 +69,7 @@ func TestConfigBadFile(t *testing.T) {
 		})
 	}
 	res := runKern(t, ctx, "", noModelEnv, "worker", "--config", "x.yaml", "--agent", "a")
-	if res.code != 1 || !strings.Contains(res.stderr, "[config agent]") {
+	if res.code != 1 || !strings.Contains(res.stderr, "--config and --agent do not mix") {
 		t.Fatalf("--config with --agent: exit %d, stderr %q", res.code, res.stderr)
 	}
 }

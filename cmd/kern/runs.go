@@ -392,6 +392,9 @@ through kern runs list, and deletes nothing.`,
   kern runs clear --status error,cancelled --older-than 0 --dry-run`,
 		Args: cobra.NoArgs,
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, _ []string) error {
+			if olderThan < 0 {
+				return fmt.Errorf("--older-than %v is negative: want how long ago a run finished, at least (e.g. 24h, or 0 for any time)", olderThan)
+			}
 			p := run.DeleteParams{OlderThan: olderThan}
 			for _, s := range statuses {
 				st := run.Status(s)
