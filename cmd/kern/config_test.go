@@ -202,7 +202,7 @@ func TestApprovalCommands(t *testing.T) {
 			{ID: "c3", Name: "ask_human", Arguments: `{"q":"ok?"}`},
 		}}
 	})
-	out, err := a.Run(ctx, "clean up", agent.Background(true))
+	out, err := a.Run(ctx, "clean up", agent.Background(true), agent.WithTenant("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,11 +216,12 @@ func TestApprovalCommands(t *testing.T) {
 		code      int
 		out, errs string
 	}{
-		{"", []string{"runs", "approve", out.RunID, "c1"}, 0, "approved\n", ""},
+		{"", []string{"runs", "approve", "--tenant", "other", out.RunID, "c1"}, 1, "", "not found"},
+		{"", []string{"runs", "approve", out.RunID[:13], "c1"}, 0, "approved\n", ""}, // a prefix of the id
 		{"", []string{"runs", "approve", out.RunID, "c1"}, 1, "", "not waiting on that call"},
 		{"", []string{"runs", "reject", out.RunID, "nope", "--reason", "x"}, 1, "", "not waiting on that call"},
 		{"", []string{"runs", "approve", "0196a0b1-0000-7000-8000-000000000000", "c1"}, 1, "", "not found"},
-		{"", []string{"runs", "reject", out.RunID, "c2", "--reason", "not today"}, 0, "rejected\n", ""},
+		{"", []string{"runs", "reject", "--tenant", "acme", out.RunID, "c2", "--reason", "not today"}, 0, "rejected\n", ""},
 		{"yes, go ahead\n", []string{"runs", "answer", out.RunID, "c3"}, 0, "answered\n", ""},
 		{"", []string{"runs", "answer", out.RunID, "c3", "again"}, 1, "", "not waiting on that call"},
 	} {
