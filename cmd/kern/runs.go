@@ -24,7 +24,9 @@ func newRunsCmd(flags *rootFlags) *cobra.Command {
 		Short: "Submit, inspect, follow, wait for and cancel runs",
 		Long: `Commands on runs. They print tables for people (relative times, short ids;
 --wide for more columns; colours only on a terminal, never with NO_COLOR)
-and, with --json, each run exactly as the HTTP API shows it. Errors go to
+and, with --json, each run exactly as the HTTP API shows it (list: without
+its content). A RUN_ID may be any unique prefix of a run's id, such as the
+short ids of list; --tenant reads and makes one tenant's runs. Errors go to
 stderr; the exit code is 0 on success and 1 on an error (runs wait has more).`,
 		Example: `  kern runs submit --agent assistant "What is the capital of France?"
   kern runs list --status running
