@@ -38,7 +38,7 @@ func (d *DB) Events(ctx context.Context, runID string, afterSeq int64) iter.Seq2
 			return
 		}
 		if afterSeq < 0 {
-			yield(run.Event{}, fmt.Errorf("kern: %w: afterSeq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq))
+			yield(run.Event{}, fmt.Errorf("kern: %w: after seq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq))
 			return
 		}
 		sub := d.subscribeEvents(runID)
@@ -106,7 +106,7 @@ func (d *DB) StoredEvents(ctx context.Context, runID string, afterSeq int64) ([]
 		return nil, err
 	}
 	if afterSeq < 0 {
-		return nil, fmt.Errorf("kern: %w: afterSeq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq)
+		return nil, fmt.Errorf("kern: %w: after seq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq)
 	}
 	var all []run.Event
 	for {

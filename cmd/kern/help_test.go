@@ -73,4 +73,7 @@ func TestMessagesNameTheFlags(t *testing.T) {
 	if !errors.Is(err, run.ErrInvalidArgument) || !strings.Contains(err.Error(), "older than -5s is negative") {
 		t.Fatalf("DeleteRuns with a negative OlderThan: %v", err)
 	}
+	if _, err := d.StoredEvents(ctx, "x", -1); !errors.Is(err, run.ErrInvalidArgument) || !strings.Contains(err.Error(), "after seq -1 is negative") {
+		t.Fatalf("StoredEvents after -1: %v", err)
+	}
 }
