@@ -25,50 +25,89 @@ import (
 // the operator's run of that id to come (a tenant's is cancelled through
 // ForTenant).
 func (d *DB) CancelRun(ctx context.Context, runID string) (bool, error) {
+	res, err := d.CancelRunResult(ctx, runID)
+	return err == nil && res.Outcome != CancelAlreadyFinished, err
+}
+
+// CancelOutcome is what a cancel request did (CancelResult).
+type CancelOutcome int
+
+const (
+	// CancelRecorded: there is no run of that id yet; the request waits for
+	// one submitted with it, which will end cancelled.
+	CancelRecorded CancelOutcome = iota + 1
+	// CancelDone: the run is cancelled now, or had been already, or (pending
+	// again after a concurrent submit) will end cancelled by the request.
+	CancelDone
+	// CancelAlreadyFinished: the run had completed or failed; nothing
+	// changed.
+	CancelAlreadyFinished
+)
+
+// CancelResult is what CancelRunResult did: its outcome, and the run's
+// status after it ("" when there is no run yet).
+type CancelResult struct {
+	Outcome CancelOutcome
+	Status  run.Status
+}
+
+// CancelRunResult is CancelRun, telling which of its cases it was, so that
+// a person is told what happened (kern runs cancel) rather than a bool.
+func (d *DB) CancelRunResult(ctx context.Context, runID string) (CancelResult, error) {
 	key, err := d.operatorKey(ctx, runID)
 	if err != nil {
-		return false, err
+		return CancelResult{}, err
 	}
 	return d.cancelRun(ctx, key)
 }
 
-// cancelRun is CancelRun of the run of key. A request is recorded by key,
-// so it applies only to that tenant's run of the id (engine.RunKey): a
+// CancelRunResult is DB.CancelRunResult as this tenant asks it: another
+// tenant's run of the id is another run, left untouched.
+func (t *TenantDB) CancelRunResult(ctx context.Context, runID string) (CancelResult, error) {
+	key, err := t.key(runID)
+	if err != nil {
+		return CancelResult{}, err
+	}
+	return t.d.cancelRun(ctx, key)
+}
+
+// cancelRun is CancelRunResult of the run of key. A request is recorded by
+// key, so it applies only to that tenant's run of the id (engine.RunKey): a
 // tenant's cancel-before-start of an id never touches another tenant's run.
-func (d *DB) cancelRun(ctx context.Context, key string) (bool, error) {
-	runID := idOf(key)
+func (d *DB) cancelRun(ctx context.Context, key string) (CancelResult, error) {
+	runID, fail := idOf(key), CancelResult{}
 	// The request is committed before the run is looked at: any worker that
 	// starts the run from now on finds it (see the package doc).
 	var inserted bool
 	err := d.pool.QueryRow(ctx, sqlInsertCancel, key).Scan(&inserted)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return false, fmt.Errorf("kern: cancel run %q: %w", runID, err)
+		return fail, fmt.Errorf("kern: cancel run %q: %w", runID, err)
 	}
 	tag, err := d.pool.Exec(ctx, sqlCancelRun, key)
 	if err != nil {
-		return false, fmt.Errorf("kern: cancel run %q: %w", runID, err)
+		return fail, fmt.Errorf("kern: cancel run %q: %w", runID, err)
 	}
 	if tag.RowsAffected() == 1 {
-		return true, nil
+		return CancelResult{CancelDone, run.StatusCancelled}, nil
 	}
 
 	var status run.Status
 	err = d.pool.QueryRow(ctx, sqlRunStatus, key).Scan(&status)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return true, nil // not submitted yet: the request waits for it
+		return CancelResult{Outcome: CancelRecorded}, nil // not submitted yet: the request waits for it
 	case err != nil:
-		return false, fmt.Errorf("kern: cancel run %q: %w", runID, err)
+		return fail, fmt.Errorf("kern: cancel run %q: %w", runID, err)
 	case status == run.StatusCompleted || status == run.StatusError:
 		if inserted {
 			if _, err := d.pool.Exec(ctx, sqlDeleteCancel, key); err != nil {
-				return false, fmt.Errorf("kern: cancel run %q: withdraw request: %w", runID, err)
+				return fail, fmt.Errorf("kern: cancel run %q: withdraw request: %w", runID, err)
 			}
 		}
-		return false, nil
+		return CancelResult{CancelAlreadyFinished, status}, nil
 	default:
 		// cancelled already, or pending again after a concurrent submit:
 		// the committed request ends it as cancelled either way.
-		return true, nil
+		return CancelResult{CancelDone, run.StatusCancelled}, nil
 	}
 }

@@ -52,7 +52,7 @@ func (d *DB) events(ctx context.Context, key string, afterSeq int64) iter.Seq2[r
 	runID := key // the key below, the id in error texts (shown)
 	return func(yield func(run.Event, error) bool) {
 		if afterSeq < 0 {
-			yield(run.Event{}, fmt.Errorf("kern: %w: afterSeq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq))
+			yield(run.Event{}, fmt.Errorf("kern: %w: after seq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq))
 			return
 		}
 		sub := d.subscribeEvents(runID)
@@ -127,7 +127,7 @@ func (d *DB) StoredEvents(ctx context.Context, runID string, afterSeq int64) ([]
 // storedEvents is StoredEvents of the run of key.
 func (d *DB) storedEvents(ctx context.Context, runID string, afterSeq int64) ([]run.Event, error) {
 	if afterSeq < 0 {
-		return nil, fmt.Errorf("kern: %w: afterSeq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq)
+		return nil, fmt.Errorf("kern: %w: after seq %d is negative (0 replays from the first event)", run.ErrInvalidArgument, afterSeq)
 	}
 	var all []run.Event
 	for {

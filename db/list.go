@@ -111,7 +111,7 @@ func (d *DB) DeleteRuns(ctx context.Context, p run.DeleteParams) (int, error) {
 // latency; see engineDB.Retain).
 func (d *DB) deleteRuns(ctx context.Context, p run.DeleteParams, pause time.Duration) (int, error) {
 	if p.OlderThan < 0 {
-		return 0, fmt.Errorf("kern: %w: OlderThan %v is negative", run.ErrInvalidArgument, p.OlderThan)
+		return 0, fmt.Errorf("kern: %w: older than %v is negative: want how long ago a run finished, at least", run.ErrInvalidArgument, p.OlderThan)
 	}
 	statuses, err := statusStrings(p.Statuses, true)
 	if err != nil {

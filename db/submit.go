@@ -79,7 +79,7 @@ const DefaultWaitTimeout = 24 * time.Hour
 const (
 	maxKeyBytes      = 255
 	maxNameBytes     = 1024
-	maxPromptBytes   = 16 << 20
+	maxPromptBytes   = run.MaxInputBytes // the CLI and the HTTP API hold to it too
 	maxMetadataBytes = 1 << 20
 )
 

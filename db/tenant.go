@@ -82,7 +82,8 @@ func (t *TenantDB) CancelRun(ctx context.Context, runID string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return t.d.cancelRun(ctx, key)
+	res, err := t.d.cancelRun(ctx, key)
+	return err == nil && res.Outcome != CancelAlreadyFinished, err
 }
 
 // ListRuns is DB.ListRuns over this tenant's runs (p.TenantID is set).

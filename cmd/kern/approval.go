@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/run"
 )
 
@@ -17,15 +16,27 @@ import (
 // answers to the tool calls a waiting run (run.StatusWaiting) waits on,
 // listed in its Waiting ("kern runs get ID").
 func addApprovalCmds(runs *cobra.Command, flags *rootFlags) {
-	answer := func(verb string, fn func(ctx context.Context, d *db.DB, runID, callID string, args []string) error) func(*cobra.Command, []string) error {
+	var tenant string
+	answer := func(verb string, fn func(ctx context.Context, d answerer, runID, callID string, args []string) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
 			d, err := flags.open(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer d.Close()
+			var v answerer = d
+			if tenant != "" {
+				if v, err = d.ForTenant(tenant); err != nil {
+					return fmt.Errorf("--tenant: %w", err)
+				}
+			}
 			runID, callID := args[0], args[1]
-			switch err := fn(cmd.Context(), d, runID, callID, args[2:]); {
+			id, err := resolveRunID(cmd.Context(), d, runID, tenant)
+			if err == nil {
+				runID = id
+				err = fn(cmd.Context(), v, runID, callID, args[2:])
+			}
+			switch {
 			case errors.Is(err, run.ErrNotWaiting):
 				return fmt.Errorf("run %s: not waiting on that call (%s): never asked, already answered, or the run is not waiting", runID, callID)
 			case errors.Is(err, run.ErrNotFound):
@@ -42,7 +53,8 @@ func addApprovalCmds(runs *cobra.Command, flags *rootFlags) {
 		Use:   "approve RUN_ID CALL_ID",
 		Short: "Approve a tool call a waiting run waits on; a worker then makes it",
 		Long: `Approves call CALL_ID of waiting run RUN_ID (the run's Waiting lists its
-open calls: kern runs get RUN_ID). A worker serving the run's agent makes the
+open calls: kern runs get RUN_ID; RUN_ID may be a unique prefix of the
+id, as the short ids of kern runs list). A worker serving the run's agent makes the
 call once every call the run waits on is answered. Prints "approved". The
 first answer to a call stands: another one, or one for a call the run does
 not wait on, exits 1 saying "not waiting on that call"; an unknown run
@@ -50,7 +62,7 @@ exits 1 saying "not found".`,
 		Example: `  kern runs list --status waiting
   kern runs approve 01968c5e-… call_abc123`,
 		Args: cobra.ExactArgs(2),
-		RunE: answer("approved", func(ctx context.Context, d *db.DB, runID, callID string, _ []string) error {
+		RunE: answer("approved", func(ctx context.Context, d answerer, runID, callID string, _ []string) error {
 			return d.ApproveToolCall(ctx, runID, callID)
 		}),
 	}
@@ -64,7 +76,7 @@ model reads "rejected: <reason>" as its result. Prints "rejected"; exits 1
 as approve does.`,
 		Example: `  kern runs reject 01968c5e-… call_abc123 --reason "not on production"`,
 		Args:    cobra.ExactArgs(2),
-		RunE: answer("rejected", func(ctx context.Context, d *db.DB, runID, callID string, _ []string) error {
+		RunE: answer("rejected", func(ctx context.Context, d answerer, runID, callID string, _ []string) error {
 			return d.RejectToolCall(ctx, runID, callID, reason)
 		}),
 	}
@@ -81,7 +93,7 @@ approve does.`,
   jq -c . result.json | kern runs answer 01968c5e-… call_abc123`,
 		Args: cobra.RangeArgs(2, 3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return answer("answered", func(ctx context.Context, d *db.DB, runID, callID string, rest []string) error {
+			return answer("answered", func(ctx context.Context, d answerer, runID, callID string, rest []string) error {
 				var output string
 				if len(rest) == 1 && rest[0] != "-" {
 					output = rest[0]
@@ -96,5 +108,16 @@ approve does.`,
 			})(cmd, args)
 		},
 	}
+	for _, c := range []*cobra.Command{approve, reject, answerCmd} {
+		tenantFlag(c, &tenant, tenantReadUsage)
+	}
 	runs.AddCommand(approve, reject, answerCmd)
+}
+
+// answerer is the operator's *db.DB or, with --tenant, the tenant's
+// *db.TenantDB, which answers only the tenant's runs.
+type answerer interface {
+	ApproveToolCall(ctx context.Context, runID, callID string) error
+	RejectToolCall(ctx context.Context, runID, callID, reason string) error
+	SubmitToolResult(ctx context.Context, runID, callID, output string) error
 }

@@ -69,7 +69,7 @@ func TestConfigBadFile(t *testing.T) {
 		})
 	}
 	res := runKern(t, ctx, "", noModelEnv, "worker", "--config", "x.yaml", "--agent", "a")
-	if res.code != 1 || !strings.Contains(res.stderr, "[config agent]") {
+	if res.code != 1 || !strings.Contains(res.stderr, "--config and --agent do not mix") {
 		t.Fatalf("--config with --agent: exit %d, stderr %q", res.code, res.stderr)
 	}
 }
@@ -202,7 +202,7 @@ func TestApprovalCommands(t *testing.T) {
 			{ID: "c3", Name: "ask_human", Arguments: `{"q":"ok?"}`},
 		}}
 	})
-	out, err := a.Run(ctx, "clean up", agent.Background(true))
+	out, err := a.Run(ctx, "clean up", agent.Background(true), agent.WithTenant("acme"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,11 +216,12 @@ func TestApprovalCommands(t *testing.T) {
 		code      int
 		out, errs string
 	}{
-		{"", []string{"runs", "approve", out.RunID, "c1"}, 0, "approved\n", ""},
+		{"", []string{"runs", "approve", "--tenant", "other", out.RunID, "c1"}, 1, "", "not found"},
+		{"", []string{"runs", "approve", out.RunID[:13], "c1"}, 0, "approved\n", ""}, // a prefix of the id
 		{"", []string{"runs", "approve", out.RunID, "c1"}, 1, "", "not waiting on that call"},
 		{"", []string{"runs", "reject", out.RunID, "nope", "--reason", "x"}, 1, "", "not waiting on that call"},
 		{"", []string{"runs", "approve", "0196a0b1-0000-7000-8000-000000000000", "c1"}, 1, "", "not found"},
-		{"", []string{"runs", "reject", out.RunID, "c2", "--reason", "not today"}, 0, "rejected\n", ""},
+		{"", []string{"runs", "reject", "--tenant", "acme", out.RunID, "c2", "--reason", "not today"}, 0, "rejected\n", ""},
 		{"yes, go ahead\n", []string{"runs", "answer", out.RunID, "c3"}, 0, "answered\n", ""},
 		{"", []string{"runs", "answer", out.RunID, "c3", "again"}, 1, "", "not waiting on that call"},
 	} {
@@ -262,14 +263,17 @@ func TestSchedulesCommands(t *testing.T) {
 		}
 		return res.stdout
 	}
-	var put run.Schedule
+	var put scheduleJSON
 	js := kernOK("schedules", "put", "morning", "--agent", "assistant", "--cron", "0 7 * * *",
 		"--timezone", "Europe/Paris", "--session", "reports", "--metadata", "team=ops", "--metadata", "k=a=b", "--paused",
-		"Summarise yesterday.")
+		"--json", "Summarise yesterday.")
 	if err := json.Unmarshal([]byte(js), &put); err != nil {
 		t.Fatalf("put printed %q: %v", js, err)
 	}
-	if put.Name != "morning" || put.AgentName != "assistant" || put.Cron != "0 7 * * *" || put.Timezone != "Europe/Paris" ||
+	if !strings.Contains(js, `"agent": "assistant"`) || !strings.Contains(js, `"next_run_at": "`) || strings.Contains(js, "AgentName") {
+		t.Fatalf("put --json is not the API's schedule object: %s", js)
+	}
+	if put.Name != "morning" || put.Agent != "assistant" || put.Cron != "0 7 * * *" || put.Timezone != "Europe/Paris" ||
 		put.SessionID != "reports" || !put.Paused || put.Prompt != "Summarise yesterday." ||
 		put.Metadata["team"] != "ops" || put.Metadata["k"] != "a=b" || put.NextRunAt.IsZero() {
 		t.Fatalf("put: %+v", put)
@@ -277,7 +281,11 @@ func TestSchedulesCommands(t *testing.T) {
 	if hour := put.NextRunAt.In(mustZone(t, "Europe/Paris")).Hour(); hour != 7 {
 		t.Fatalf("next run at %v: want 07:00 in Paris", put.NextRunAt)
 	}
-	kernOK("schedules", "put", "poll", "--agent", "watcher", "--cron", "@every 5m", "Anything new?")
+	// Without --json: for people.
+	if text := kernOK("schedules", "put", "poll", "--agent", "watcher", "--cron", "@every 5m", "Anything new?"); !strings.HasPrefix(text, "name:      poll\nagent:     watcher\ncron:      @every 5m (UTC)\nnext run:  ") ||
+		!strings.HasSuffix(text, "\nprompt:    Anything new?\n") {
+		t.Fatalf("put printed\n%s", text)
+	}
 
 	table := kernOK("schedules", "list")
 	lines := strings.Split(strings.TrimSpace(table), "\n")
@@ -286,9 +294,11 @@ func TestSchedulesCommands(t *testing.T) {
 		!strings.HasPrefix(lines[2], "poll ") || !strings.Contains(lines[2], "@every 5m") || !strings.Contains(lines[2], "UTC") {
 		t.Fatalf("list printed\n%s", table)
 	}
-	var list []run.Schedule
-	if err := json.Unmarshal([]byte(kernOK("schedules", "list", "--json")), &list); err != nil || len(list) != 2 || list[0].Name != "morning" {
-		t.Fatalf("list --json: %+v, %v", list, err)
+	var list []scheduleJSON
+	listJS := kernOK("schedules", "list", "--json")
+	if err := json.Unmarshal([]byte(listJS), &list); err != nil || len(list) != 2 || list[0].Name != "morning" || list[1].Agent != "watcher" ||
+		!strings.Contains(listJS, `"session_id": "reports"`) {
+		t.Fatalf("list --json: %+v, %v\n%s", list, err, listJS)
 	}
 
 	res := runKern(t, ctx, "", nil, append(db, "schedules", "put", "bad", "--cron", "0 25 * * *", "x")...)

@@ -121,12 +121,14 @@ type waitOpts struct {
 
 func newWaitCmd(withDB dbRunner) *cobra.Command {
 	var o waitOpts
+	var tenant string
 	cmd := &cobra.Command{
 		Use:   "wait RUN_ID",
 		Short: "Wait until a run is terminal or waits for an answer, then print it",
 		Long: `Waits for the run, then prints it (--json: the run's JSON). A spinner shows
 on a terminal meanwhile. --follow prints the content as it streams instead,
-exactly as stored (no run summary).
+exactly as stored (no run summary), and a newline after it unless it ends
+with one.
 
 Exit codes: 0 completed, 1 error (or kern failed: unknown id, bad flags),
 2 cancelled, 3 --timeout passed first (the run as it is now is printed),
@@ -136,19 +138,24 @@ Exit codes: 0 completed, 1 error (or kern failed: unknown id, bad flags),
   kern runs wait --follow "$id"`,
 		Args: cobra.ExactArgs(1),
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
-			return waitFor(cmd, d, args[0], o)
+			v, id, err := openRun(cmd.Context(), d, args[0], tenant)
+			if err != nil {
+				return err
+			}
+			return waitFor(cmd, v, id, o)
 		}),
 	}
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 0, "give up after this long (exit 3); 0 waits as long as it takes")
 	cmd.Flags().BoolVarP(&o.follow, "follow", "f", false, "print the content as it streams")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print the run as JSON")
 	cmd.Flags().BoolVar(&o.wide, "wide", false, "print more fields")
+	tenantFlag(cmd, &tenant, tenantReadUsage)
 	return cmd
 }
 
 // waitFor waits for run id as o says, prints it, and returns runs wait's
 // exit (waitResult).
-func waitFor(cmd *cobra.Command, d *db.DB, id string, o waitOpts) error {
+func waitFor(cmd *cobra.Command, d runsView, id string, o waitOpts) error {
 	if o.follow && o.json {
 		return errors.New("--follow prints the content; it does not mix with --json")
 	}
@@ -165,12 +172,13 @@ func waitFor(cmd *cobra.Command, d *db.DB, id string, o waitOpts) error {
 			o, err := d.GetRun(ctx, id)
 			return err == nil && o.Status == run.StatusWaiting, err
 		}
-		err = followContent(ctx, d.Events, waitingNow, id, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		w := &lastByteWriter{w: cmd.OutOrStdout()}
+		err = followContent(ctx, d.Events, waitingNow, id, w, cmd.ErrOrStderr())
+		if w.last != 0 && w.last != '\n' { // the shell's prompt on a line of its own
+			fmt.Fprintln(w)
+		}
 		if err == nil {
 			out, err = d.GetRun(ctx, id)
-			if err == nil && isTerminal(cmd.OutOrStdout()) && out.Content != "" {
-				fmt.Fprintln(cmd.OutOrStdout())
-			}
 		}
 	} else {
 		stop := spin(cmd.ErrOrStderr(), "waiting for "+id)
@@ -222,6 +230,7 @@ func waitResult(out *run.Output) error {
 func newEventsCmd(withDB dbRunner) *cobra.Command {
 	var after int64
 	var followFlag, jsonOut bool
+	var tenant string
 	cmd := &cobra.Command{
 		Use:   "events RUN_ID",
 		Short: "Print a run's event log, one line per event (seq, type, data)",
@@ -233,23 +242,39 @@ events until the run is terminal, resuming by seq after a lost connection.`,
   kern runs events --json "$id" | jq -r 'select(.type=="tool.call").data.name'`,
 		Args: cobra.ExactArgs(1),
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
-			id, ctx, w := args[0], cmd.Context(), cmd.OutOrStdout()
+			ctx, w := cmd.Context(), cmd.OutOrStdout()
 			if after < 0 {
 				return errors.New("--after must not be negative")
 			}
-			if _, err := d.GetRun(ctx, id); err != nil {
+			v, id, err := openRun(ctx, d, args[0], tenant)
+			if err != nil {
 				return err
 			}
 			if followFlag {
-				return follow(ctx, d.Events, id, after, func(ev run.Event) (bool, error) {
+				return follow(ctx, v.Events, id, after, func(ev run.Event) (bool, error) {
 					return false, printEvent(w, ev, jsonOut)
 				})
 			}
-			return printStoredEvents(cmd, d, id, after, jsonOut)
+			return printStoredEvents(cmd, v, id, after, jsonOut)
 		}),
 	}
 	cmd.Flags().Int64Var(&after, "after", 0, "only events after this seq")
 	cmd.Flags().BoolVarP(&followFlag, "follow", "f", false, "keep printing new events until the run is terminal")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON lines")
+	tenantFlag(cmd, &tenant, tenantReadUsage)
 	return cmd
+}
+
+// lastByteWriter remembers the last byte written through it (0: none).
+type lastByteWriter struct {
+	w    io.Writer
+	last byte
+}
+
+func (l *lastByteWriter) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	if n > 0 {
+		l.last = p[n-1]
+	}
+	return n, err
 }

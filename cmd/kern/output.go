@@ -103,15 +103,21 @@ func printRunJSON(w io.Writer, out *run.Output) error {
 	return writeIndented(w, js)
 }
 
-// printRunsJSON writes runs as a JSON array of API.md's objects.
+// printRunsJSON writes runs as a JSON array of summaries: API.md's
+// objects without "content" (a listing is a summary, as its table is;
+// kern runs get prints a run whole).
 func printRunsJSON(w io.Writer, runs []*run.Output) error {
 	arr := make([]json.RawMessage, len(runs))
 	for i, r := range runs {
-		js, err := runJSON(r)
+		summary := *r
+		summary.Content = ""
+		js, err := runJSON(&summary)
 		if err != nil {
 			return err
 		}
-		arr[i] = js
+		// The first such bytes are the run's own field: in a string value
+		// the quotes would be escaped, and metadata comes after content.
+		arr[i] = bytes.Replace(js, []byte(`"content":"",`), nil, 1)
 	}
 	js, err := json.Marshal(arr)
 	if err != nil {
@@ -192,17 +198,32 @@ func (p *printer) run(out *run.Output) error {
 	return nil
 }
 
-// runs prints runs as a table (without their content), or a JSON array.
-func (p *printer) runs(runs []*run.Output) error {
+// runs prints runs as a table (without their content; ids as given, nil:
+// shortIDs; a TENANT column when tenants is set), or a JSON array of
+// summaries (listJSON).
+func (p *printer) runs(runs []*run.Output, ids []string, tenants bool) error {
 	if p.json {
 		return printRunsJSON(p.w, runs)
 	}
-	ids := shortIDs(runs)
+	if ids == nil {
+		ids = shortIDs(runs)
+	}
+	tenants = tenants || p.wide
+	tenantCol := func(r *run.Output) string {
+		if !tenants {
+			return ""
+		}
+		return dash(r.TenantID) + "\t"
+	}
 	tw := tabwriter.NewWriter(p.w, 0, 0, 2, ' ', 0)
+	head := "ID\t"
+	if tenants {
+		head += "TENANT\t"
+	}
 	if p.wide {
-		fmt.Fprintln(tw, "ID\tSTATUS\tAGENT\tNAME\tSESSION\tCREATED\tDURATION\tATTEMPT\tTOKENS\tINPUT")
+		fmt.Fprintln(tw, head+"STATUS\tAGENT\tNAME\tSESSION\tCREATED\tDURATION\tATTEMPT\tTOKENS\tINPUT")
 	} else {
-		fmt.Fprintln(tw, "ID\tSTATUS\tAGENT\tNAME\tCREATED\tDURATION\tINPUT")
+		fmt.Fprintln(tw, head+"STATUS\tAGENT\tNAME\tCREATED\tDURATION\tINPUT")
 	}
 	for i, r := range runs {
 		dur := "-"
@@ -211,10 +232,10 @@ func (p *printer) runs(runs []*run.Output) error {
 		}
 		name := dash(r.Name)
 		if p.wide {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.RunID, p.status(r.Status), r.AgentName, name,
+			fmt.Fprintf(tw, "%s\t%s%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", r.RunID, tenantCol(r), p.status(r.Status), r.AgentName, name,
 				dash(r.SessionID), p.ago(r.CreatedAt), dur, r.Attempt, r.Metrics.TotalTokens, firstLine(r.Input, 80))
 		} else {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ids[i], p.status(r.Status), r.AgentName, name,
+			fmt.Fprintf(tw, "%s\t%s%s\t%s\t%s\t%s\t%s\t%s\n", ids[i], tenantCol(r), p.status(r.Status), r.AgentName, name,
 				p.ago(r.CreatedAt), dur, firstLine(r.Input, 40))
 		}
 	}
@@ -228,9 +249,19 @@ func dash(s string) string {
 	return s
 }
 
-// shortIDs are the runs' ids cut to the shortest prefix, at least 8
-// characters, that no other id of the listing shares.
+// shortIDs are the runs' ids cut to shortIDLen.
 func shortIDs(runs []*run.Output) []string {
+	n := shortIDLen(runs)
+	ids := make([]string, len(runs))
+	for i, r := range runs {
+		ids[i] = r.RunID[:min(n, len(r.RunID))]
+	}
+	return ids
+}
+
+// shortIDLen is the shortest prefix length, at least 8 bytes, that no two
+// ids of the listing share.
+func shortIDLen(runs []*run.Output) int {
 	const minLen = 8
 	n := minLen
 	for i := range runs {
@@ -243,11 +274,7 @@ func shortIDs(runs []*run.Output) []string {
 			n = max(n, k+1)
 		}
 	}
-	ids := make([]string, len(runs))
-	for i, r := range runs {
-		ids[i] = r.RunID[:min(n, len(r.RunID))]
-	}
-	return ids
+	return n
 }
 
 // ago is t relative to the printer's now: "3s ago", "5m ago", "2h ago",

@@ -29,16 +29,23 @@ func newRootCmd() *cobra.Command {
   kern schedules put morning --agent assistant --cron "0 7 * * *" "Summarise yesterday."
   source <(kern completion bash)   # or zsh, fish, powershell`,
 	}
-	root.PersistentFlags().StringVar(&flags.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "Postgres URL (default $DATABASE_URL)")
+	// The default is read when a command opens the database, not here: a
+	// flag's default is printed by every --help, and DATABASE_URL often
+	// holds a password.
+	root.PersistentFlags().StringVar(&flags.databaseURL, "database-url", "", "Postgres URL (default $DATABASE_URL)")
 	root.AddCommand(newMigrateCmd(flags), newWorkerCmd(flags), newRunsCmd(flags), newSchedulesCmd(flags), newKeysCmd(flags), newRateLimitsCmd(flags), newServeCmd(flags), newVersionCmd())
 	return root
 }
 
 func (f *rootFlags) open(ctx context.Context) (*db.DB, error) {
-	if f.databaseURL == "" {
+	url := f.databaseURL
+	if url == "" {
+		url = os.Getenv("DATABASE_URL")
+	}
+	if url == "" {
 		return nil, errors.New("no database: set DATABASE_URL or pass --database-url")
 	}
-	return db.Open(ctx, f.databaseURL)
+	return db.Open(ctx, url)
 }
 
 // printJSON writes v to w as indented JSON (w is a command's OutOrStdout:

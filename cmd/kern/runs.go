@@ -24,7 +24,9 @@ func newRunsCmd(flags *rootFlags) *cobra.Command {
 		Short: "Submit, inspect, follow, wait for and cancel runs",
 		Long: `Commands on runs. They print tables for people (relative times, short ids;
 --wide for more columns; colours only on a terminal, never with NO_COLOR)
-and, with --json, each run exactly as the HTTP API shows it. Errors go to
+and, with --json, each run exactly as the HTTP API shows it (list: without
+its content). A RUN_ID may be any unique prefix of a run's id, such as the
+short ids of list; --tenant reads and makes one tenant's runs. Errors go to
 stderr; the exit code is 0 on success and 1 on an error (runs wait has more).`,
 		Example: `  kern runs submit --agent assistant "What is the capital of France?"
   kern runs list --status running
@@ -48,17 +50,18 @@ stderr; the exit code is 0 on success and 1 on an error (runs wait has more).`,
 
 func newSubmitCmd(withDB dbRunner) *cobra.Command {
 	var (
-		agentName, name, sessionID, runID, idemKey string
-		metadata                                   []string
-		timeout, delay                             time.Duration
-		priority                                   int
-		wait                                       waitOpts
+		agentName, name, sessionID, runID, idemKey, tenant string
+		metadata                                           []string
+		timeout, delay                                     time.Duration
+		priority                                           int
+		wait                                               waitOpts
 	)
 	cmd := &cobra.Command{
 		Use:   "submit [PROMPT|-]",
 		Short: "Submit a background run and print it (pending); --wait or --follow to see it through",
 		Long: `Submits a run for a worker serving --agent. The prompt is the argument, or
-stdin when the argument is "-" or absent and stdin is not a terminal.
+stdin when the argument is "-" or absent and stdin is not a terminal; at
+most 1 MiB (run.MaxInputBytes, as for the HTTP API).
 --metadata values are strings. With --wait or --follow it then behaves as
 kern runs wait, exit codes included.`,
 		Example: `  kern runs submit --agent assistant "What is the capital of France?"
@@ -92,6 +95,13 @@ kern runs wait, exit codes included.`,
 			if priority != 0 {
 				opts = append(opts, agent.WithPriority(priority))
 			}
+			view, err := viewOf(d, tenant)
+			if err != nil {
+				return err
+			}
+			if tenant != "" {
+				opts = append(opts, agent.WithTenant(tenant))
+			}
 			// The submitting side needs no model: a worker does the work.
 			a := &agent.Agent{Name: agentName, Model: agent.OpenAIChat{}, DB: d}
 			out, err := a.Run(cmd.Context(), prompt, opts...)
@@ -102,7 +112,7 @@ kern runs wait, exit codes included.`,
 				if !wait.json {
 					fmt.Fprintln(cmd.ErrOrStderr(), "submitted", out.RunID)
 				}
-				return waitFor(cmd, d, out.RunID, wait)
+				return waitFor(cmd, view, out.RunID, wait)
 			}
 			return newPrinter(cmd.OutOrStdout(), wait.json, wait.wide).run(out)
 		}),
@@ -116,6 +126,7 @@ kern runs wait, exit codes included.`,
 	f.DurationVar(&delay, "delay", 0, "keep the run pending this long first")
 	f.IntVar(&priority, "priority", 0, "1 runs first … 4 last (default 2)")
 	f.StringVar(&runID, "run-id", "", "run id (default: a new UUIDv7)")
+	tenantFlag(cmd, &tenant, "submit the run as this tenant's: its API keys and dashboard sign-ins see it (default: the operator's own, which only the CLI and Go API see)")
 	f.DurationVar(&timeout, "timeout", 0, "run timeout (default: the worker's)")
 	f.BoolVar(&wait.wait, "wait", false, "wait for the run like kern runs wait (exit codes included)")
 	f.BoolVarP(&wait.follow, "follow", "f", false, "print the content as it streams, like kern runs wait --follow")
@@ -126,24 +137,47 @@ kern runs wait, exit codes included.`,
 }
 
 // readPrompt is args[0], or stdin for "-" or no argument when stdin is not
-// a terminal.
+// a terminal. A prompt over run.MaxInputBytes is refused here, before
+// anything is written (and before more of stdin is read).
 func readPrompt(stdin io.Reader, args []string) (string, error) {
 	if len(args) == 1 && args[0] != "-" {
-		return args[0], nil
+		return args[0], checkPromptSize(len(args[0]))
 	}
 	if len(args) == 0 {
 		if f, ok := stdin.(*os.File); ok && isTerminal(f) {
 			return "", errors.New("no prompt: pass PROMPT, or pipe it in")
 		}
 	}
-	b, err := io.ReadAll(stdin)
+	b, err := io.ReadAll(io.LimitReader(stdin, run.MaxInputBytes+1))
 	if err != nil {
 		return "", fmt.Errorf("read the prompt from stdin: %w", err)
+	}
+	if len(b) > run.MaxInputBytes {
+		return "", fmt.Errorf("the prompt on stdin is more than %d bytes (%s): kern accepts no more", run.MaxInputBytes, humanBytes(run.MaxInputBytes))
 	}
 	if strings.TrimSpace(string(b)) == "" {
 		return "", errors.New("no prompt: stdin was empty")
 	}
 	return string(b), nil
+}
+
+// checkPromptSize refuses a prompt of n bytes over run.MaxInputBytes.
+func checkPromptSize(n int) error {
+	if n > run.MaxInputBytes {
+		return fmt.Errorf("the prompt is %d bytes, more than %d (%s): kern accepts no more", n, run.MaxInputBytes, humanBytes(run.MaxInputBytes))
+	}
+	return nil
+}
+
+// humanBytes is n for people: 512 B, 64 KiB, 1 MiB (whole units only).
+func humanBytes(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 func parseMetadata(kvs []string) (map[string]any, error) {
@@ -163,6 +197,7 @@ func parseMetadata(kvs []string) (map[string]any, error) {
 
 func newGetCmd(withDB dbRunner) *cobra.Command {
 	var events, transcript, jsonOut, wide bool
+	var tenant string
 	cmd := &cobra.Command{
 		Use:   "get RUN_ID",
 		Short: "Print a run (--events: and its event log; --transcript: and its messages)",
@@ -175,8 +210,12 @@ func newGetCmd(withDB dbRunner) *cobra.Command {
   kern runs get --json "$id" | jq .metrics`,
 		Args: cobra.ExactArgs(1),
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
-			ctx, w, id := cmd.Context(), cmd.OutOrStdout(), args[0]
-			out, err := d.GetRun(ctx, id)
+			ctx, w := cmd.Context(), cmd.OutOrStdout()
+			v, id, err := openRun(ctx, d, args[0], tenant)
+			if err != nil {
+				return err
+			}
+			out, err := v.GetRun(ctx, id)
 			if err != nil {
 				return err
 			}
@@ -185,14 +224,14 @@ func newGetCmd(withDB dbRunner) *cobra.Command {
 			}
 			if events {
 				fmt.Fprintln(w)
-				if err := printStoredEvents(cmd, d, id, 0, jsonOut); err != nil {
+				if err := printStoredEvents(cmd, v, id, 0, jsonOut); err != nil {
 					return err
 				}
 			}
 			if !transcript {
 				return nil
 			}
-			msgs, err := d.Messages(ctx, id)
+			msgs, err := v.Messages(ctx, id)
 			if err != nil {
 				return err
 			}
@@ -203,6 +242,7 @@ func newGetCmd(withDB dbRunner) *cobra.Command {
 	cmd.Flags().BoolVar(&transcript, "transcript", false, "also print the run's transcript, one line per message")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the run as JSON")
 	cmd.Flags().BoolVar(&wide, "wide", false, "print more fields")
+	tenantFlag(cmd, &tenant, tenantReadUsage)
 	return cmd
 }
 
@@ -212,15 +252,22 @@ func newListCmd(withDB dbRunner) *cobra.Command {
 		statuses      []string
 		since         time.Duration
 		jsonOut, wide bool
+		tenant        string
 	)
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List runs, newest first, without their content",
-		Long: `Lists runs newest first, --limit a page. When there are more, a hint with the
---cursor of the next page goes to stderr. --since keeps runs created in
-that window (then there is no next page past it).`,
+		Long: `Lists runs newest first, --limit a page, without their content (kern runs
+get RUN_ID prints a run whole): a table, or with --json an array of the
+API's run objects without "content". The short ids of the table name one
+run each (of --tenant's runs, or of all): get, wait, cancel and events
+take them, or any unique prefix of an id. A TENANT column shows when runs
+of tenants are listed. When there are more, a hint with the --cursor of
+the next page goes to stderr. --since keeps runs created in that window
+(then there is no next page past it).`,
 		Example: `  kern runs list --status running,waiting
   kern runs list --agent writer --since 1h --wide
+  kern runs list --tenant acme
   kern runs list --json --limit 100 | jq -r '.[].run_id'`,
 		Args: cobra.NoArgs,
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, _ []string) error {
@@ -230,7 +277,11 @@ that window (then there is no next page past it).`,
 			if since < 0 {
 				return errors.New("--since must not be negative")
 			}
-			page, err := d.ListRuns(cmd.Context(), params)
+			v, err := viewOf(d, tenant)
+			if err != nil {
+				return err
+			}
+			page, err := v.ListRuns(cmd.Context(), params)
 			if err != nil {
 				return err
 			}
@@ -244,7 +295,17 @@ that window (then there is no next page past it).`,
 					}
 				}
 			}
-			if err := newPrinter(cmd.OutOrStdout(), jsonOut, wide).runs(runs); err != nil {
+			var ids []string
+			tenants := false
+			if !jsonOut && !wide {
+				if ids, err = listShortIDs(cmd.Context(), d, tenant, runs); err != nil {
+					return err
+				}
+			}
+			for _, r := range runs {
+				tenants = tenants || (tenant == "" && r.TenantID != "")
+			}
+			if err := newPrinter(cmd.OutOrStdout(), jsonOut, wide).runs(runs, ids, tenants); err != nil {
 				return err
 			}
 			if next != "" {
@@ -262,37 +323,59 @@ that window (then there is no next page past it).`,
 	f.IntVar(&params.Limit, "limit", 50, "runs per page (at most 1000)")
 	f.StringVar(&params.Cursor, "cursor", "", "the cursor of the next page, from the previous page's hint")
 	f.BoolVar(&jsonOut, "json", false, "print a JSON array of runs")
-	f.BoolVar(&wide, "wide", false, "more columns: full id, session, attempt, tokens")
+	f.BoolVar(&wide, "wide", false, "more columns: full id, tenant, session, attempt, tokens")
+	tenantFlag(cmd, &tenant, "only this tenant's runs (default: every tenant's and the operator's own)")
 	return cmd
 }
 
 func newCancelCmd(withDB dbRunner) *cobra.Command {
-	return &cobra.Command{
+	var tenant string
+	cmd := &cobra.Command{
 		Use:   "cancel RUN_ID",
-		Short: `Cancel a run: prints "cancel requested" (exit 0) or "already finished: STATUS" (exit 1)`,
-		Long: `Asks for the run to be cancelled. "cancel requested" (exit 0) means its final
-status will be cancelled; that holds also for an id not submitted yet.
-"already finished: completed" (or error) means it had ended and nothing
-changed (exit 1).`,
-		Example: `  kern runs cancel "$id"`,
-		Args:    cobra.ExactArgs(1),
+		Short: `Cancel a run: prints "cancelled", "no such run yet: cancel recorded" (exit 0) or "already finished: STATUS" (exit 1)`,
+		Long: `Asks for the run to be cancelled, and says what happened:
+"cancelled" (exit 0): the run is cancelled (or was already);
+"no such run yet: cancel recorded" (exit 0): no run has that id (or a
+prefix of it): a run submitted with that id later ends cancelled;
+"already finished: completed" (or error, exit 1): it had ended and nothing
+changed. RUN_ID may be a unique prefix of a run's id (kern runs list's
+short ids); with --tenant, only that tenant's runs are looked at and
+touched.`,
+		Example: `  kern runs cancel "$id"
+  kern runs cancel 01970c6e-8f`,
+		Args: cobra.ExactArgs(1),
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, args []string) error {
-			ok, err := d.CancelRun(cmd.Context(), args[0])
+			ctx := cmd.Context()
+			v, err := viewOf(d, tenant)
 			if err != nil {
 				return err
 			}
-			if ok {
-				fmt.Fprintln(cmd.OutOrStdout(), "cancel requested")
-				return nil
+			id, err := resolveRunID(ctx, d, args[0], tenant)
+			if errors.Is(err, run.ErrNotFound) {
+				id, err = args[0], nil // cancel before start: the request waits for the run
 			}
-			status := "completed or error"
-			if out, err := d.GetRun(cmd.Context(), args[0]); err == nil {
-				status = string(out.Status)
+			if err != nil {
+				return err
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), "already finished:", status)
-			return &exitErr{code: exitError}
+			res, err := v.CancelRunResult(ctx, id)
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			switch res.Outcome {
+			case db.CancelRecorded:
+				fmt.Fprintln(w, "no such run yet: cancel recorded")
+			case db.CancelAlreadyFinished:
+				fmt.Fprintln(w, "already finished:", res.Status)
+				return &exitErr{code: exitError}
+			default:
+				fmt.Fprintln(w, "cancelled")
+			}
+			return nil
 		}),
 	}
+	tenantFlag(cmd, &tenant, "look RUN_ID up among this tenant's runs, and cancel only a run of this tenant (default: any run)")
+	return cmd
 }
 
 func newClearCmd(withDB dbRunner) *cobra.Command {
@@ -311,6 +394,9 @@ through kern runs list, and deletes nothing.`,
   kern runs clear --status error,cancelled --older-than 0 --dry-run`,
 		Args: cobra.NoArgs,
 		RunE: withDB(func(cmd *cobra.Command, d *db.DB, _ []string) error {
+			if olderThan < 0 {
+				return fmt.Errorf("--older-than %v is negative: want how long ago a run finished, at least (e.g. 24h, or 0 for any time)", olderThan)
+			}
 			p := run.DeleteParams{OlderThan: olderThan}
 			for _, s := range statuses {
 				st := run.Status(s)
@@ -368,7 +454,7 @@ func countDeletable(cmd *cobra.Command, d *db.DB, p run.DeleteParams) (int, erro
 }
 
 // printStoredEvents prints the events the run's log holds now.
-func printStoredEvents(cmd *cobra.Command, d *db.DB, id string, after int64, jsonOut bool) error {
+func printStoredEvents(cmd *cobra.Command, d runsView, id string, after int64, jsonOut bool) error {
 	events, err := d.StoredEvents(cmd.Context(), id, after)
 	if err != nil {
 		return err

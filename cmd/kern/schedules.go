@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,16 +29,42 @@ run per due time, however many workers).`,
 
 	var s run.Schedule
 	var metadata []string
+	var putJSON bool
+	var tenant string
+	// scheduler is the operator's *db.DB or, with --tenant, the tenant's
+	// *db.TenantDB (its schedule names are its own; its runs the tenant's).
+	type scheduler interface {
+		PutSchedule(ctx context.Context, s run.Schedule) (*run.Schedule, error)
+		ListSchedules(ctx context.Context) ([]*run.Schedule, error)
+		DeleteSchedule(ctx context.Context, name string) error
+	}
+	open := func(ctx context.Context) (scheduler, func(), error) {
+		d, err := flags.open(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if tenant == "" {
+			return d, d.Close, nil
+		}
+		t, err := d.ForTenant(tenant)
+		if err != nil {
+			d.Close()
+			return nil, nil, fmt.Errorf("--tenant: %w", err)
+		}
+		return t, d.Close, nil
+	}
 	put := &cobra.Command{
 		Use:   "put NAME PROMPT",
-		Short: "Create or replace schedule NAME; prints it as stored (with NextRunAt)",
-		Long: `Creates schedule NAME, or replaces it (keeping its LastRunID): from the next
+		Short: "Create or replace schedule NAME; prints it as stored (with its next run)",
+		Long: `Creates schedule NAME, or replaces it (keeping its last run id): from the next
 due time after now, a worker serving --agent makes a background run named
 NAME with PROMPT at each due time. --cron is a 5-field cron expression
 ("0 7 * * *"), a descriptor (@hourly, @daily, @weekly, @monthly, @yearly)
 or "@every 30m", read in --timezone (an IANA zone; default UTC). A cron or
 zone that does not parse exits 1 and writes nothing. --metadata values are
-strings.`,
+strings. --tenant makes it that tenant's (its API keys and dashboard
+sign-ins see it and the runs it makes). It prints the stored schedule: its
+fields and next run, or with --json the API's schedule object.`,
 		Example: `  kern schedules put morning-report --agent assistant --cron "0 7 * * *" --timezone Europe/Paris "Summarise yesterday."
   kern schedules put poll --agent watcher --cron "@every 5m" --session watch --metadata team=ops "Anything new?"
   kern schedules put morning-report --agent assistant --cron "0 7 * * *" --paused "Summarise yesterday."   # pause it`,
@@ -52,16 +81,22 @@ strings.`,
 					s.Metadata[k] = v
 				}
 			}
-			d, err := flags.open(cmd.Context())
+			if err := checkPromptSize(len(s.Prompt)); err != nil {
+				return err
+			}
+			d, done, err := open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer d.Close()
+			defer done()
 			stored, err := d.PutSchedule(cmd.Context(), s)
 			if err != nil {
 				return err
 			}
-			return printJSON(cmd.OutOrStdout(), stored)
+			if putJSON {
+				return printJSON(cmd.OutOrStdout(), toScheduleJSON(stored))
+			}
+			return printSchedule(cmd.OutOrStdout(), stored)
 		},
 	}
 	put.Flags().StringVar(&s.AgentName, "agent", "assistant", "agent whose runs it makes")
@@ -70,34 +105,46 @@ strings.`,
 	put.Flags().StringVar(&s.SessionID, "session", "", "session of its runs")
 	put.Flags().StringArrayVar(&metadata, "metadata", nil, "key=value metadata of its runs (repeat for several)")
 	put.Flags().BoolVar(&s.Paused, "paused", false, "store it paused: it fires no runs until put again without --paused")
+	put.Flags().BoolVar(&putJSON, "json", false, "print the stored schedule as the API's JSON object")
+	put.Flags().StringVar(&tenant, "tenant", "", "make it this tenant's schedule, and its runs the tenant's (default: the operator's own)")
 	_ = put.MarkFlagRequired("cron")
 
 	var jsonOut bool
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List schedules by name (--json: as JSON)",
+		Short: "List schedules by tenant and name (--json: as JSON)",
 		Example: `  kern schedules list
-  kern schedules list --json | jq '.[].NextRunAt'`,
+  kern schedules list --json | jq '.[].next_run_at'
+  kern schedules list --tenant acme`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := flags.open(cmd.Context())
+			d, done, err := open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer d.Close()
+			defer done()
 			list, err := d.ListSchedules(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if jsonOut {
-				if list == nil {
-					list = []*run.Schedule{}
+				arr := make([]scheduleJSON, len(list))
+				for i, s := range list {
+					arr[i] = toScheduleJSON(s)
 				}
-				return printJSON(cmd.OutOrStdout(), list)
+				return printJSON(cmd.OutOrStdout(), arr)
 			}
+			tenants := tenant == "" && slices.ContainsFunc(list, func(s *run.Schedule) bool { return s.TenantID != "" })
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tAGENT\tCRON\tTIMEZONE\tNEXT RUN\tPAUSED\tLAST RUN")
+			head := "NAME\tAGENT\tCRON\tTIMEZONE\tNEXT RUN\tPAUSED\tLAST RUN"
+			if tenants {
+				head = "TENANT\t" + head
+			}
+			fmt.Fprintln(tw, head)
 			for _, s := range list {
+				if tenants {
+					fmt.Fprintf(tw, "%s\t", dash(s.TenantID))
+				}
 				tz := s.Timezone
 				if tz == "" {
 					tz = "UTC"
@@ -112,7 +159,8 @@ strings.`,
 			return tw.Flush()
 		},
 	}
-	list.Flags().BoolVar(&jsonOut, "json", false, "print the schedules as a JSON array")
+	list.Flags().BoolVar(&jsonOut, "json", false, "print the schedules as a JSON array of the API's schedule objects")
+	list.Flags().StringVar(&tenant, "tenant", "", "only this tenant's schedules (default: every tenant's and the operator's own)")
 
 	del := &cobra.Command{
 		Use:     "delete NAME",
@@ -120,11 +168,11 @@ strings.`,
 		Example: `  kern schedules delete morning-report`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := flags.open(cmd.Context())
+			d, done, err := open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			defer d.Close()
+			defer done()
 			if err := d.DeleteSchedule(cmd.Context(), args[0]); err != nil {
 				if errors.Is(err, run.ErrNotFound) {
 					return fmt.Errorf("schedule %s: not found", args[0])
@@ -135,6 +183,61 @@ strings.`,
 			return nil
 		},
 	}
+	del.Flags().StringVar(&tenant, "tenant", "", "delete this tenant's schedule NAME (default: the operator's own)")
 	schedules.AddCommand(put, list, del)
 	return schedules
+}
+
+// scheduleJSON is a schedule as the HTTP API shows it (server's schedule
+// object; TestSchedulesJSONIsTheAPIs holds the two to the same fields).
+type scheduleJSON struct {
+	Name      string         `json:"name"`
+	Agent     string         `json:"agent"`
+	Prompt    string         `json:"prompt"`
+	Cron      string         `json:"cron"`
+	Timezone  string         `json:"timezone"`
+	SessionID string         `json:"session_id"`
+	Metadata  map[string]any `json:"metadata"`
+	Paused    bool           `json:"paused"`
+	NextRunAt time.Time      `json:"next_run_at"`
+	LastRunID string         `json:"last_run_id"`
+	CreatedAt time.Time      `json:"created_at"`
+	UpdatedAt time.Time      `json:"updated_at"`
+}
+
+func toScheduleJSON(s *run.Schedule) scheduleJSON {
+	j := scheduleJSON{Name: s.Name, Agent: s.AgentName, Prompt: s.Prompt, Cron: s.Cron, Timezone: s.Timezone,
+		SessionID: s.SessionID, Metadata: s.Metadata, Paused: s.Paused, NextRunAt: s.NextRunAt,
+		LastRunID: s.LastRunID, CreatedAt: s.CreatedAt.UTC(), UpdatedAt: s.UpdatedAt.UTC()}
+	if j.Metadata == nil {
+		j.Metadata = map[string]any{}
+	}
+	return j
+}
+
+// printSchedule writes a stored schedule for people, a field per line.
+func printSchedule(w io.Writer, s *run.Schedule) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tz := s.Timezone
+	if tz == "" {
+		tz = "UTC"
+	}
+	fmt.Fprintf(tw, "name:\t%s\n", s.Name)
+	if s.TenantID != "" {
+		fmt.Fprintf(tw, "tenant:\t%s\n", s.TenantID)
+	}
+	fmt.Fprintf(tw, "agent:\t%s\n", s.AgentName)
+	fmt.Fprintf(tw, "cron:\t%s (%s)\n", s.Cron, tz)
+	fmt.Fprintf(tw, "next run:\t%s\n", s.NextRunAt.Format(time.RFC3339))
+	if s.Paused {
+		fmt.Fprintf(tw, "paused:\ttrue: it fires no runs until put again without --paused\n")
+	}
+	if s.SessionID != "" {
+		fmt.Fprintf(tw, "session:\t%s\n", s.SessionID)
+	}
+	if s.LastRunID != "" {
+		fmt.Fprintf(tw, "last run:\t%s\n", s.LastRunID)
+	}
+	fmt.Fprintf(tw, "prompt:\t%s\n", firstLine(s.Prompt, 200))
+	return tw.Flush()
 }

@@ -55,6 +55,14 @@ and nothing starts.`,
 				file   *workerFile
 				err    error
 			)
+			// Not cobra's flag groups: their errors name no flag as typed.
+			if configPath != "" {
+				for _, f := range []string{"agent", "model", "instructions"} {
+					if cmd.Flags().Changed(f) {
+						return fmt.Errorf("--config and --%s do not mix: with --config the file names the agents, with their models and instructions", f)
+					}
+				}
+			}
 			// Everything that can be wrong with the setup is reported before
 			// touching the database: a bad file or a missing key is a mistake
 			// to report at once, not after connecting, nor on every run.
@@ -173,9 +181,6 @@ and nothing starts.`,
 	cmd.Flags().DurationVar(&cfg.RescueAfter, "rescue-after", 30*time.Second, "heartbeat age after which another worker takes a run over")
 	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "grace period for running runs on SIGTERM")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics at GET /metrics on this address (e.g. 127.0.0.1:9090); traces go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set")
-	cmd.MarkFlagsMutuallyExclusive("config", "agent")
-	cmd.MarkFlagsMutuallyExclusive("config", "model")
-	cmd.MarkFlagsMutuallyExclusive("config", "instructions")
 	return cmd
 }
 

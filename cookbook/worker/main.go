@@ -5,7 +5,10 @@
 // and stops gracefully on SIGINT or SIGTERM — runs in progress get up to 30
 // seconds to finish; the rest are handed back to pending for another worker
 // (without using up an attempt). Nothing is lost when it is killed outright
-// either: another worker rescues its runs once their heartbeat is 30s old.
+// either: its Postgres session ends with its process, and another worker
+// re-queues its runs within about a second; the heartbeat (runs older than
+// RescueAfter, 30s) is the fallback, for a host cut off without its
+// connections closing.
 //
 //	DATABASE_URL=postgres://… OPENAI_API_KEY=… go run ./cookbook/worker
 //
