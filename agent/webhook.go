@@ -19,6 +19,7 @@ import (
 
 	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/internal/engine"
+	"github.com/kern-go/kern/internal/netguard"
 	"github.com/kern-go/kern/run"
 )
 
@@ -111,6 +112,12 @@ func (ww *webhookWorker) Work(ctx context.Context, job *river.Job[engine.Webhook
 		if job.Attempt >= job.MaxAttempts {
 			status = "failed"
 		}
+		if errors.Is(sendErr, netguard.ErrNotPublic) {
+			// Refused by the guard: no retry would be allowed either
+			// (a name that rebinds back can rebind again).
+			lastError += "; a tenant's webhook may reach only public addresses (WorkerConfig.AllowPrivateWebhooks)"
+			status, sendErr = "failed", river.JobCancel(sendErr)
+		}
 	}
 	recordCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), webhookTimeout)
 	defer cancel()
@@ -140,7 +147,11 @@ func (ww *webhookWorker) send(ctx context.Context, url string, out *run.Output) 
 	req.Header.Set("webhook-id", id)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
 	req.Header.Set("webhook-signature", signWebhook(ww.w.cfg.webhookKey, id, ts, body))
-	resp, err := ww.w.hooks.http.Do(req)
+	client := ww.w.hooks.http
+	if out.TenantID != "" && !ww.w.cfg.AllowPrivateWebhooks {
+		client = ww.w.hooks.guarded
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -199,7 +199,12 @@ func Control(_, address string, _ syscall.RawConn) error {
 // public addresses (see Control). With lookup nil it resolves names as
 // net.Dialer does; with a lookup it tries that lookup's addresses in turn.
 func DialContext(lookup Lookup) func(ctx context.Context, network, address string) (net.Conn, error) {
-	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: Control}
+	return DialWith(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: Control}, lookup)
+}
+
+// DialWith is d.DialContext, resolving names with lookup when it is not
+// nil: the addresses it answers are tried in turn.
+func DialWith(d *net.Dialer, lookup Lookup) func(ctx context.Context, network, address string) (net.Conn, error) {
 	if lookup == nil {
 		return d.DialContext
 	}
