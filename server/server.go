@@ -151,6 +151,8 @@ func (s *Server) routeTable() []route {
 		{pattern: "GET /v1/schedules/{name}", handler: s.getSchedule},
 		{pattern: "PUT /v1/schedules/{name}", handler: s.putSchedule},
 		{pattern: "DELETE /v1/schedules/{name}", handler: s.deleteSchedule},
+
+		{pattern: "POST /v1/webhook-secret", handler: s.rotateWebhookSecret},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/kern-go/kern/server"
@@ -50,5 +51,39 @@ func TestSubmitRefusesEverySpellingOfAPrivateWebhook(t *testing.T) {
 	for _, u := range []string{"https://public.example/h", "http://8.8.8.8/h", "http://[2606:4700:4700::1111]/h"} {
 		e.do(t, e.acme, "POST", "/v1/runs", map[string]any{"agent": "assistant", "prompt": "hook", "webhook": u, "delay": "1h"}).
 			expect(t, http.StatusAccepted)
+	}
+}
+
+// TestRotateWebhookSecret: POST /v1/webhook-secret answers a new secret
+// for the key's tenant each time, shown once: no route reads it back.
+func TestRotateWebhookSecret(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, server.Config{})
+	var first, second, globex struct {
+		TenantID string `json:"tenant_id"`
+		Secret   string `json:"secret"`
+	}
+	res := e.do(t, e.acme, "POST", "/v1/webhook-secret", nil).expect(t, http.StatusOK)
+	res.json(t, &first)
+	if cc := res.header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control %q", cc)
+	}
+	e.do(t, e.acme, "POST", "/v1/webhook-secret", nil).expect(t, http.StatusOK).json(t, &second)
+	e.do(t, e.globex, "POST", "/v1/webhook-secret", nil).expect(t, http.StatusOK).json(t, &globex)
+	if first.TenantID != "acme" || globex.TenantID != "globex" || !strings.HasPrefix(first.Secret, "whsec_") ||
+		first.Secret == second.Secret || second.Secret == globex.Secret {
+		t.Fatalf("secrets %+v, %+v, %+v", first, second, globex)
+	}
+	// Not readable back: no GET, and no other answer carries it.
+	e.do(t, e.acme, "GET", "/v1/webhook-secret", nil).expectProblem(t, http.StatusMethodNotAllowed)
+	id := e.submit(t, e.acme, "hello")
+	for _, r := range []response{
+		e.do(t, e.acme, "GET", "/v1/runs/"+id, nil),
+		e.do(t, e.acme, "GET", "/v1/runs", nil),
+		e.do(t, "", "GET", "/v1/openapi.json", nil),
+	} {
+		if strings.Contains(string(r.body), second.Secret) {
+			t.Fatalf("an answer carries the secret: %s", r.body)
+		}
 	}
 }
