@@ -30,7 +30,7 @@ func newRootCmd() *cobra.Command {
   source <(kern completion bash)   # or zsh, fish, powershell`,
 	}
 	root.PersistentFlags().StringVar(&flags.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "Postgres URL (default $DATABASE_URL)")
-	root.AddCommand(newMigrateCmd(flags), newWorkerCmd(flags), newRunsCmd(flags), newSchedulesCmd(flags), newKeysCmd(flags), newRateLimitsCmd(flags), newServeCmd(flags), newVersionCmd())
+	root.AddCommand(newMigrateCmd(flags), newWorkerCmd(flags), newRunsCmd(flags), newSchedulesCmd(flags), newKeysCmd(flags), newWebhooksCmd(flags), newRateLimitsCmd(flags), newServeCmd(flags), newVersionCmd())
 	return root
 }
 
