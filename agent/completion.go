@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
 	"github.com/riverqueue/river"
 
 	"github.com/kern-go/kern/internal/engine"
+	"github.com/kern-go/kern/internal/netguard"
 	"github.com/kern-go/kern/run"
 )
 
@@ -55,16 +57,30 @@ type hooks struct {
 	w     *Worker
 	nudge chan struct{}
 	http  *http.Client
+	// guarded delivers tenants' webhooks: it connects only to public
+	// addresses (netguard.Control checks each connection's address).
+	guarded *http.Client
 }
 
 // setupHooks adds the completion and webhook queues of the worker's agents
 // and their River workers.
 func (w *Worker) setupHooks(queues map[string]river.QueueConfig, workers *river.Workers) error {
-	w.hooks = &hooks{w: w, nudge: make(chan struct{}, 1), http: &http.Client{
-		// A webhook is answered where it was sent: a redirect is a non-2xx
-		// answer, not a second POST somewhere else.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
+	// A webhook is answered where it was sent: a redirect is a non-2xx
+	// answer, not a second POST somewhere else.
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	guarded := http.DefaultTransport.(*http.Transport).Clone()
+	guarded.Proxy = nil // a proxy's address is not the receiver's: the check needs the real one
+	guarded.DialContext = netguard.DialContext(w.cfg.webhookLookup)
+	plain := &http.Client{CheckRedirect: noRedirect}
+	if w.cfg.webhookLookup != nil { // tests: their names resolve for every delivery
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.DialContext = netguard.DialWith(&net.Dialer{}, w.cfg.webhookLookup)
+		plain.Transport = t
+	}
+	w.hooks = &hooks{w: w, nudge: make(chan struct{}, 1),
+		http:    plain,
+		guarded: &http.Client{CheckRedirect: noRedirect, Transport: guarded},
+	}
 	n := max(w.cfg.MaxConcurrentRuns, minHookWorkers)
 	for name := range w.agents {
 		queues[engine.WebhookQueueFor(name)] = river.QueueConfig{MaxWorkers: n}

@@ -1,10 +1,20 @@
 package agent
 
-import "time"
+import (
+	"context"
+	"net/netip"
+	"time"
+)
 
 // SetWebhookTestKnobs shortens webhook retries for tests: attempts per
 // delivery, the delay between attempts, one attempt's timeout (0: the
 // default), and the outbox ticker.
 func SetWebhookTestKnobs(cfg *WorkerConfig, maxAttempts int, backoff, timeout, outboxTick time.Duration) {
 	cfg.webhookMaxAttempts, cfg.webhookBackoff, cfg.webhookTimeout, cfg.outboxEvery = maxAttempts, backoff, timeout, outboxTick
+}
+
+// SetWebhookLookup makes the worker resolve the hosts of tenants' webhooks
+// with lookup instead of the system's resolver.
+func SetWebhookLookup(cfg *WorkerConfig, lookup func(ctx context.Context, host string) ([]netip.Addr, error)) {
+	cfg.webhookLookup = lookup
 }

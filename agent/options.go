@@ -130,7 +130,9 @@ func WithTx(tx pgx.Tx) RunOption { return func(c *runConfig) { c.tx, c.txSet = t
 
 // WithWebhook posts the final run, signed (WorkerConfig.WebhookSecret), to
 // url: an absolute http or https URL, at most 2 KiB, else
-// run.ErrInvalidArgument.
+// run.ErrInvalidArgument. A tenant's run (WithTenant) is delivered only to
+// a public address, checked when the worker connects, unless
+// WorkerConfig.AllowPrivateWebhooks.
 func WithWebhook(url string) RunOption {
 	return func(c *runConfig) { c.webhookURL, c.webhookSet = url, true }
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/internal/engine"
+	"github.com/kern-go/kern/internal/netguard"
 	"github.com/kern-go/kern/run"
 )
 
@@ -28,9 +30,13 @@ import (
 //	webhook-timestamp: the attempt's time, Unix seconds
 //	webhook-signature: v1,<base64 of HMAC-SHA256(key, id + "." + timestamp + "." + body)>
 //
-// The key is WorkerConfig.WebhookSecret: a "whsec_" secret is base64 after
-// the prefix, as the spec's libraries expect; any other string is used as
-// its bytes.
+// The key of a tenant's run is the tenant's own secret
+// (db.TenantDB.RotateWebhookSecret) when it has one, else, as for the
+// operator's runs, WorkerConfig.WebhookSecret: a "whsec_" secret is base64
+// after the prefix, as the spec's libraries expect; any other string is
+// used as its bytes. Falling back to the operator's secret keeps tenants
+// that never rotated one working; the body names the tenant (tenant_id, in
+// the signed bytes), so a receiver shared by tenants tells them apart.
 
 // webhookTimeout bounds one delivery attempt (connect, send, answer).
 const webhookTimeout = 10 * time.Second
@@ -53,6 +59,26 @@ func webhookKey(secret string) ([]byte, error) {
 
 // webhookID is a delivery's webhook-id: stable per run.
 func webhookID(runID string) string { return "msg_" + runID }
+
+// webhookBody is the run in the API's JSON (db.MarshalRun) with the run's
+// tenant first, "tenant_id" ("" for the operator's runs): signed with the
+// body, it says whose run this is, so a delivery of one tenant's cannot
+// pass for another's at a receiver that checks it.
+func webhookBody(out *run.Output) ([]byte, error) {
+	runJSON, err := db.MarshalRun(out)
+	if err != nil {
+		return nil, err
+	}
+	tenant, err := json.Marshal(out.TenantID)
+	if err != nil {
+		return nil, err
+	}
+	body := make([]byte, 0, len(runJSON)+len(tenant)+14)
+	body = append(body, `{"tenant_id":`...)
+	body = append(body, tenant...)
+	body = append(body, ',')
+	return append(body, runJSON[1:]...), nil // runJSON is an object: it starts with '{'
+}
 
 // signWebhook is the webhook-signature header of body.
 func signWebhook(key []byte, id string, ts int64, body []byte) string {
@@ -101,15 +127,29 @@ func (ww *webhookWorker) Work(ctx context.Context, job *river.Job[engine.Webhook
 	} else if err != nil {
 		return err
 	}
+	key := w.cfg.webhookKey
+	if secret, err := w.store.WebhookSecret(ctx, out.TenantID); err != nil {
+		return err
+	} else if secret != "" {
+		if key, err = webhookKey(secret); err != nil {
+			return err
+		}
+	}
 	sendErr := errNoWebhookSecret
-	if w.cfg.webhookKey != nil {
-		sendErr = ww.send(ctx, url, out)
+	if key != nil {
+		sendErr = ww.send(ctx, url, out, key)
 	}
 	status, lastError := "delivered", ""
 	if sendErr != nil {
 		status, lastError = "pending", sendErr.Error()
 		if job.Attempt >= job.MaxAttempts {
 			status = "failed"
+		}
+		if errors.Is(sendErr, netguard.ErrNotPublic) {
+			// Refused by the guard: no retry would be allowed either
+			// (a name that rebinds back can rebind again).
+			lastError += "; a tenant's webhook may reach only public addresses (WorkerConfig.AllowPrivateWebhooks)"
+			status, sendErr = "failed", river.JobCancel(sendErr)
 		}
 	}
 	recordCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), webhookTimeout)
@@ -123,8 +163,8 @@ func (ww *webhookWorker) Work(ctx context.Context, job *river.Job[engine.Webhook
 }
 
 // send makes one delivery attempt: a 2xx answer is success.
-func (ww *webhookWorker) send(ctx context.Context, url string, out *run.Output) error {
-	body, err := db.MarshalRun(out)
+func (ww *webhookWorker) send(ctx context.Context, url string, out *run.Output, key []byte) error {
+	body, err := webhookBody(out)
 	if err != nil {
 		return err
 	}
@@ -139,8 +179,12 @@ func (ww *webhookWorker) send(ctx context.Context, url string, out *run.Output) 
 	req.Header.Set("User-Agent", "kern-webhook")
 	req.Header.Set("webhook-id", id)
 	req.Header.Set("webhook-timestamp", strconv.FormatInt(ts, 10))
-	req.Header.Set("webhook-signature", signWebhook(ww.w.cfg.webhookKey, id, ts, body))
-	resp, err := ww.w.hooks.http.Do(req)
+	req.Header.Set("webhook-signature", signWebhook(key, id, ts, body))
+	client := ww.w.hooks.http
+	if out.TenantID != "" && !ww.w.cfg.AllowPrivateWebhooks {
+		client = ww.w.hooks.guarded
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/kern-go/kern/internal/netguard"
 	"github.com/kern-go/kern/run"
 )
 
@@ -50,6 +51,18 @@ type WorkerConfig struct {
 	// string its own bytes. A worker without one does not send unsigned:
 	// its deliveries fail with "no WebhookSecret configured".
 	WebhookSecret string
+	// AllowPrivateWebhooks lets a tenant's webhook (a run with a TenantID)
+	// connect to an address that is not public: loopback, private,
+	// link-local, CGNAT, benchmarking, documentation, unspecified,
+	// multicast, broadcast, or any IPv6 spelling of such an IPv4 address.
+	// Without it the worker checks the address of every connection a
+	// tenant's delivery makes, after DNS (so a name rebound to an internal
+	// address after submit is refused too); a refused delivery fails at
+	// once, its LastError saying which address and why. Such deliveries
+	// connect directly, not through HTTP_PROXY: the check is of the address
+	// connected to. The operator's own runs (no tenant) are not checked.
+	// Set it where server.Config.AllowPrivateWebhooks is set.
+	AllowPrivateWebhooks bool
 	// Logger receives kern's logs; River's routine Info lines are demoted
 	// to Debug. Default slog.Default().
 	Logger *slog.Logger
@@ -101,6 +114,9 @@ type WorkerConfig struct {
 	webhookBackoff     time.Duration
 	webhookTimeout     time.Duration
 	outboxEvery        time.Duration
+	// webhookLookup resolves the hosts of tenants' webhooks; nil: the
+	// system's resolver (a test knob too).
+	webhookLookup netguard.Lookup
 }
 
 // Defaults that differ from River's.

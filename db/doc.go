@@ -453,7 +453,9 @@
 // recording the job completed. The job reads the run afresh (GetRun): the
 // callback gets the final run, whichever process ended it.
 //
-// A webhook job POSTs the run (MarshalRun), signed, and records each
+// A webhook job POSTs the run (MarshalRun, with the run's tenant_id first),
+// signed with the tenant's secret (kern_webhook_secret, one row per tenant,
+// TenantDB.RotateWebhookSecret) or else the worker's, and records each
 // attempt on the run — webhook_status ("pending", "delivered", "failed"),
 // webhook_attempts, webhook_last_error — with an UPDATE that sets no
 // status, so the trigger does not look at it. GetRun and ListRuns show them

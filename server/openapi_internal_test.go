@@ -92,6 +92,7 @@ func TestOpenAPISchemasMatchTheJSONTypes(t *testing.T) {
 		"CancelResult":      cancelResult{},
 		"RunList":           runList{},
 		"Problem":           problem{},
+		"WebhookSecret":     webhookSecretJSON{},
 	} {
 		s, ok := doc.Components.Schemas[schema]
 		if !ok {

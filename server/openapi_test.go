@@ -72,6 +72,8 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 	check(e.do(t, e.acme, "GET", "/v1/schedules/nightly", nil).expect(t, http.StatusOK), "Schedule")
 	check(e.do(t, e.acme, "GET", "/v1/schedules", nil).expect(t, http.StatusOK), "ScheduleList")
 
+	check(e.do(t, e.acme, "POST", "/v1/webhook-secret", nil).expect(t, http.StatusOK), "WebhookSecret")
+
 	for _, r := range []response{
 		e.do(t, "", "GET", "/v1/runs", nil),
 		e.do(t, e.acme, "GET", "/v1/runs/nope", nil),

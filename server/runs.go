@@ -138,7 +138,7 @@ func (s *Server) submitRun(w http.ResponseWriter, r *http.Request, t *db.TenantD
 	}
 	p, err := q.params(time.Now())
 	if err == nil && !s.cfg.AllowPrivateWebhooks {
-		err = checkPublicURL(r.Context(), p.WebhookURL)
+		err = s.checkPublicURL(r.Context(), p.WebhookURL)
 	}
 	if err != nil {
 		s.writeError(w, r, err)

@@ -12,16 +12,21 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/db"
+	"github.com/kern-go/kern/internal/netguard"
 )
 
 // Config tunes a Server. The zero Config is ready to use.
 type Config struct {
 	// Logger receives the server's log; nil means slog.Default().
 	Logger *slog.Logger
-	// AllowPrivateWebhooks lets tenants name webhook URLs on loopback,
-	// private, link-local and unspecified addresses (and "localhost").
-	// Without it such a submit is refused (400), so that a tenant cannot
-	// make the workers post to the operator's internal network.
+	// AllowPrivateWebhooks lets tenants name webhook URLs on addresses that
+	// are not public (loopback, private, link-local, CGNAT, …; see
+	// internal/netguard) and "localhost". Without it such a submit is
+	// refused (400), so that a tenant cannot make the workers post to the
+	// operator's internal network. The workers check again, at each
+	// delivery, the address they connect to: set
+	// agent.WorkerConfig.AllowPrivateWebhooks on them too (kern worker
+	// --allow-private-webhooks), or they fail those deliveries.
 	AllowPrivateWebhooks bool
 	// MaxBodyBytes bounds a request body; a larger one is refused with 413.
 	// 0 means DefaultMaxBodyBytes.
@@ -40,6 +45,10 @@ type Config struct {
 	// format: typically an OpenTelemetry Prometheus exporter's registry
 	// (kern serve's is). nil serves the default Prometheus registry.
 	Metrics http.Handler
+
+	// lookup resolves webhook hosts at submit; nil: the system's resolver
+	// (tests set their own, export_test.go).
+	lookup netguard.Lookup
 }
 
 // Defaults of Config.
@@ -142,6 +151,8 @@ func (s *Server) routeTable() []route {
 		{pattern: "GET /v1/schedules/{name}", handler: s.getSchedule},
 		{pattern: "PUT /v1/schedules/{name}", handler: s.putSchedule},
 		{pattern: "DELETE /v1/schedules/{name}", handler: s.deleteSchedule},
+
+		{pattern: "POST /v1/webhook-secret", handler: s.rotateWebhookSecret},
 	}
 }
 

@@ -294,6 +294,7 @@ func v1Routes(runID string) []route {
 		mk("GET /v1/schedules/{name}", nil),
 		mk("PUT /v1/schedules/{name}", map[string]any{"agent": "assistant", "prompt": "p", "cron": "@daily"}),
 		mk("DELETE /v1/schedules/{name}", nil),
+		mk("POST /v1/webhook-secret", nil),
 	}
 }
 

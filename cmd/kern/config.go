@@ -40,6 +40,8 @@ type workerSettings struct {
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"` // default 30s
 	// WebhookSecretEnv names the variable holding WorkerConfig.WebhookSecret.
 	WebhookSecretEnv string `yaml:"webhook_secret_env"`
+	// AllowPrivateWebhooks is WorkerConfig.AllowPrivateWebhooks.
+	AllowPrivateWebhooks bool `yaml:"allow_private_webhooks"`
 }
 
 // agentSpec is one agent of an agents.yaml.
@@ -235,6 +237,8 @@ func (f *workerFile) workerConfig() (agent.WorkerConfig, error) {
 		MaxRunsPerKey:     w.MaxRunsPerKey,
 		HeartbeatInterval: w.HeartbeatInterval,
 		RetryBaseDelay:    w.RetryBaseDelay,
+
+		AllowPrivateWebhooks: w.AllowPrivateWebhooks,
 	}
 	if w.WebhookSecretEnv != "" {
 		cfg.WebhookSecret = strings.TrimSpace(os.Getenv(w.WebhookSecretEnv))

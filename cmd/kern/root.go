@@ -33,7 +33,7 @@ func newRootCmd() *cobra.Command {
 	// flag's default is printed by every --help, and DATABASE_URL often
 	// holds a password.
 	root.PersistentFlags().StringVar(&flags.databaseURL, "database-url", "", "Postgres URL (default $DATABASE_URL)")
-	root.AddCommand(newMigrateCmd(flags), newWorkerCmd(flags), newRunsCmd(flags), newSchedulesCmd(flags), newKeysCmd(flags), newRateLimitsCmd(flags), newServeCmd(flags), newVersionCmd())
+	root.AddCommand(newMigrateCmd(flags), newWorkerCmd(flags), newRunsCmd(flags), newSchedulesCmd(flags), newKeysCmd(flags), newWebhooksCmd(flags), newRateLimitsCmd(flags), newServeCmd(flags), newVersionCmd())
 	return root
 }
 

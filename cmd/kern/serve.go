@@ -86,7 +86,7 @@ lets requests finish for --shutdown-timeout; event streams are cut then
 		},
 	}
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on (host:port; :0 picks a free port, printed in the log)")
-	cmd.Flags().BoolVar(&cfg.AllowPrivateWebhooks, "allow-private-webhooks", false, "let tenants name webhook URLs on loopback and private addresses")
+	cmd.Flags().BoolVar(&cfg.AllowPrivateWebhooks, "allow-private-webhooks", false, "let tenants name webhook URLs on loopback and private addresses (give kern worker the same flag: it checks each delivery's address too)")
 	cmd.Flags().StringSliceVar(&cfg.RiverUITenants, "riverui-tenant", nil, "tenants whose keys may open River UI at /riverui/ (it shows every tenant's jobs); repeat or comma-separate")
 	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body; larger is refused with 413")
 	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 10*time.Second, "grace period for requests in flight on SIGTERM")

@@ -100,6 +100,7 @@ and nothing starts.`,
 				cfg.HeartbeatInterval = fileCfg.HeartbeatInterval
 				cfg.RetryBaseDelay = fileCfg.RetryBaseDelay
 				cfg.WebhookSecret = fileCfg.WebhookSecret
+				cfg.AllowPrivateWebhooks = cfg.AllowPrivateWebhooks || fileCfg.AllowPrivateWebhooks
 				// Agents need their DB; check their keys now, build them below.
 				if _, err := file.buildAgents(nil); err != nil {
 					return fmt.Errorf("%s: %w", configPath, err)
@@ -180,6 +181,7 @@ and nothing starts.`,
 	cmd.Flags().IntVar(&cfg.MaxAttempts, "max-attempts", 3, "executions of a run (retries and rescues each use one)")
 	cmd.Flags().DurationVar(&cfg.RescueAfter, "rescue-after", 30*time.Second, "heartbeat age after which another worker takes a run over")
 	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 30*time.Second, "grace period for running runs on SIGTERM")
+	cmd.Flags().BoolVar(&cfg.AllowPrivateWebhooks, "allow-private-webhooks", false, "let tenants' webhooks connect to loopback, private and other non-public addresses (as kern serve --allow-private-webhooks)")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics at GET /metrics on this address (e.g. 127.0.0.1:9090); traces go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set")
 	return cmd
 }

@@ -70,6 +70,9 @@ type Store interface {
 	DrainOutbox(ctx context.Context, p OutboxDrain) (OutboxResult, error)
 	// WebhookURL is the webhook URL of a run, "" when it has none or is gone.
 	WebhookURL(ctx context.Context, runID string) (string, error)
+	// WebhookSecret is a tenant's own webhook signing secret, "" when it
+	// has none.
+	WebhookSecret(ctx context.Context, tenant string) (string, error)
 	// RecordWebhook writes the outcome of a delivery attempt on the run.
 	RecordWebhook(ctx context.Context, runID, status string, attempts int, lastError string) error
 	// Retain is a retention pass: DeleteRuns of the terminal runs that
