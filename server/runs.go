@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -171,7 +172,7 @@ func (s *Server) writeRun(w http.ResponseWriter, r *http.Request, status int, ou
 		return
 	}
 	if status == http.StatusAccepted {
-		w.Header().Set("Location", "/v1/runs/"+out.RunID)
+		w.Header().Set("Location", "/v1/runs/"+url.PathEscape(out.RunID))
 	}
 	writeJSON(w, status, body)
 }
