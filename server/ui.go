@@ -57,6 +57,11 @@ func (v *uiVisit) page(title string) map[string]any {
 func (s *Server) uiRoutes() {
 	static, _ := fs.Sub(uiStatic, "ui/static")
 	s.mux.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", staticFiles(http.FileServerFS(static))))
+	// The site's root is the dashboard: a browser pointed at the server
+	// finds it rather than a 404.
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+	})
 	s.mux.HandleFunc("GET /ui/{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/ui/runs", http.StatusSeeOther)
 	})

@@ -15,7 +15,8 @@ import (
 	"github.com/kern-go/kern/server"
 )
 
-// uiClient is a signed-in dashboard client that does not follow redirects.
+// uiClient is a dashboard client, signed in with key unless it is empty,
+// that does not follow redirects.
 type uiClient struct {
 	t    *testing.T
 	base *url.URL
@@ -50,7 +51,9 @@ func (c *uiClient) do(method, ref string, form url.Values) response {
 	if form != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
-	req.AddCookie(&http.Cookie{Name: "kern_session", Value: c.key})
+	if c.key != "" {
+		req.AddCookie(&http.Cookie{Name: "kern_session", Value: c.key})
+	}
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	res, err := client.Do(req)
 	if err != nil {
