@@ -36,6 +36,12 @@ type Config struct {
 	// /riverui/ (after signing in to the dashboard). River UI shows every
 	// tenant's jobs, so keep it to the operator's own tenant; empty: nobody.
 	RiverUITenants []string
+	// BehindTLS says that browsers reach the server over https through a
+	// TLS-terminating proxy, though requests arrive as plain HTTP: the
+	// dashboard's cookies are then Secure on every request (without it,
+	// only on requests that came over TLS), and River UI refuses changes
+	// whose Origin is http.
+	BehindTLS bool
 	// Metrics serves GET /metrics (public, no key), in the Prometheus text
 	// format: typically an OpenTelemetry Prometheus exporter's registry
 	// (kern serve's is). nil serves the default Prometheus registry.
