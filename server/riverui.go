@@ -24,7 +24,8 @@ import (
 // no token of its own: besides the cookie's SameSite=Strict, every request
 // but GET, HEAD and OPTIONS must come from a page of this server, by its
 // Origin header or, without one, its Referer (a browser sends one of them
-// on every such request); otherwise it is 403.
+// on every such request); otherwise it is 403. Its host must be the
+// request's Host, so a proxy in front must pass the browser's Host on.
 
 // newRiverUI builds the handler over an insert-only River client on d's
 // pool and starts its background services (River UI caches some counts),
