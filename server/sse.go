@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -38,6 +39,8 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, t *db.Tena
 		return
 	}
 
+	s.tel.streams.Add(r.Context(), 1)
+	defer s.tel.streams.Add(context.WithoutCancel(r.Context()), -1)
 	rc := http.NewResponseController(w)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bufio"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	pmodel "github.com/prometheus/common/model"
+
+	"github.com/kern-go/kern/internal/kerntest"
+)
+
+// kern serve's GET /metrics has the server's own kern_* families, not
+// only Go's runtime metrics: scraped from a real kern serve process.
+func TestServeMetricsHaveKernFamilies(t *testing.T) {
+	t.Parallel()
+	ctx := kerntest.Context(t, time.Minute)
+	url := kerntest.DatabaseURL(t)
+	cmd := exec.CommandContext(ctx, kernBinary(t), "serve", "--addr", "127.0.0.1:0", "--database-url", url)
+	cmd.Env = append(os.Environ(), noModelEnv...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() { // read to the end, so the process never blocks on a full pipe
+			line := sc.Text()
+			if _, rest, ok := strings.Cut(line, "kern serve listening"); ok {
+				if _, a, ok := strings.Cut(rest, "addr="); ok {
+					addr <- strings.Fields(a)[0]
+				}
+			}
+		}
+		close(addr)
+	}()
+	var base string
+	select {
+	case a, ok := <-addr:
+		if !ok {
+			t.Fatal("kern serve ended without listening")
+		}
+		base = a
+	case <-ctx.Done():
+		t.Fatal("kern serve did not say where it listens")
+	}
+	get := func(path string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctx, "GET", base+path, nil)
+		res, err := http.DefaultTransport.RoundTrip(req) // no redirects followed
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	if res := get("/"); res.StatusCode != http.StatusSeeOther {
+		t.Errorf("GET /: %d, want 303", res.StatusCode)
+	} else {
+		res.Body.Close()
+	}
+	res := get("/metrics")
+	defer res.Body.Close()
+	parser := expfmt.NewTextParser(pmodel.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(res.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	for _, name := range []string{"kern_http_server_requests_total", "kern_http_server_duration_seconds", "go_goroutines"} {
+		if fams[name] == nil {
+			var kern []string
+			for n := range fams {
+				if strings.HasPrefix(n, "kern_") {
+					kern = append(kern, n)
+				}
+			}
+			t.Errorf("kern serve's /metrics has no %s; its kern_ families: %v", name, kern)
+		}
+	}
+	found := false
+	for _, m := range fams["kern_http_server_requests_total"].GetMetric() {
+		for _, l := range m.Label {
+			if l.GetName() == "http_route" && l.GetValue() == "/{$}" {
+				found = m.GetCounter().GetValue() == 1
+			}
+		}
+	}
+	if !found {
+		t.Errorf("kern_http_server_requests_total does not count GET / once: %v", fams["kern_http_server_requests_total"])
+	}
+}
