@@ -44,19 +44,19 @@ lets requests finish for --shutdown-timeout; event streams are cut then
        -d '{"agent":"assistant","prompt":"Hello"}' http://127.0.0.1:8080/v1/runs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			d, err := flags.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer d.Close()
-			if v, ok := os.LookupEnv("KERN_BEHIND_TLS"); ok && !cmd.Flags().Changed("behind-tls") {
+			if v := os.Getenv("KERN_BEHIND_TLS"); v != "" && !cmd.Flags().Changed("behind-tls") {
 				b, err := strconv.ParseBool(v)
 				if err != nil {
 					return fmt.Errorf("KERN_BEHIND_TLS=%q is not true or false", v)
 				}
 				cfg.BehindTLS = b
 			}
+			ctx := cmd.Context()
+			d, err := flags.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer d.Close()
 			cfg.Logger = newLogger()
 			tel, stopTel, err := setupTelemetry(ctx, "kern-serve", cfg.Logger)
 			if err != nil {
