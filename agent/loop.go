@@ -201,13 +201,16 @@ func (x *execution) streamTurn(runCtx, ctx context.Context, req *ModelRequest) (
 // gets "call_<turn>_<index>", stored with it, so its ToolCallID is the same
 // on every attempt; so does a call whose id the run has used already (some
 // local models number their calls per turn), since ToolCallID must tell
-// two calls apart to serve as an idempotency key.
+// two calls apart to serve as an idempotency key; and so does a call whose
+// id run.ValidateToolCallID refuses ("../other-run/tool-calls/x", control
+// characters, over-long), since the id becomes a path segment of the
+// answer routes and the dashboard's forms.
 func (x *execution) storeTurn(ctx context.Context, t turnResult) error {
 	n := x.tr.turns + 1
 	used := x.tr.callIDs()
 	calls := make([]ToolCall, len(t.resp.ToolCalls))
 	for i, c := range t.resp.ToolCalls {
-		for k := 0; c.ID == "" || used[c.ID]; k++ {
+		for k := 0; used[c.ID] || run.ValidateToolCallID(c.ID) != nil; k++ {
 			c.ID = fmt.Sprintf("call_%d_%d", n, i)
 			if k > 0 {
 				c.ID += fmt.Sprintf("_%d", k)

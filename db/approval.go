@@ -67,7 +67,8 @@ func (d engineDB) WaitForAnswers(ctx context.Context, f engine.Fence, seq int64,
 // to a call stands: a second one, or an answer to a call the run is not
 // waiting on (never asked, or the run is running or finished), is
 // run.ErrNotWaiting and changes nothing; an unknown run is
-// run.ErrNotFound. The answer that closes the run's last open call puts
+// run.ErrNotFound; a call id that run.ValidateToolCallID refuses is
+// run.ErrInvalidArgument. The answer that closes the run's last open call puts
 // the run back to pending with a new job, in the same transaction.
 //
 // When the commit's outcome is unknown (the connection dropped), asking
@@ -183,10 +184,10 @@ func checkAnswer(runID, callID, kind, text string) error {
 	if err := run.ValidateID(runID); err != nil {
 		return err
 	}
-	if callID == "" {
-		return fmt.Errorf("kern: %w: tool call id is empty", run.ErrInvalidArgument)
-	}
-	if err := checkText("tool call id", callID, maxKeyBytes); err != nil {
+	// The agent loop stores no id this refuses, so such an id names no
+	// call; refusing it says so (400, not 409) and keeps ids that read as
+	// paths ("../other-run/tool-calls/x") out of the answer routes.
+	if err := run.ValidateToolCallID(callID); err != nil {
 		return err
 	}
 	switch kind {

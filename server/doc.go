@@ -31,5 +31,6 @@
 // this process): a thousand browsers on one run cost one query per change,
 // not a thousand. Each stream resumes after Last-Event-ID (what EventSource
 // sends on a reconnect) or ?after=N, so a dropped connection loses and
-// repeats nothing.
+// repeats nothing; resumed at a finished run's terminal event, it answers
+// 204, on which EventSource stops reconnecting.
 package server

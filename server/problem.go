@@ -22,6 +22,7 @@ type problem struct {
 const (
 	problemInvalid      = "urn:kern:problem:invalid-argument"
 	problemUnauthorized = "urn:kern:problem:unauthorized"
+	problemForbidden    = "urn:kern:problem:forbidden"
 	problemNotFound     = "urn:kern:problem:not-found"
 	problemConflict     = "urn:kern:problem:conflict"
 	problemNotWaiting   = "urn:kern:problem:not-waiting"

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -163,7 +164,7 @@ func (s *Server) writeRun(w http.ResponseWriter, r *http.Request, status int, ou
 		return
 	}
 	if status == http.StatusAccepted {
-		w.Header().Set("Location", "/v1/runs/"+out.RunID)
+		w.Header().Set("Location", "/v1/runs/"+url.PathEscape(out.RunID))
 	}
 	writeJSON(w, status, body)
 }
@@ -262,12 +263,54 @@ func (s *Server) listRuns(w http.ResponseWriter, r *http.Request, t *db.TenantDB
 	}
 	list := runList{Runs: make([]json.RawMessage, len(res.Runs)), NextCursor: res.NextCursor}
 	for i, out := range res.Runs {
-		if list.Runs[i], err = runJSON(out); err != nil {
+		if list.Runs[i], err = runSummaryJSON(out); err != nil {
 			s.writeError(w, r, err)
 			return
 		}
 	}
 	writeJSON(w, http.StatusOK, list)
+}
+
+// previewRunes is how much of a run's content a list shows: enough to
+// tell runs apart, where the whole content of 50 long answers would make a
+// page of megabytes. GET /v1/runs/{id} has all of it.
+const previewRunes = 200
+
+// runSummaryExtra is what a run in a list has besides a run's fields.
+type runSummaryExtra struct {
+	ContentTruncated bool `json:"content_truncated"` // content is the first previewRunes characters
+	ContentBytes     int  `json:"content_bytes"`     // the length of the whole content, in bytes
+}
+
+// runSummaryJSON is a run as a list shows it (schema RunSummary): a run's
+// JSON with content cut to previewRunes characters, and runSummaryExtra.
+func runSummaryJSON(out *run.Output) (json.RawMessage, error) {
+	short := *out
+	extra := runSummaryExtra{ContentBytes: len(out.Content)}
+	if i := runeOffset(out.Content, previewRunes); i < len(out.Content) {
+		short.Content, extra.ContentTruncated = out.Content[:i], true
+	}
+	body, err := runJSON(&short)
+	if err != nil {
+		return nil, err
+	}
+	more, err := json.Marshal(extra)
+	if err != nil {
+		return nil, err
+	}
+	// Both are objects: {…run…} and {…extra…} make {…run…,…extra…}.
+	return append(append(body[:len(body)-1:len(body)-1], ','), more[1:]...), nil
+}
+
+// runeOffset is the byte offset of s's n-th rune, len(s) when s is shorter.
+func runeOffset(s string, n int) int {
+	for i := range s {
+		if n == 0 {
+			return i
+		}
+		n--
+	}
+	return len(s)
 }
 
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, t *db.TenantDB) {

@@ -169,3 +169,44 @@ func TestApproveRejectResult(t *testing.T) {
 		t.Fatalf("answered run: %v, transfers %d", got["status"], e.transfers.Load())
 	}
 }
+
+// A list carries the start of each run's content only: a page of long
+// answers would be megabytes. The run itself has all of it.
+func TestListRunsCutsContent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, server.Config{})
+	long := e.submit(t, e.acme, "[fake:words=150] write at length")
+	short := e.submit(t, e.acme, "Say hello")
+	full := map[string]string{}
+	for _, id := range []string{long, short} {
+		r := e.wait(t, e.acme, id)
+		if r["status"] != "completed" {
+			t.Fatalf("run %s: %v", id, r)
+		}
+		full[id] = r["content"].(string)
+	}
+	if len([]rune(full[long])) <= 200 || len(full[short]) > 200 {
+		t.Fatalf("contents of %d and %d characters; want one over 200, one under", len([]rune(full[long])), len([]rune(full[short])))
+	}
+	var list struct {
+		Runs []map[string]any `json:"runs"`
+	}
+	e.do(t, e.acme, "GET", "/v1/runs", nil).expect(t, http.StatusOK).json(t, &list)
+	if len(list.Runs) != 2 {
+		t.Fatalf("list: %+v", list.Runs)
+	}
+	for _, r := range list.Runs {
+		id := r["run_id"].(string)
+		want, cut := full[id], false
+		if rs := []rune(want); len(rs) > 200 {
+			want, cut = string(rs[:200]), true
+		}
+		if r["content"] != want || r["content_truncated"] != cut || r["content_bytes"] != float64(len(full[id])) {
+			t.Errorf("run %s in the list: content %q, truncated %v, bytes %v; want %q, %v, %d",
+				id, r["content"], r["content_truncated"], r["content_bytes"], want, cut, len(full[id]))
+		}
+	}
+	if got := e.do(t, e.acme, "GET", "/v1/runs/"+long, nil).expect(t, http.StatusOK).object(t); got["content"] != full[long] {
+		t.Errorf("GET the run: content %q, want all of %q", got["content"], full[long])
+	}
+}

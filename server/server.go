@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/internal/netguard"
 )
@@ -41,6 +43,16 @@ type Config struct {
 	// /riverui/ (after signing in to the dashboard). River UI shows every
 	// tenant's jobs, so keep it to the operator's own tenant; empty: nobody.
 	RiverUITenants []string
+	// BehindTLS says that browsers reach the server over https through a
+	// TLS-terminating proxy, though requests arrive as plain HTTP: the
+	// dashboard's cookies are then Secure on every request (without it,
+	// only on requests that came over TLS), and River UI refuses changes
+	// whose Origin is http.
+	BehindTLS bool
+	// MeterProvider makes the server's instruments (MetricHTTPRequests,
+	// MetricHTTPDuration, MetricSSEStreams); nil means OpenTelemetry's
+	// global provider, which kern serve sets to the one Metrics reads.
+	MeterProvider metric.MeterProvider
 	// Metrics serves GET /metrics (public, no key), in the Prometheus text
 	// format: typically an OpenTelemetry Prometheus exporter's registry
 	// (kern serve's is). nil serves the default Prometheus registry.
@@ -66,6 +78,7 @@ type Server struct {
 	log   *slog.Logger
 	mux   *http.ServeMux
 	hubs  *hubs
+	tel   *serverTelemetry
 	pages map[string]*template.Template // the dashboard's, by file name
 
 	stopRiverUI context.CancelFunc
@@ -95,7 +108,7 @@ func New(d *db.DB, cfg Config) (*Server, error) {
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
-	s := &Server{d: d, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), hubs: newHubs(d)}
+	s := &Server{d: d, cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), hubs: newHubs(d), tel: newServerTelemetry(cfg.MeterProvider)}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -167,28 +180,32 @@ func (s *Server) routes() {
 }
 
 // ServeHTTP implements http.Handler. Unknown routes and methods answer as
-// problems too, not as the mux's plain text.
+// problems too, not as the mux's plain text. Every request is counted
+// (MetricHTTPRequests, MetricHTTPDuration) under its route's pattern.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	defer func() {
-		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				panic(p)
+	_, pattern := s.mux.Handler(r)
+	s.tel.observe(w, r, pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.ErrorContext(r.Context(), "kern: handler panicked", append(logAttrs(r), "panic", fmt.Sprint(p))...)
+				writeProblem(w, http.StatusInternalServerError, problemInternal, "Internal error", "the server could not answer; see its log")
 			}
-			s.log.ErrorContext(r.Context(), "kern: handler panicked", append(logAttrs(r), "panic", fmt.Sprint(p))...)
-			writeProblem(w, http.StatusInternalServerError, problemInternal, "Internal error", "the server could not answer; see its log")
-		}
-	}()
-	if _, pattern := s.mux.Handler(r); pattern == "" {
-		if allow := s.allowed(r); allow != "" {
-			w.Header().Set("Allow", allow)
-			writeProblem(w, http.StatusMethodNotAllowed, problemMethod, "Method not allowed",
-				r.Method+" is not a method of "+r.URL.Path+" (allowed: "+allow+")")
+		}()
+		if pattern == "" {
+			if allow := s.allowed(r); allow != "" {
+				w.Header().Set("Allow", allow)
+				writeProblem(w, http.StatusMethodNotAllowed, problemMethod, "Method not allowed",
+					r.Method+" is not a method of "+r.URL.Path+" (allowed: "+allow+")")
+				return
+			}
+			writeProblem(w, http.StatusNotFound, problemNotFound, "Not found", "no route "+r.URL.Path)
 			return
 		}
-		writeProblem(w, http.StatusNotFound, problemNotFound, "Not found", "no route "+r.URL.Path)
-		return
-	}
-	s.mux.ServeHTTP(w, r) // not the Handler found above: this sets r's path values
+		s.mux.ServeHTTP(w, r) // not the Handler found above: this sets r's path values
+	}))
 }
 
 // allowed lists the methods the mux serves for r's path, "" for none.

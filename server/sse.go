@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -19,6 +20,7 @@ const sseWriteTimeout = 30 * time.Second
 // streamEvents is GET /v1/runs/{run_id}/events: the run's events as
 // server-sent events, after Last-Event-ID or ?after=N (0 from the first),
 // live until the terminal event, with a comment every HeartbeatInterval.
+// A finished run with no events after the one asked for is 204.
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, t *db.TenantDB) {
 	id := r.PathValue("run_id")
 	after, err := resumeAfter(r)
@@ -26,13 +28,19 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, t *db.Tena
 		s.writeError(w, r, err)
 		return
 	}
-	if _, err := t.GetRun(r.Context(), id); err != nil {
+	out, err := t.GetRun(r.Context(), id)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	h := s.hubs.join(id)
 	defer s.hubs.leave(h)
+	if out.Status.Terminal() && !s.eventsAfter(w, r, h, after) {
+		return
+	}
 
+	s.tel.streams.Add(r.Context(), 1)
+	defer s.tel.streams.Add(context.WithoutCancel(r.Context()), -1)
 	rc := http.NewResponseController(w)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -83,6 +91,34 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, t *db.Tena
 			if !write([]byte(": ping\n\n")) {
 				return
 			}
+		}
+	}
+}
+
+// eventsAfter tells whether a finished run's log, read to its end, has
+// events after seq. When it has none (a stream resumed at the terminal
+// event), it answers 204 No Content and returns false: EventSource stops
+// reconnecting on a 204, where a 200 that ends at once would have it
+// reconnect every second for ever.
+func (s *Server) eventsAfter(w http.ResponseWriter, r *http.Request, h *hub, seq int64) bool {
+	for {
+		events, done, readErr, changed := h.after(seq)
+		switch {
+		case len(events) > 0:
+			return true
+		case done && readErr != nil:
+			s.log.WarnContext(r.Context(), "kern: reading a finished run's events failed", append(logAttrs(r), "error", readErr)...)
+			writeProblem(w, http.StatusServiceUnavailable, problemUnavailable, "Unavailable", "the run's events could not be read; try again")
+			return false
+		case done:
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(http.StatusNoContent)
+			return false
+		}
+		select {
+		case <-r.Context().Done():
+			return false
+		case <-changed:
 		}
 	}
 }

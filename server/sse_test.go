@@ -272,3 +272,38 @@ func TestThousandFollowersOfOneRun(t *testing.T) {
 		t.Fatalf("%d followers finished, want %d", total, followers)
 	}
 }
+
+// A stream of a finished run resumed at (or past) its terminal event has
+// nothing to send: 204, on which EventSource stops reconnecting, not a 200
+// that ends at once (a reconnect every second, for ever). One event short
+// of the end, the terminal event comes again.
+func TestEventsResumedAtTheEndAnswer204(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, server.Config{})
+	id := e.submit(t, e.acme, "finish me")
+	res, next := e.stream(t, t.Context(), e.acme, id, "", "")
+	events := readAll(next)
+	res.Body.Close()
+	if len(events) == 0 || events[len(events)-1].typ != "run.completed" {
+		t.Fatalf("events: %+v", events)
+	}
+	last := events[len(events)-1].id
+	for _, c := range []struct{ lastEventID, query string }{
+		{strconv.FormatInt(last, 10), ""},
+		{"", "?after=" + strconv.FormatInt(last, 10)},
+		{"", "?after=" + strconv.FormatInt(last+5, 10)},
+	} {
+		res, next := e.stream(t, t.Context(), e.acme, id, c.lastEventID, c.query)
+		rest := readAll(next)
+		res.Body.Close()
+		if res.StatusCode != http.StatusNoContent || len(rest) != 0 {
+			t.Errorf("resumed with Last-Event-ID %q, query %q: %d with %d events, want 204", c.lastEventID, c.query, res.StatusCode, len(rest))
+		}
+	}
+	res, next = e.stream(t, t.Context(), e.acme, id, strconv.FormatInt(last-1, 10), "")
+	rest := readAll(next)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || len(rest) != 1 || rest[0].id != last || rest[0].typ != "run.completed" {
+		t.Errorf("resumed one short of the end: %d, %+v", res.StatusCode, rest)
+	}
+}

@@ -19,9 +19,9 @@ import (
 // follows a run over the API's event stream and refreshes the run list).
 //
 // Sign-in is with an API key. The session cookie holds the key's secret —
-// HttpOnly, SameSite=Strict, Secure over TLS — and every request
-// authenticates it as the API does, so a revoked key ends its sessions at
-// once and the server keeps no session state. Forms carry a CSRF token
+// HttpOnly, SameSite=Strict, Secure over TLS or with Config.BehindTLS —
+// and every request authenticates it as the API does, so a revoked key
+// ends its sessions at once and the server keeps no session state. Forms carry a CSRF token
 // derived from the secret (an HMAC), checked on every POST, besides the
 // SameSite cookie; the login form's token is a random cookie of its own
 // (double submit).
@@ -57,6 +57,11 @@ func (v *uiVisit) page(title string) map[string]any {
 func (s *Server) uiRoutes() {
 	static, _ := fs.Sub(uiStatic, "ui/static")
 	s.mux.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", staticFiles(http.FileServerFS(static))))
+	// The site's root is the dashboard: a browser pointed at the server
+	// finds it rather than a 404.
+	s.mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/ui/", http.StatusSeeOther)
+	})
 	s.mux.HandleFunc("GET /ui/{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/ui/runs", http.StatusSeeOther)
 	})
@@ -150,10 +155,13 @@ func csrfToken(secret string) string {
 	return hex.EncodeToString(m.Sum(nil))[:32]
 }
 
-func setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
+// setCookie sets one of the dashboard's cookies: Secure over TLS, or
+// always with Config.BehindTLS (the request reached kern as plain HTTP from
+// a TLS-terminating proxy, but the browser is on https).
+func (s *Server) setCookie(w http.ResponseWriter, r *http.Request, name, value string, maxAge time.Duration) {
 	http.SetCookie(w, &http.Cookie{
 		Name: name, Value: value, Path: "/", MaxAge: int(maxAge.Seconds()),
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode,
+		HttpOnly: true, Secure: r.TLS != nil || s.cfg.BehindTLS, SameSite: http.SameSiteStrictMode,
 	})
 }
 
@@ -165,7 +173,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int,
 	var raw [16]byte
 	_, _ = rand.Read(raw[:])
 	token := hex.EncodeToString(raw[:])
-	setCookie(w, r, loginCookie, token, 10*time.Minute)
+	s.setCookie(w, r, loginCookie, token, 10*time.Minute)
 	uiHeaders(w)
 	s.render(w, r, status, "login.html", map[string]any{"Title": "Sign in", "CSRF": token, "Error": problem, "Login": true})
 }
@@ -188,8 +196,8 @@ func (s *Server) uiLogin(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, r, http.StatusUnauthorized, "That API key is not valid (unknown or revoked).")
 		return
 	}
-	setCookie(w, r, loginCookie, "", -time.Second)
-	setCookie(w, r, sessionCookie, key, sessionTTL)
+	s.setCookie(w, r, loginCookie, "", -time.Second)
+	s.setCookie(w, r, sessionCookie, key, sessionTTL)
 	http.Redirect(w, r, "/ui/runs", http.StatusSeeOther)
 }
 
@@ -201,7 +209,7 @@ func (s *Server) uiLogout(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	setCookie(w, r, sessionCookie, "", -time.Second)
+	s.setCookie(w, r, sessionCookie, "", -time.Second)
 	http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
 }
 

@@ -24,6 +24,10 @@ var uiFuncs = template.FuncMap{
 	"rfc":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	"ms":    func(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) },
 	"short": func(id string) string { return shortID(id) },
+	// seg escapes an id as one path segment of a URL: html/template's own
+	// escaping of a URL's path leaves '/', '?' and '#' as they are, so a
+	// run id or call id with them would point a link or a form elsewhere.
+	"seg": url.PathEscape,
 	"terminal": func(st run.Status) bool {
 		return st.Terminal()
 	},

@@ -277,7 +277,7 @@ func TestListWaitScheduleRouteRefusals(t *testing.T) {
 	e.do(t, e.acme, "POST", call+"/reject", `{"why": "x"}`).expectDetail(t, http.StatusBadRequest, "why")
 
 	// Routes and methods that do not exist.
-	for _, path := range []string{"/v1/nope", "/v1/runs/" + id + "/nope", "/", "/v2/runs"} {
+	for _, path := range []string{"/v1/nope", "/v1/runs/" + id + "/nope", "/v2/runs"} { // "/" is the dashboard (TestRootRedirectsToTheDashboard)
 		p := e.do(t, e.acme, "GET", path, nil).expectProblem(t, http.StatusNotFound)
 		if p["type"] != "urn:kern:problem:not-found" {
 			t.Errorf("GET %s: problem %v", path, p)

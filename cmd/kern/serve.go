@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,7 +30,9 @@ events, cancel and answer runs from any language. Every /v1 route takes
 "Authorization: Bearer <secret>", a key from "kern keys create"; a key sees
 only its tenant's runs. The OpenAPI document is at /v1/openapi.json; the
 dashboard at /ui/ (sign in with a key), River UI at /riverui/ for the
-tenants given by --riverui-tenant.
+tenants given by --riverui-tenant. Behind a proxy that terminates TLS,
+give --behind-tls (or KERN_BEHIND_TLS=true) so the sign-in cookie is
+Secure.
 
 The server runs no agents: start "kern worker" processes against the same
 database for that. On SIGINT or SIGTERM it stops accepting connections and
@@ -40,6 +44,13 @@ lets requests finish for --shutdown-timeout; event streams are cut then
        -d '{"agent":"assistant","prompt":"Hello"}' http://127.0.0.1:8080/v1/runs`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if v := os.Getenv("KERN_BEHIND_TLS"); v != "" && !cmd.Flags().Changed("behind-tls") {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return fmt.Errorf("KERN_BEHIND_TLS=%q is not true or false", v)
+				}
+				cfg.BehindTLS = b
+			}
 			ctx := cmd.Context()
 			d, err := flags.open(ctx)
 			if err != nil {
@@ -88,6 +99,7 @@ lets requests finish for --shutdown-timeout; event streams are cut then
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on (host:port; :0 picks a free port, printed in the log)")
 	cmd.Flags().BoolVar(&cfg.AllowPrivateWebhooks, "allow-private-webhooks", false, "let tenants name webhook URLs on loopback and private addresses (give kern worker the same flag: it checks each delivery's address too)")
 	cmd.Flags().StringSliceVar(&cfg.RiverUITenants, "riverui-tenant", nil, "tenants whose keys may open River UI at /riverui/ (it shows every tenant's jobs); repeat or comma-separate")
+	cmd.Flags().BoolVar(&cfg.BehindTLS, "behind-tls", false, "browsers reach the server over https through a TLS-terminating proxy: dashboard cookies are always Secure (default $KERN_BEHIND_TLS)")
 	cmd.Flags().Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", server.DefaultMaxBodyBytes, "largest request body; larger is refused with 413")
 	cmd.Flags().DurationVar(&shutdown, "shutdown-timeout", 10*time.Second, "grace period for requests in flight on SIGTERM")
 	return cmd
