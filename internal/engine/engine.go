@@ -212,6 +212,9 @@ type ToolResult struct {
 type WaitCall struct {
 	Seq  int
 	Call run.ToolCall
+	// External: the call's tool is External, so its answer is a result
+	// (or a rejection): an approval of it is refused.
+	External bool
 }
 
 // Fence names one execution of a run: every write of it is conditional on
