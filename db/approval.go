@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
@@ -127,7 +128,8 @@ func (d *DB) answer(ctx context.Context, runID, callID, kind, text string) error
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		var status, agentName string
 		var open []waitCall
-		err := tx.QueryRow(ctx, sqlLockWaiting, runID).Scan(&status, &open, &agentName)
+		var priority int
+		err := tx.QueryRow(ctx, sqlLockWaiting, runID).Scan(&status, &open, &agentName, &priority)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return run.ErrNotFound
 		}
@@ -154,7 +156,7 @@ func (d *DB) answer(ctx context.Context, runID, callID, kind, text string) error
 		}
 		var jobID *int64
 		if len(rest) == 0 {
-			res, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: runID, AgentName: agentName}, nil)
+			res, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: runID, AgentName: agentName}, &river.InsertOpts{Priority: priority})
 			if err != nil {
 				return fmt.Errorf("enqueue: %w", err)
 			}

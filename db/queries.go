@@ -21,12 +21,14 @@ const runColumns = `id, session_id, agent_name, name, status, input, content, er
 // only once that is stale (the caller died before starting it). A delayed
 // background run's heartbeat_at is its start time ($13, NULL for none): a
 // pending run's heartbeat_at is when it is due (see sqlRetryRun), which
-// the per-key order reads (kern_refused_by_key).
+// the per-key order reads (kern_refused_by_key). The run keeps its job's
+// priority, for the jobs it gets later (a foreground run: 2, the default).
 const sqlInsertRun = `
 INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
-	concurrency_key, webhook_url, heartbeat_at, tenant_id)
+	concurrency_key, webhook_url, heartbeat_at, tenant_id, priority)
 VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9, $10, $11, $12,
-	CASE WHEN $8::bigint IS NULL THEN now() ELSE $13::timestamptz END, $14)
+	CASE WHEN $8::bigint IS NULL THEN now() ELSE $13::timestamptz END, $14,
+	COALESCE((SELECT priority FROM river_job WHERE id = $8), 2))
 RETURNING ` + runColumns
 
 // sqlClaimRefused tells why a claim did not start a run ($1) for its job
@@ -213,7 +215,7 @@ FROM retried`
 // their worker died or is cut off. SKIP LOCKED lets rescuers on many
 // workers share the work without waiting on each other.
 const sqlStaleRuns = `
-SELECT id, agent_name, attempt FROM kern_run
+SELECT id, agent_name, attempt, priority FROM kern_run
 WHERE status = 'running' AND (heartbeat_at < now() - make_interval(secs => $1)
 	OR worker_id IN (` + deadWorkers + `))
 ORDER BY heartbeat_at
@@ -279,7 +281,7 @@ WITH candidates AS (
 	UNION ALL
 	SELECT unnest($3::text[])
 )
-SELECT r.id, r.agent_name, r.attempt, r.job_id IS NULL FROM kern_run r` + orphanJoins + `
+SELECT r.id, r.agent_name, r.attempt, r.job_id IS NULL, r.priority FROM kern_run r` + orphanJoins + `
 WHERE r.id = ANY (ARRAY(SELECT run_id FROM candidates)) AND ` + orphanedRun + `
 LIMIT 100
 FOR UPDATE OF r SKIP LOCKED`

@@ -35,9 +35,10 @@ SELECT EXISTS (SELECT 1 FROM kern_run WHERE id = $1 AND execution = $2 AND statu
 	AND EXISTS (SELECT 1 FROM kern_run_event WHERE run_id = $1 AND seq = $3 AND type = 'run.waiting'))`
 
 // sqlLockWaiting locks the run an answer is for and reads what it waits
-// on. Every answer takes this lock first, so answers to one run are
-// serialised: the second answer to a call finds it gone from waiting_calls.
-const sqlLockWaiting = `SELECT status, waiting_calls, agent_name FROM kern_run WHERE id = $1 FOR UPDATE`
+// on, and what its next job needs (its agent and priority). Every answer
+// takes this lock first, so answers to one run are serialised: the second
+// answer to a call finds it gone from waiting_calls.
+const sqlLockWaiting = `SELECT status, waiting_calls, agent_name, priority FROM kern_run WHERE id = $1 FOR UPDATE`
 
 // sqlPriorAnswer reads the answer a call has already, under the lock
 // sqlLockWaiting took: a run waits on an approved call again when the
