@@ -8,6 +8,11 @@ import "strings"
 // its execution: see the package doc for why that makes cancel and
 // completion safe against each other.
 
+// runDurationUs is a run's Duration as its terminal write stores it (a
+// statement's now() is its finished_at): from its first start to its end,
+// as Postgres dated both; 0 for a run that never started.
+const runDurationUs = `COALESCE((extract(epoch FROM now() - started_at) * 1000000)::bigint, 0)`
+
 // runColumns is the column list scanned by scanRun, in struct order.
 const runColumns = `id, session_id, agent_name, name, status, input, content, error, metadata,
 	attempt, timeout_ms, input_tokens, output_tokens, total_tokens, ttft_us, duration_us,
@@ -138,7 +143,9 @@ SELECT EXISTS (SELECT 1 FROM kern_run WHERE id = $1 AND execution = $2 AND statu
 // sqlFinishRuns writes terminal statuses for the executions that own their
 // runs, with the unflushed tail of the content and the terminal event: a
 // content.delta for a non-empty tail, then run.completed, run.error or
-// run.cancelled. The metrics are the run's totals, stored steps included.
+// run.cancelled. The metrics are the run's totals, stored steps included;
+// its duration is runDurationUs (req_duration_us, the execution's own, is
+// not stored), and the time to first token a stored turn recorded stays.
 const sqlFinishRuns = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
@@ -154,8 +161,8 @@ WITH req AS (
 		input_tokens  = req.req_input_tokens,
 		output_tokens = req.req_output_tokens,
 		total_tokens  = req.req_total_tokens,
-		ttft_us       = req.req_ttft_us,
-		duration_us   = req.req_duration_us,
+		ttft_us       = CASE WHEN ttft_us > 0 THEN ttft_us ELSE req.req_ttft_us END,
+		duration_us   = ` + runDurationUs + `,
 		model_turns   = req.req_model_turns,
 		tool_calls    = req.req_tool_calls,
 		finished_at   = now(),
@@ -324,7 +331,8 @@ FROM requeued`
 // sqlFailRun ends a rescued run that has no attempts left.
 const sqlFailRun = `
 WITH failed AS (
-	UPDATE kern_run SET status = 'error', error = $2, finished_at = now(), event_seq = event_seq + 1
+	UPDATE kern_run SET status = 'error', error = $2, finished_at = now(), duration_us = ` + runDurationUs + `,
+		event_seq = event_seq + 1
 	WHERE id = $1 AND status = 'running'
 	RETURNING id, event_seq
 )
@@ -397,7 +405,7 @@ RETURNING true`
 // changes nothing.
 const sqlCancelRun = `
 WITH cancelled AS (
-	UPDATE kern_run SET status = 'cancelled', finished_at = now(), event_seq = event_seq + 1
+	UPDATE kern_run SET status = 'cancelled', finished_at = now(), duration_us = ` + runDurationUs + `, event_seq = event_seq + 1
 	WHERE id = $1 AND status IN ('pending', 'running', 'waiting') AND $2 IN ('', tenant_id)
 	RETURNING id, event_seq
 )

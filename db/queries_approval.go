@@ -93,7 +93,8 @@ const sqlExpireWaits = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::text[]) AS r(req_id, req_error)
 ), failed AS (
-	UPDATE kern_run SET status = 'error', error = req.req_error, finished_at = now(), event_seq = event_seq + 1
+	UPDATE kern_run SET status = 'error', error = req.req_error, finished_at = now(), duration_us = ` + runDurationUs + `,
+		event_seq = event_seq + 1
 	FROM req
 	WHERE id = req.req_id AND status = 'waiting'
 	RETURNING id, event_seq, req.req_error
