@@ -18,7 +18,9 @@ import (
 // ApproveToolCall approves call callID of waiting run runID; a worker
 // makes the call once the run's calls are all answered. See
 // db.DB.ApproveToolCall: run.ErrNotWaiting for a call the run is not
-// waiting on (answered already, never asked), run.ErrNotFound for no run.
+// waiting on (answered already, never asked), run.ErrNotFound for no run,
+// run.ErrInvalidArgument for a call of an External tool (kern never makes
+// it: its answer is SubmitToolResult).
 func (a *Agent) ApproveToolCall(ctx context.Context, runID, callID string) error {
 	if err := a.requireDB(); err != nil {
 		return err
@@ -68,7 +70,8 @@ func (x *execution) waitForAnswers(ctx context.Context, wait []pendingCall) erro
 	defer x.writeMu.Unlock()
 	calls := make([]engine.WaitCall, len(wait))
 	for i, p := range wait {
-		calls[i] = engine.WaitCall{Seq: p.seq, Call: toRunCalls([]ToolCall{p.call})[0]}
+		tool := x.tools[p.call.Name]
+		calls[i] = engine.WaitCall{Seq: p.seq, Call: toRunCalls([]ToolCall{p.call})[0], External: tool != nil && tool.External}
 	}
 	seq := x.seq + 1
 	if err := x.write(ctx, func(wctx context.Context) error { return x.e.store.WaitForAnswers(wctx, x.fence, seq, calls) }); err != nil {

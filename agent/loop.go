@@ -219,7 +219,7 @@ func (x *execution) storeTurn(ctx context.Context, t turnResult) error {
 		used[c.ID] = true
 		calls[i] = c
 	}
-	turn := engine.Turn{Seq: x.tr.seq + 1, Content: t.text, Tail: t.tail, Calls: toRunCalls(calls), Usage: engine.Usage(t.resp.Usage)}
+	turn := engine.Turn{Seq: x.tr.seq + 1, Content: t.text, Tail: t.tail, Calls: toRunCalls(calls), Usage: engine.Usage(t.resp.Usage), TTFT: x.ttft}
 	first := x.seq + 1
 	if err := x.write(ctx, func(wctx context.Context) error { return x.e.store.StoreTurn(wctx, x.fence, first, turn) }); err != nil {
 		return err
@@ -242,7 +242,7 @@ func (x *execution) storeRejected(ctx context.Context, t turnResult, retry []Mes
 	if invalid := validateAnswer(x.check.schema, t.text); invalid != nil {
 		why = invalid.Error()
 	}
-	turn := engine.Turn{Seq: x.tr.seq + 1, Content: t.text, Tail: t.tail, Usage: engine.Usage(t.resp.Usage), Rejected: why}
+	turn := engine.Turn{Seq: x.tr.seq + 1, Content: t.text, Tail: t.tail, Usage: engine.Usage(t.resp.Usage), Rejected: why, TTFT: x.ttft}
 	first := x.seq + 1
 	if err := x.write(ctx, func(wctx context.Context) error { return x.e.store.StoreTurn(wctx, x.fence, first, turn) }); err != nil {
 		return err

@@ -101,7 +101,8 @@ func WithConcurrencyKey(key string) RunOption {
 }
 
 // WithPriority sets a background run's priority, River's: 1 runs first …
-// 4 last; default 2. It orders runs waiting for a worker, not running ones.
+// 4 last; default 2. It orders runs waiting for a worker, not running ones,
+// and holds for the whole run: after an answer or a rescue too.
 // Outside 1..4, or on a foreground run, it is run.ErrInvalidArgument.
 func WithPriority(p int) RunOption {
 	return func(c *runConfig) { c.priority, c.prioritySet = p, true }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
@@ -26,12 +27,23 @@ const (
 )
 
 // waitCall is an open call as kern_run.waiting_calls stores it: the call,
-// and the transcript seq its turn reserved for its result.
+// the transcript seq its turn reserved for its result, and whether its
+// tool is External (its answer is a result, never an approval; absent in
+// the waits stored before kern knew it).
 type waitCall struct {
 	ID        string `json:"id"`
 	Name      string `json:"name"`
 	Arguments string `json:"arguments"`
 	Seq       int    `json:"seq"`
+	External  bool   `json:"external,omitempty"`
+}
+
+// shownCall is an open call as the run.waiting event shows it: what
+// answerers need, such as the dashboard, which offers no approval of an
+// External call.
+type shownCall struct {
+	wireCall
+	External bool `json:"external,omitempty"`
 }
 
 // WaitForAnswers implements engine.Store, with StoreTurn's read-back.
@@ -39,10 +51,11 @@ func (d engineDB) WaitForAnswers(ctx context.Context, f engine.Fence, seq int64,
 	if len(calls) == 0 {
 		return fmt.Errorf("kern: %w: a run waits on at least one call", run.ErrInvalidArgument)
 	}
-	stored, shown := make([]waitCall, len(calls)), make([]wireCall, len(calls))
+	stored, shown := make([]waitCall, len(calls)), make([]shownCall, len(calls))
 	for i, c := range calls {
 		w := wireCall{ID: storable(c.Call.ID), Name: storable(c.Call.Name), Arguments: storable(c.Call.Arguments)}
-		stored[i], shown[i] = waitCall{ID: w.ID, Name: w.Name, Arguments: w.Arguments, Seq: c.Seq}, w
+		stored[i] = waitCall{ID: w.ID, Name: w.Name, Arguments: w.Arguments, Seq: c.Seq, External: c.External}
+		shown[i] = shownCall{wireCall: w, External: c.External}
 	}
 	storedJS, err := json.Marshal(stored)
 	if err != nil {
@@ -70,6 +83,14 @@ func (d engineDB) WaitForAnswers(ctx context.Context, f engine.Fence, seq int64,
 // run.ErrNotFound; a call id that run.ValidateToolCallID refuses is
 // run.ErrInvalidArgument. The answer that closes the run's last open call puts
 // the run back to pending with a new job, in the same transaction.
+//
+// A call of an External tool cannot be approved, since kern never makes
+// it: that is run.ErrInvalidArgument and changes nothing (its answer is
+// SubmitToolResult, or RejectToolCall). So is a second approval of a call
+// the run waits on again after it was approved, which happens when the
+// worker that resumed the run has the tool as External (a deploy changed
+// it, or the wait was stored before kern told External calls apart): the
+// result or rejection that answers it then takes the approval's place.
 //
 // When the commit's outcome is unknown (the connection dropped), asking
 // again is safe: a second answer that finds the first applied is
@@ -120,7 +141,8 @@ func (d *DB) answer(ctx context.Context, key, callID, kind, text string) error {
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		var status, agentName string
 		var open []waitCall
-		err := tx.QueryRow(ctx, sqlLockWaiting, runID).Scan(&status, &open, &agentName)
+		var priority int
+		err := tx.QueryRow(ctx, sqlLockWaiting, runID).Scan(&status, &open, &agentName, &priority)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return run.ErrNotFound
 		}
@@ -137,6 +159,9 @@ func (d *DB) answer(ctx context.Context, key, callID, kind, text string) error {
 			return run.ErrNotWaiting
 		}
 		call := open[idx]
+		if err := checkAnswerKind(ctx, tx, runID, call, kind); err != nil {
+			return err
+		}
 		rest := append(open[:idx:idx], open[idx+1:]...)
 		restJS, err := json.Marshal(rest)
 		if err != nil {
@@ -144,7 +169,7 @@ func (d *DB) answer(ctx context.Context, key, callID, kind, text string) error {
 		}
 		var jobID *int64
 		if len(rest) == 0 {
-			res, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: runID, AgentName: agentName}, nil)
+			res, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: runID, AgentName: agentName}, &river.InsertOpts{Priority: priority})
 			if err != nil {
 				return fmt.Errorf("enqueue: %w", err)
 			}
@@ -165,6 +190,11 @@ func (d *DB) answer(ctx context.Context, key, callID, kind, text string) error {
 		}
 		tag, err := tx.Exec(ctx, sqlAnswer, runID, string(restJS), jobID, callID, kind, text,
 			stepSeq, content, evType, string(data), call.Name)
+		if isUniqueViolation(err) {
+			// Cannot happen under the lock and checkAnswerKind; should it,
+			// the answer conflicts with one stored, and nothing was written.
+			return fmt.Errorf("%w: the call's answer is stored already", run.ErrNotWaiting)
+		}
 		if err != nil {
 			return err
 		}
@@ -175,6 +205,32 @@ func (d *DB) answer(ctx context.Context, key, callID, kind, text string) error {
 	})
 	if err != nil {
 		return fmt.Errorf("kern: %s tool call %q of run %q: %w", what, callID, idOf(key), err)
+	}
+	return nil
+}
+
+// checkAnswerKind refuses, under the run's lock, an answer the call cannot
+// take: an approval of an External call, or of a call approved already
+// that the run waits on again (its tool needs a result now). A call that
+// has a result or a rejection stored is answered already; the run cannot
+// wait on it again (its tool step is stored), but should it, that is said.
+func checkAnswerKind(ctx context.Context, tx pgx.Tx, runID string, call waitCall, kind string) error {
+	if kind == "approved" && call.External {
+		return fmt.Errorf("%w: tool %q is External: kern never makes its calls, so they are answered with their result (SubmitToolResult) or rejected, not approved",
+			run.ErrInvalidArgument, call.Name)
+	}
+	var prior string
+	err := tx.QueryRow(ctx, sqlPriorAnswer, runID, call.ID).Scan(&prior)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return err
+	case prior != "approved":
+		return fmt.Errorf("%w: the call was answered already (%s)", run.ErrNotWaiting, prior)
+	case kind == "approved":
+		return fmt.Errorf("%w: the call was approved already and the run waits on it again: its tool %q needs a result now (SubmitToolResult), or a rejection",
+			run.ErrInvalidArgument, call.Name)
 	}
 	return nil
 }

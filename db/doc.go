@@ -305,7 +305,7 @@
 // the calls that need nothing are made and their results committed; then
 // WaitForAnswers moves the run to 'waiting' in one fenced statement: the
 // open calls in waiting_calls (each with the transcript seq its turn
-// reserved for its result), waiting_until = now + the run's wait timeout
+// reserved for its result, and whether its tool is External), waiting_until = now + the run's wait timeout
 // (SubmitParams.WaitTimeout, DefaultWaitTimeout when 0), no job, no
 // heartbeat, and its run.waiting {"calls":[…]} event, whose notification
 // carries the done mark so WaitRun wakes (WaitRun returns a waiting run).
@@ -319,7 +319,9 @@
 // waiting_calls no longer hold the call, is run.ErrNotWaiting and nothing
 // is written. So the first answer to a call stands: concurrent answers
 // queue on the row lock, and each later one finds the call gone (the
-// primary key of kern_run_answer, (run_id, call_id), backs that up). The
+// primary key of kern_run_answer, (run_id, call_id), backs that up). An
+// approval of an External call is run.ErrInvalidArgument and writes
+// nothing: kern never makes the call, its answer is its result. The
 // answer removes the call from waiting_calls, records itself in
 // kern_run_answer, appends its event (tool.approved {"id"}, tool.rejected
 // {"id","reason"}, or tool.result {"id","name","output"} for a submitted
@@ -338,7 +340,13 @@
 // at least once, like any tool call: its answer is exactly once, the call
 // is made once unless the worker dies before its result commits. A call
 // that needs an answer and has none (the worker died between storing the
-// turn and WaitForAnswers) makes the resumed execution wait again.
+// turn and WaitForAnswers) makes the resumed execution wait again; so does
+// an approved call whose tool is External on the resuming worker (a deploy
+// changed it). Such a call takes a result or a rejection, which replaces
+// its approval in kern_run_answer; a second approval is
+// run.ErrInvalidArgument. No answer ever fails on the primary key: a
+// waiting run stays answerable until it is answered, cancelled or its
+// wait ends.
 //
 // CancelRun ends a waiting run cancelled at once (sqlCancelRun includes
 // 'waiting'); an answer after that is run.ErrNotWaiting, and an answer

@@ -8,6 +8,11 @@ import "strings"
 // its execution: see the package doc for why that makes cancel and
 // completion safe against each other.
 
+// runDurationUs is a run's Duration as its terminal write stores it (a
+// statement's now() is its finished_at): from its first start to its end,
+// as Postgres dated both; 0 for a run that never started.
+const runDurationUs = `COALESCE((extract(epoch FROM now() - started_at) * 1000000)::bigint, 0)`
+
 // runColumns is the column list scanned by scanRun, in struct order.
 const runColumns = `id, session_id, agent_name, name, status, input, content, error, metadata,
 	attempt, timeout_ms, input_tokens, output_tokens, total_tokens, ttft_us, duration_us,
@@ -21,12 +26,14 @@ const runColumns = `id, session_id, agent_name, name, status, input, content, er
 // only once that is stale (the caller died before starting it). A delayed
 // background run's heartbeat_at is its start time ($13, NULL for none): a
 // pending run's heartbeat_at is when it is due (see sqlRetryRun), which
-// the per-key order reads (kern_refused_by_key).
+// the per-key order reads (kern_refused_by_key). The run keeps its job's
+// priority, for the jobs it gets later (a foreground run: 2, the default).
 const sqlInsertRun = `
 INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
-	concurrency_key, webhook_url, heartbeat_at, tenant_id)
+	concurrency_key, webhook_url, heartbeat_at, tenant_id, priority)
 VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9, $10, $11, $12,
-	CASE WHEN $8::bigint IS NULL THEN now() ELSE $13::timestamptz END, $14)
+	CASE WHEN $8::bigint IS NULL THEN now() ELSE $13::timestamptz END, $14,
+	COALESCE((SELECT priority FROM river_job WHERE id = $8), 2))
 RETURNING ` + runColumns
 
 // sqlClaimRefused tells why a claim did not start a run ($1) for its job
@@ -135,7 +142,9 @@ SELECT EXISTS (SELECT 1 FROM kern_run WHERE id = $1 AND execution = $2 AND statu
 // sqlFinishRuns writes terminal statuses for the executions that own their
 // runs, with the unflushed tail of the content and the terminal event: a
 // content.delta for a non-empty tail, then run.completed, run.error or
-// run.cancelled. The metrics are the run's totals, stored steps included.
+// run.cancelled. The metrics are the run's totals, stored steps included;
+// its duration is runDurationUs (req_duration_us, the execution's own, is
+// not stored), and the time to first token a stored turn recorded stays.
 const sqlFinishRuns = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[],
@@ -151,8 +160,8 @@ WITH req AS (
 		input_tokens  = req.req_input_tokens,
 		output_tokens = req.req_output_tokens,
 		total_tokens  = req.req_total_tokens,
-		ttft_us       = req.req_ttft_us,
-		duration_us   = req.req_duration_us,
+		ttft_us       = CASE WHEN ttft_us > 0 THEN ttft_us ELSE req.req_ttft_us END,
+		duration_us   = ` + runDurationUs + `,
 		model_turns   = req.req_model_turns,
 		tool_calls    = req.req_tool_calls,
 		finished_at   = now(),
@@ -212,7 +221,7 @@ FROM retried`
 // their worker died or is cut off. SKIP LOCKED lets rescuers on many
 // workers share the work without waiting on each other.
 const sqlStaleRuns = `
-SELECT id, agent_name, attempt FROM kern_run
+SELECT id, agent_name, attempt, priority FROM kern_run
 WHERE status = 'running' AND (heartbeat_at < now() - make_interval(secs => $1)
 	OR worker_id IN (` + deadWorkers + `))
 ORDER BY heartbeat_at
@@ -278,7 +287,7 @@ WITH candidates AS (
 	UNION ALL
 	SELECT unnest($3::text[])
 )
-SELECT r.id, r.agent_name, r.attempt, r.job_id IS NULL FROM kern_run r` + orphanJoins + `
+SELECT r.id, r.agent_name, r.attempt, r.job_id IS NULL, r.priority FROM kern_run r` + orphanJoins + `
 WHERE r.id = ANY (ARRAY(SELECT run_id FROM candidates)) AND ` + orphanedRun + `
 LIMIT 100
 FOR UPDATE OF r SKIP LOCKED`
@@ -321,7 +330,8 @@ FROM requeued`
 // sqlFailRun ends a rescued run that has no attempts left.
 const sqlFailRun = `
 WITH failed AS (
-	UPDATE kern_run SET status = 'error', error = $2, finished_at = now(), event_seq = event_seq + 1
+	UPDATE kern_run SET status = 'error', error = $2, finished_at = now(), duration_us = ` + runDurationUs + `,
+		event_seq = event_seq + 1
 	WHERE id = $1 AND status = 'running'
 	RETURNING id, event_seq
 )
@@ -394,7 +404,7 @@ RETURNING true`
 // changes nothing.
 const sqlCancelRun = `
 WITH cancelled AS (
-	UPDATE kern_run SET status = 'cancelled', finished_at = now(), event_seq = event_seq + 1
+	UPDATE kern_run SET status = 'cancelled', finished_at = now(), duration_us = ` + runDurationUs + `, event_seq = event_seq + 1
 	WHERE id = $1 AND status IN ('pending', 'running', 'waiting')
 	RETURNING id, event_seq
 )

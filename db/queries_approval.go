@@ -35,9 +35,15 @@ SELECT EXISTS (SELECT 1 FROM kern_run WHERE id = $1 AND execution = $2 AND statu
 	AND EXISTS (SELECT 1 FROM kern_run_event WHERE run_id = $1 AND seq = $3 AND type = 'run.waiting'))`
 
 // sqlLockWaiting locks the run an answer is for and reads what it waits
-// on. Every answer takes this lock first, so answers to one run are
-// serialised: the second answer to a call finds it gone from waiting_calls.
-const sqlLockWaiting = `SELECT status, waiting_calls, agent_name FROM kern_run WHERE id = $1 FOR UPDATE`
+// on, and what its next job needs (its agent and priority). Every answer
+// takes this lock first, so answers to one run are serialised: the second
+// answer to a call finds it gone from waiting_calls.
+const sqlLockWaiting = `SELECT status, waiting_calls, agent_name, priority FROM kern_run WHERE id = $1 FOR UPDATE`
+
+// sqlPriorAnswer reads the answer a call has already, under the lock
+// sqlLockWaiting took: a run waits on an approved call again when the
+// worker that resumed it has the call's tool as External.
+const sqlPriorAnswer = `SELECT kind FROM kern_run_answer WHERE run_id = $1 AND call_id = $2`
 
 // sqlAnswer records an answer to call $4 of a waiting run $1, under the
 // lock sqlLockWaiting took: the calls still open ($2); when none is, the
@@ -46,7 +52,8 @@ const sqlLockWaiting = `SELECT status, waiting_calls, agent_name FROM kern_run W
 // failure). The answer row, its event ($9 type, $10 data), and for a
 // rejection or a result the call's tool step at the seq its turn reserved
 // ($7 > 0, content $8), so the execution that continues the run finds it
-// stored.
+// stored. A result or a rejection of a call the run waits on again after
+// its approval (see checkAnswerKind) takes the approval's place.
 const sqlAnswer = `
 WITH answered AS (
 	UPDATE kern_run SET
@@ -61,6 +68,8 @@ WITH answered AS (
 ), answer AS (
 	INSERT INTO kern_run_answer (run_id, call_id, kind, text)
 	SELECT id, $4, $5, $6 FROM answered
+	ON CONFLICT (run_id, call_id) DO UPDATE SET kind = excluded.kind, text = excluded.text, answered_at = now()
+	WHERE kern_run_answer.kind = 'approved' AND excluded.kind <> 'approved'
 ), step AS (
 	INSERT INTO kern_run_step (run_id, seq, role, content, tool_call_id, tool_name)
 	SELECT id, $7, 'tool', $8, $4, $11 FROM answered WHERE $7::int > 0
@@ -84,7 +93,8 @@ const sqlExpireWaits = `
 WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::text[]) AS r(req_id, req_error)
 ), failed AS (
-	UPDATE kern_run SET status = 'error', error = req.req_error, finished_at = now(), event_seq = event_seq + 1
+	UPDATE kern_run SET status = 'error', error = req.req_error, finished_at = now(), duration_us = ` + runDurationUs + `,
+		event_seq = event_seq + 1
 	FROM req
 	WHERE id = req.req_id AND status = 'waiting'
 	RETURNING id, event_seq, req.req_error

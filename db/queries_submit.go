@@ -4,7 +4,8 @@ package db
 // trip and one commit: the River jobs of the background runs (river_job,
 // as River's own JobInsertFastMany writes them: kind, args, queue,
 // priority, max_attempts, metadata, scheduled_at and its state; no unique
-// options, no tags), then every run with its job's id. One statement is
+// options, no tags), then every run with its job's id and priority (kept
+// for the jobs it gets later). One statement is
 // one transaction: still no row without its job nor job without its row.
 // A duplicate id or idempotency key fails the whole statement (the batcher
 // then tries each submit alone). Times are Postgres's, as River's fetch
@@ -30,8 +31,8 @@ WITH u AS (
 	RETURNING id, args->>'run_id' AS run_id
 )
 INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
-	concurrency_key, webhook_url, heartbeat_at, tenant_id)
+	concurrency_key, webhook_url, heartbeat_at, tenant_id, priority)
 SELECT u.id, u.session_id, u.agent_name, u.name, u.input, u.metadata, u.timeout_ms, job.id, u.idempotency_key, u.wait_timeout_ms,
-	u.concurrency_key, u.webhook_url, CASE WHEN job.id IS NULL THEN now() ELSE u.start_at END, u.tenant_id
+	u.concurrency_key, u.webhook_url, CASE WHEN job.id IS NULL THEN now() ELSE u.start_at END, u.tenant_id, u.priority
 FROM u LEFT JOIN job ON job.run_id = u.id
 RETURNING ` + runColumns

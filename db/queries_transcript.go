@@ -16,14 +16,15 @@ package db
 // holds only the turn being streamed, so it ends as the final answer. Seqs
 // req_seq+1 … req_seq+n are reserved for the calls' results (transcript_seq),
 // and the turn's tokens are added to the run's, so a running run reads with
-// the totals so far.
+// the totals so far; so is the execution's time to first token, unless an
+// earlier one recorded the run's.
 const sqlStoreTurns = `
 WITH req AS (
 	SELECT r.*, jsonb_array_length(r.req_calls) AS req_n
 	FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::text[], $6::text[], $7::text[]::jsonb[],
-		$8::int[], $9::int[], $10::int[], $11::text[])
+		$8::int[], $9::int[], $10::int[], $11::text[], $12::bigint[])
 	AS r(req_id, req_execution, req_event_seq, req_seq, req_content, req_tail, req_calls,
-		req_input_tokens, req_output_tokens, req_total_tokens, req_rejected)
+		req_input_tokens, req_output_tokens, req_total_tokens, req_rejected, req_ttft_us)
 ), stored AS (
 	UPDATE kern_run SET
 		content        = '',
@@ -34,6 +35,7 @@ WITH req AS (
 		input_tokens   = input_tokens + req.req_input_tokens,
 		output_tokens  = output_tokens + req.req_output_tokens,
 		total_tokens   = total_tokens + req.req_total_tokens,
+		ttft_us        = CASE WHEN ttft_us > 0 THEN ttft_us ELSE req.req_ttft_us END,
 		event_seq      = req.req_event_seq - 1 + CASE WHEN req.req_tail = '' THEN 0 ELSE 1 END + greatest(req.req_n, 1)
 	FROM req
 	WHERE id = req.req_id AND execution = req.req_execution AND status = 'running'

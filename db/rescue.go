@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
 
 	"github.com/kern-go/kern/internal/engine"
 )
@@ -53,6 +54,7 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 		type stale struct {
 			ID, AgentName string
 			Attempt       int
+			Priority      int
 		}
 		runs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[stale])
 		if err != nil {
@@ -73,6 +75,7 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 			ID, AgentName string
 			Attempt       int
 			Foreground    bool
+			Priority      int
 		}
 		orphans, err := pgx.CollectRows(orphanRows, pgx.RowToStructByPos[orphan])
 		if err != nil {
@@ -83,7 +86,7 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 			if r.Foreground {
 				msg = fmt.Sprintf("the foreground run's caller went away before starting it (attempt %d of %d so far)", r.Attempt, maxAttempts)
 			}
-			if err := d.requeue(ctx, tx, r.ID, r.AgentName, msg); err != nil {
+			if err := d.requeue(ctx, tx, r.ID, r.AgentName, r.Priority, msg); err != nil {
 				return err
 			}
 			res.Requeued = append(res.Requeued, r.ID)
@@ -97,7 +100,7 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 				res.Failed = append(res.Failed, r.ID)
 				continue
 			}
-			if err := d.requeue(ctx, tx, r.ID, r.AgentName, msg); err != nil {
+			if err := d.requeue(ctx, tx, r.ID, r.AgentName, r.Priority, msg); err != nil {
 				return err
 			}
 			res.Requeued = append(res.Requeued, r.ID)
@@ -151,9 +154,10 @@ func sweep(ctx context.Context, tx pgx.Tx, staleAfter time.Duration) ([]string, 
 	return orphans, nil
 }
 
-// requeue gives the run a new job and puts it back to pending.
-func (d *DB) requeue(ctx context.Context, tx pgx.Tx, runID, agentName, msg string) error {
-	job, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: runID, AgentName: agentName}, nil)
+// requeue gives the run a new job, with the run's priority, and puts it
+// back to pending.
+func (d *DB) requeue(ctx context.Context, tx pgx.Tx, runID, agentName string, priority int, msg string) error {
+	job, err := d.river.InsertTx(ctx, tx, engine.RunJobArgs{RunID: runID, AgentName: agentName}, &river.InsertOpts{Priority: priority})
 	if err != nil {
 		return err
 	}

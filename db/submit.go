@@ -44,7 +44,8 @@ type SubmitParams struct {
 	// of the workers (WorkerConfig.MaxRunsPerKey); see the package doc.
 	ConcurrencyKey string
 	// Priority is the River priority of the run's job: 1 runs first … 4
-	// last; 0 means DefaultPriority. Background runs only.
+	// last; 0 means DefaultPriority. Background runs only. The run keeps
+	// it: the jobs it gets later (after an answer, a rescue) have it too.
 	Priority int
 	// StartAt, for a background run, keeps it pending until then (its
 	// job's ScheduledAt); zero means now.

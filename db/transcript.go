@@ -84,14 +84,14 @@ func (d *DB) turnBatch(ctx context.Context, items []turnItem) ([]bool, error) {
 	n := len(items)
 	ids, executions, seqs, steps := make([]string, n), make([]int32, n), make([]int64, n), make([]int32, n)
 	contents, tails, calls, rejected := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	inTok, outTok, totTok := make([]int32, n), make([]int32, n), make([]int32, n)
+	inTok, outTok, totTok, ttft := make([]int32, n), make([]int32, n), make([]int32, n), make([]int64, n)
 	for i, it := range items {
 		ids[i], executions[i], seqs[i], steps[i] = it.RunID, int32(it.Execution), it.seq, int32(it.turn.Seq)
 		contents[i], tails[i], calls[i], rejected[i] = it.turn.Content, it.turn.Tail, it.calls, storable(it.turn.Rejected)
 		u := it.turn.Usage
-		inTok[i], outTok[i], totTok[i] = int32(u.InputTokens), int32(u.OutputTokens), int32(u.TotalTokens)
+		inTok[i], outTok[i], totTok[i], ttft[i] = int32(u.InputTokens), int32(u.OutputTokens), int32(u.TotalTokens), it.turn.TTFT.Microseconds()
 	}
-	return d.appliedTo(ctx, ids, sqlStoreTurns, ids, executions, seqs, steps, contents, tails, calls, inTok, outTok, totTok, rejected)
+	return d.appliedTo(ctx, ids, sqlStoreTurns, ids, executions, seqs, steps, contents, tails, calls, inTok, outTok, totTok, rejected, ttft)
 }
 
 func (d *DB) resultBatch(ctx context.Context, items []resultItem) ([]bool, error) {

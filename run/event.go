@@ -20,7 +20,9 @@ const (
 	EventRunRetrying    EventType = "run.retrying" // back to pending after a failed attempt: {"attempt","error","retry_in_ms"}
 	EventRunReleased    EventType = "run.released" // handed back by a stopping worker
 	// EventRunWaiting: the run waits for answers to the calls {"calls":
-	// [{"id","name","arguments"}]}; it holds no worker until they come.
+	// [{"id","name","arguments","external"?}]}; it holds no worker until
+	// they come. "external": true marks a call of an External tool, whose
+	// answer is its result (SubmitToolResult), never an approval.
 	EventRunWaiting   EventType = "run.waiting"
 	EventToolApproved EventType = "tool.approved" // {"id"}: a worker makes the call next
 	EventToolRejected EventType = "tool.rejected" // {"id","reason"}: the model is told the reason

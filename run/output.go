@@ -45,15 +45,27 @@ type Output struct {
 	FinishedAt *time.Time
 }
 
-// Metrics are what a run cost and how fast it was.
+// Metrics are what a run cost and how fast it was: the whole run, over all
+// of its executions (a retry, a rescue, each resume after a wait for
+// answers), whatever it ended as (completed, error, cancelled).
 type Metrics struct {
-	InputTokens      int
-	OutputTokens     int
-	TotalTokens      int
-	TimeToFirstToken time.Duration // from the model call to its first content
-	Duration         time.Duration // from start of execution to the terminal status
-	ModelTurns       int           // model calls that finished, over all attempts' kept steps
-	ToolCalls        int           // tool calls the model asked for
+	// Tokens are summed over the model calls that finished and were kept: a
+	// turn that stored tool calls, and the final one. A call cut short (by
+	// a cancel, a failure) reported none.
+	InputTokens  int
+	OutputTokens int
+	TotalTokens  int
+	// TimeToFirstToken is from a model call to its first content, in the
+	// first execution that streamed content and recorded it (with a turn it
+	// stored, or at its end): what a person first waited for.
+	TimeToFirstToken time.Duration
+	// Duration is from the run's first start to its terminal status
+	// (StartedAt to FinishedAt, as Postgres dates them), waits for answers
+	// and retry delays included; 0 for a run that never started, and until
+	// the run ends.
+	Duration   time.Duration
+	ModelTurns int // model calls that finished, over all attempts' kept steps
+	ToolCalls  int // tool calls the model asked for
 }
 
 // WebhookDelivery is where the webhook of a run (WithWebhook) stands. It is

@@ -146,6 +146,7 @@ func (s *Server) uiRun(w http.ResponseWriter, r *http.Request, v *uiVisit) {
 func runPage(data map[string]any, out *run.Output, events []run.Event, msgs []run.Message) map[string]any {
 	var content strings.Builder
 	var last int64
+	external := map[string]bool{} // call id → its tool is External, as the last run.waiting says
 	log := make([]uiEvent, 0, min(len(events), maxLoggedEvents))
 	for i, ev := range events {
 		last = ev.Seq
@@ -156,13 +157,25 @@ func runPage(data map[string]any, out *run.Output, events []run.Event, msgs []ru
 			var d struct{ Delta string }
 			_ = json.Unmarshal(ev.Data, &d)
 			content.WriteString(d.Delta)
+		case "run.waiting": // the calls of External tools take a result, not an approval
+			var d struct {
+				Calls []struct {
+					ID       string
+					External bool
+				}
+			}
+			_ = json.Unmarshal(ev.Data, &d)
+			clear(external)
+			for _, c := range d.Calls {
+				external[c.ID] = c.External
+			}
 		}
 		if i >= len(events)-maxLoggedEvents {
 			log = append(log, uiEvent{Seq: ev.Seq, Type: ev.Type, Data: string(ev.Data), At: ev.At})
 		}
 	}
 	for k, v := range map[string]any{"Run": out, "Content": content.String(), "Events": log,
-		"Omitted": len(events) - len(log), "LastSeq": last, "Messages": msgs} {
+		"Omitted": len(events) - len(log), "LastSeq": last, "Messages": msgs, "External": external} {
 		data[k] = v
 	}
 	return data

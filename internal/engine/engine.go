@@ -198,6 +198,9 @@ type Turn struct {
 	Tail    string // the part of Content not flushed yet
 	Calls   []run.ToolCall
 	Usage   Usage
+	// TTFT is the execution's time to its first token so far (0 for none
+	// yet): the run keeps the first one recorded.
+	TTFT time.Duration
 	// Rejected, for a turn without Calls, is why its answer was not taken:
 	// a final answer that does not match Agent.OutputSchema, stored so that
 	// the model is not asked for it again. Its event is output.rejected
@@ -218,6 +221,9 @@ type ToolResult struct {
 type WaitCall struct {
 	Seq  int
 	Call run.ToolCall
+	// External: the call's tool is External, so its answer is a result
+	// (or a rejection): an approval of it is refused.
+	External bool
 }
 
 // Fence names one execution of a run: every write of it is conditional on
@@ -233,7 +239,10 @@ type Finish struct {
 	Tail   string     // content not flushed yet, appended in the same statement
 	Error  string     // for StatusError
 	// Metrics are the run's totals: tokens over every model turn (stored
-	// steps included), ModelTurns and ToolCalls.
+	// steps included), ModelTurns and ToolCalls, and the execution's time to
+	// first token (kept only when no earlier one recorded the run's).
+	// Duration is not stored: the run's is from its first start to its end,
+	// as Postgres dates them.
 	Metrics run.Metrics
 }
 
