@@ -10,7 +10,8 @@ import (
 const MaxIDLength = 255
 
 // ValidateID checks a caller-chosen run id: 1 to MaxIDLength bytes of valid
-// UTF-8 with no control characters. The error wraps ErrInvalidArgument.
+// UTF-8 with no control characters, and not "." or "..", which no URL path
+// can name. The error wraps ErrInvalidArgument.
 func ValidateID(id string) error {
 	switch {
 	case id == "":
@@ -19,6 +20,10 @@ func ValidateID(id string) error {
 		return fmt.Errorf("kern: %w: run id is %d bytes, more than %d", ErrInvalidArgument, len(id), MaxIDLength)
 	case !utf8.ValidString(id):
 		return fmt.Errorf("kern: %w: run id is not valid UTF-8", ErrInvalidArgument)
+	case id == "." || id == "..":
+		// A URL path segment of "." or ".." means "this" or "up" to every
+		// browser and router, even escaped: no API route could name it.
+		return fmt.Errorf("kern: %w: run id %q is not allowed", ErrInvalidArgument, id)
 	}
 	for _, r := range id {
 		if unicode.IsControl(r) {

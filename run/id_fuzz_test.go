@@ -16,7 +16,7 @@ func FuzzValidateID(f *testing.F) {
 		"\x00", "a\x00b", "\x7f", "\u0085", "\t", "a\nb", "\xff", "\xc3", "\xed\xa0\x80",
 		strings.Repeat("a", run.MaxIDLength), strings.Repeat("a", run.MaxIDLength+1),
 		strings.Repeat("é", 127) + "a", strings.Repeat("é", 128),
-		"'; DROP TABLE kern_run; --",
+		"'; DROP TABLE kern_run; --", ".", "..", "...", "a/..",
 	} {
 		f.Add(seed)
 	}
@@ -36,6 +36,9 @@ func FuzzValidateID(f *testing.F) {
 		}
 		if !utf8.ValidString(id) {
 			t.Fatalf("ValidateID accepted invalid UTF-8 %q", id)
+		}
+		if id == "." || id == ".." {
+			t.Fatalf("ValidateID accepted %q, which no URL can name", id)
 		}
 		for _, r := range id {
 			if unicode.IsControl(r) {
