@@ -8,3 +8,7 @@ import "time"
 func SetWebhookTestKnobs(cfg *WorkerConfig, maxAttempts int, backoff, timeout, outboxTick time.Duration) {
 	cfg.webhookMaxAttempts, cfg.webhookBackoff, cfg.webhookTimeout, cfg.outboxEvery = maxAttempts, backoff, timeout, outboxTick
 }
+
+// SetSessionAttemptTimeout sets the deadline of w's first attempt at
+// opening its Postgres session (worker_session.go); call it before Start.
+func SetSessionAttemptTimeout(w *Worker, d time.Duration) { w.sessionAttempt = d }
