@@ -239,7 +239,9 @@ func TestRateLimitTokenBudget(t *testing.T) {
 // whole fleet: the run that got it asks again after the pause within the
 // same attempt, and the other workers' runs do not reach the model before
 // the pause ends. Runs waiting longer than their timeout still complete:
-// the timeout does not run while a run is throttled.
+// the timeout does not run while a run is throttled. The pause (3 s) is
+// longer than the runs' timeout (2 s), which still leaves a loaded machine
+// seconds for a run's own work.
 func TestRateLimitPauseOn429(t *testing.T) {
 	f := newRateFleet(t, 3, run.RateLimit{RequestsPerMinute: 1000}, time.Minute, agent.WorkerConfig{MaxConcurrentRuns: 5})
 	var calls atomic.Int64
@@ -250,15 +252,15 @@ func TestRateLimitPauseOn429(t *testing.T) {
 		at = append(at, time.Now())
 		mu.Unlock()
 		if calls.Add(1) == 1 {
-			return fakellm.Reply{Status: 429, RetryAfter: "1.5", ErrorMessage: "slow down"}
+			return fakellm.Reply{Status: 429, RetryAfter: "3", ErrorMessage: "slow down"}
 		}
 		return fakellm.DefaultReply(req)
 	})
-	first := f.submit(t, "first", agent.WithTimeout(time.Second))
+	first := f.submit(t, "first", agent.WithTimeout(2*time.Second))
 	waitFor(t, 10*time.Second, "the 429", func() bool { return calls.Load() >= 1 })
 	var others []string
 	for i := range 6 {
-		others = append(others, f.submit(t, fmt.Sprintf("other %d", i), agent.WithTimeout(time.Second)))
+		others = append(others, f.submit(t, fmt.Sprintf("other %d", i), agent.WithTimeout(2*time.Second)))
 	}
 	for _, id := range append([]string{first}, others...) {
 		out := mustWait(t, f.agents[0], id)
@@ -272,8 +274,8 @@ func TestRateLimitPauseOn429(t *testing.T) {
 		t.Fatalf("the model was asked %d times, want 8 (one 429, then each run once)", len(at))
 	}
 	for i, a := range at[1:] {
-		if d := a.Sub(at[0]); d < 1400*time.Millisecond {
-			t.Fatalf("request %d came %v after the 429; the pause was 1.5 s", i+2, d)
+		if d := a.Sub(at[0]); d < 2900*time.Millisecond {
+			t.Fatalf("request %d came %v after the 429; the pause was 3 s", i+2, d)
 		}
 	}
 	paused := 0
