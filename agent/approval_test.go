@@ -396,7 +396,10 @@ func TestApprovalForeground(t *testing.T) {
 // called once.
 func TestApprovalSurvivesRestart(t *testing.T) {
 	t.Parallel()
-	const runs = 50
+	runs := 50
+	if testing.Short() {
+		runs = 15 // the long tier (make test-long) runs 50
+	}
 	d := kerntest.DB(t)
 	srv, model := kerntest.Model(t)
 	var calls sync.Map // run id → *atomic.Int32

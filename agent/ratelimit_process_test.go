@@ -22,6 +22,11 @@ import (
 // processes read it; the model counts over 1.8 s, since it sees a request
 // a moment after its grant.)
 func TestRateLimitFleetOfThreeWorkerProcesses(t *testing.T) {
+	if testing.Short() {
+		// A fleet of three workers on their own DB handles (pools,
+		// batchers, caches, leases) in one process: TestRateLimitFleetRequestBudget.
+		t.Skip("3 worker processes: the long tier (make test-long)")
+	}
 	t.Parallel()
 	const budget, window, runs = 60, 2 * time.Second, 150
 	url := kerntest.DatabaseURL(t)
