@@ -149,10 +149,13 @@ func TestRateLimitPriorityOrder(t *testing.T) {
 	for i := range 6 {
 		ids = append(ids, f.submit(t, fmt.Sprintf("high %d", i), agent.WithPriority(1)))
 	}
-	waitFor(t, 10*time.Second, "12 runs waiting for the rate limit", func() bool {
+	// A run's place in the queue comes first, then (another statement) its
+	// run.throttled and the Error saying why: wait for both, not the first.
+	waitFor(t, 20*time.Second, "12 runs waiting for the rate limit, saying so", func() bool {
 		var n int
 		_ = f.db.Pool().QueryRow(ctx, `SELECT count(*) FROM kern_rate_waiter`).Scan(&n)
-		return n == 12
+		out, err := f.db.GetRun(ctx, ids[0])
+		return n == 12 && err == nil && strings.Contains(out.Error, "waits for the rate limit")
 	})
 	out, err := f.db.GetRun(ctx, ids[0])
 	if err != nil || out.Status != run.StatusRunning || !strings.Contains(out.Error, "waits for the rate limit of model m") {
