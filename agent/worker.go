@@ -161,7 +161,9 @@ func (w *Worker) agentNames() []string {
 }
 
 // Start begins working runs in the background. Cancelling ctx stops the
-// worker hard (running runs are handed back); prefer Stop.
+// worker hard (running runs are handed back); prefer Stop. The worker's own
+// Postgres session (its liveness) is opened first, an attempt that fails
+// or hangs past its deadline tried again within ctx (worker_session.go).
 func (w *Worker) Start(ctx context.Context) error {
 	if err := w.store.RegisterWorker(ctx, w.id, w.agentNames(), w.registrationTTL()); err != nil {
 		return fmt.Errorf("kern: start worker: %w", err)
