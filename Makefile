@@ -2,11 +2,28 @@
 GO      ?= go
 TIMEOUT ?= 12m
 
-.PHONY: test demo vet bench fmt
+.PHONY: test test-long demo vet bench fmt
 
-## test: vet, then every test with the race detector, against real Postgres.
+## test: vet, then every test with the race detector, against real Postgres,
+## in -short mode: every guarantee is tested, the long chaos, soak, process
+## fleet and benchmark runs at a smaller size or left to test-long. About
+## 4 minutes on 2 cores.
 test: vet
-	$(GO) test -race -count=1 -timeout $(TIMEOUT) ./...
+	$(GO) test -race -count=1 -short -timeout $(TIMEOUT) ./...
+
+## test-long: the long tier, the tests that -short skips or shrinks, at
+## full size: chaos with 1,200 runs, Postgres restarts, worker processes
+## killed, rate-limit and per-key fleets of processes, the benchmark's smoke
+## test. CI runs it after test when time allows (.ci/run). Every test that
+## looks at testing.Short() must be in LONG_TESTS (vet checks).
+LONG_TESTS := TestSmoke TestChaosInvariants TestChaosApprovals TestKilledWorkerSessionRunsRunAgainInASecond \
+	TestPostgresRestartRescuesNoRunOfALiveWorker TestPostgresRestartWithRunsInFlight TestPerKeyLimitAcrossWorkerProcesses \
+	TestApprovalSurvivesRestart TestCancelRaceInvariant TestRateLimitFleetOfThreeWorkerProcesses \
+	TestRescueReadsBoundedRowsWithABacklog TestRateLimitLeasesKeepTheWindow TestThousandFollowersOfOneRun
+empty :=
+LONG_RE := $(subst $(empty) $(empty),|,$(strip $(LONG_TESTS)))
+test-long:
+	$(GO) test -race -count=1 -timeout $(TIMEOUT) -run '^($(LONG_RE))$$' ./...
 
 ## demo: the seed scenarios end to end, offline (fake model, throwaway Postgres
 ## unless DATABASE_URL is set).
@@ -26,6 +43,9 @@ vet:
 	$(GO) vet ./...
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	@untiered=$$(awk '/^func (Test|Example)/ { name = $$2; sub(/\(.*/, "", name) } /testing\.Short\(\)/ { print name }' \
+		$$(git ls-files '*_test.go' 2>/dev/null || find . -name '*_test.go') | sort -u | grep -vxE '$(LONG_RE)'); \
+	if [ -n "$$untiered" ]; then echo "tests that look at testing.Short() but are not in the Makefile's LONG_TESTS:"; echo "$$untiered"; exit 1; fi
 
 ## bench: kern's figures side by side with the River floor, on a throwaway
 ## Postgres (fsync off, data in RAM; see BENCHMARKS.md), then submit, e2e,

@@ -18,3 +18,7 @@ func SetWebhookTestKnobs(cfg *WorkerConfig, maxAttempts int, backoff, timeout, o
 func SetWebhookLookup(cfg *WorkerConfig, lookup func(ctx context.Context, host string) ([]netip.Addr, error)) {
 	cfg.webhookLookup = lookup
 }
+
+// SetSessionAttemptTimeout sets the deadline of w's first attempt at
+// opening its Postgres session (worker_session.go); call it before Start.
+func SetSessionAttemptTimeout(w *Worker, d time.Duration) { w.sessionAttempt = d }

@@ -21,7 +21,10 @@ import (
 // ends cancelled; false means it had finished, and it stays as it was.
 func TestCancelRaceInvariant(t *testing.T) {
 	t.Parallel()
-	const runs = 320
+	runs := 320
+	if testing.Short() {
+		runs = 100 // the long tier (make test-long) runs 320
+	}
 	e := newEnv(t, agent.WorkerConfig{MaxConcurrentRuns: 16, FlushInterval: 2 * time.Millisecond})
 	answer := fakellm.LoremWords(12)
 	e.model.Script(func(fakellm.Request) fakellm.Reply {

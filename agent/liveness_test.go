@@ -53,9 +53,12 @@ func TestKilledWorkerSessionRunsRunAgainInASecond(t *testing.T) {
 	if err := fake.WaitRequests(ctx, 2*runs); err != nil {
 		t.Fatalf("the runs did not reach the model again: %v", err)
 	}
+	// About a second on an idle machine; what proves the session did it
+	// is that it came before RescueAfter, when a stale heartbeat first
+	// could: that bound holds however slow the machine.
 	recovered := time.Since(killed)
-	if recovered > 5*time.Second {
-		t.Fatalf("all %d runs reached the survivor %v after the kill; want about a second (RescueAfter is %v)", runs, recovered, rescueAfter)
+	if recovered >= rescueAfter {
+		t.Fatalf("all %d runs reached the survivor %v after the kill; want well before RescueAfter (%v)", runs, recovered, rescueAfter)
 	}
 	t.Logf("all %d runs running again %v after the SIGKILL", runs, recovered)
 	for _, id := range ids {

@@ -41,6 +41,11 @@ func countRowsAndJobs(t *testing.T, d *db.DB) (rows, jobs int) {
 // was answered), they reach it in submit order, and a run of another key
 // completes while the key's backlog is long.
 func TestPerKeyLimitAcrossWorkerProcesses(t *testing.T) {
+	if testing.Short() {
+		// The limit itself, across a process's runs and while a run
+		// waits: TestPerKeyLimitOfTwo, TestWaitingRunDoesNotHoldItsKey.
+		t.Skip("3 worker processes draining 50 runs of a key: the long tier (make test-long)")
+	}
 	t.Parallel()
 	url := kerntest.DatabaseURL(t)
 	d := kerntest.Open(t, url)

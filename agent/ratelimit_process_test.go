@@ -18,12 +18,18 @@ import (
 // requests per window on a fake model that answers 429 above 60 per
 // window. The model never sees more than the budget in a window and
 // refuses nothing; every run completes on its first attempt. (The window
-// is 2 s instead of 60 s, the test knob stored with the limit, so the
-// processes read it; the model counts over 1.8 s, since it sees a request
-// a moment after its grant.)
+// is 3 s instead of 60 s, the test knob stored with the limit, so the
+// processes read it; the model counts over 2 s, since it sees a request
+// after its grant, one maybe a second later than another on a loaded
+// machine.)
 func TestRateLimitFleetOfThreeWorkerProcesses(t *testing.T) {
+	if testing.Short() {
+		// A fleet of three workers on their own DB handles (pools,
+		// batchers, caches, leases) in one process: TestRateLimitFleetRequestBudget.
+		t.Skip("3 worker processes: the long tier (make test-long)")
+	}
 	t.Parallel()
-	const budget, window, runs = 60, 2 * time.Second, 150
+	const budget, window, runs, slack = 60, 3 * time.Second, 150, time.Second
 	url := kerntest.DatabaseURL(t)
 	d := kerntest.Open(t, url)
 	ctx := kerntest.Context(t, 90*time.Second)
@@ -34,7 +40,7 @@ func TestRateLimitFleetOfThreeWorkerProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv, modelURL := kerntest.ModelServer(t)
-	provider := fakellm.NewRateLimiter(budget, window-200*time.Millisecond)
+	provider := fakellm.NewRateLimiter(budget, window-slack)
 	srv.Script(provider.Script(nil))
 	for i := range 3 {
 		startWorkerProcess(t, fmt.Sprintf("rate-worker-%d", i), url, modelURL, time.Minute, workerModelIDEnv+"="+rateModel)
@@ -65,10 +71,10 @@ func TestRateLimitFleetOfThreeWorkerProcesses(t *testing.T) {
 	if len(arrivals) != runs || provider.Rejected() != 0 {
 		t.Fatalf("the model saw %d requests, %d refused; want %d and none", len(arrivals), provider.Rejected(), runs)
 	}
-	if got := fakellm.MaxInWindow(arrivals, window-200*time.Millisecond); got > budget {
+	if got := fakellm.MaxInWindow(arrivals, window-slack); got > budget {
 		t.Fatalf("the model saw %d requests in one window; the budget is %d", got, budget)
 	}
-	if span := arrivals[len(arrivals)-1].At.Sub(arrivals[0].At); span < 2*window-300*time.Millisecond {
+	if span := arrivals[len(arrivals)-1].At.Sub(arrivals[0].At); span < 2*window-slack {
 		t.Fatalf("%d requests at %d per %v took only %v", runs, budget, window, span)
 	}
 	t.Logf("150 runs worked by %d worker processes", workers)

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,9 @@ type Worker struct {
 	// session is this worker's own Postgres session: its liveness, for
 	// peers (see maintain). Owned by maintain once started.
 	session engine.Session
+	// sessionAttempt bounds the first attempt at opening session (0:
+	// sessionAttemptTimeout); tests shorten it.
+	sessionAttempt time.Duration
 }
 
 // NewWorker prepares a worker for the given agents, taking them as they are
@@ -157,7 +161,9 @@ func (w *Worker) agentNames() []string {
 }
 
 // Start begins working runs in the background. Cancelling ctx stops the
-// worker hard (running runs are handed back); prefer Stop.
+// worker hard (running runs are handed back); prefer Stop. The worker's own
+// Postgres session (its liveness) is opened first, an attempt that fails
+// or hangs past its deadline tried again within ctx (worker_session.go).
 func (w *Worker) Start(ctx context.Context) error {
 	if err := w.store.RegisterWorker(ctx, w.id, w.agentNames(), w.registrationTTL()); err != nil {
 		return fmt.Errorf("kern: start worker: %w", err)
@@ -167,7 +173,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if w.stopRescuer == nil && w.session == nil {
 		// Before the first claim: a run this worker claims is rescued
 		// within a second of the process dying.
-		session, err := w.store.OpenSession(ctx, w.id)
+		session, err := w.startSession(ctx) // worker_session.go: retried within ctx
 		if err != nil {
 			return fmt.Errorf("kern: start worker: %w", err)
 		}
@@ -265,7 +271,9 @@ func (w *Worker) renewSession(ctx context.Context) {
 	w.cfg.Logger.WarnContext(ctx, "kern: the worker's own Postgres session ended; opening another")
 	// The new session is recorded before the old one is closed: no moment
 	// in which a live worker's recorded session is gone.
-	fresh, err := w.store.OpenSession(ctx, w.id)
+	// Bounded like one of Start's attempts: a connection that hangs must
+	// not stop the registration's renewal; the next tick tries again.
+	fresh, err := w.openSessionOnce(ctx, cmp.Or(w.sessionAttempt, sessionAttemptTimeout))
 	if err != nil {
 		if ctx.Err() == nil {
 			w.cfg.Logger.WarnContext(ctx, "kern: opening the worker's Postgres session failed", slog.Any("error", err))

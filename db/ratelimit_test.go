@@ -66,12 +66,14 @@ func TestSetRateLimitValidatesAndLists(t *testing.T) {
 // TestRateLimitWindowIsExact: a request budget is a burst up to the budget,
 // then nothing until the first grant leaves the window, with the wait to
 // that moment; concurrent reservations from several DB handles (as from
-// several workers) never get more than the budget.
+// several workers) never get more than the budget. The window is a minute,
+// so however slowly the 30 reservations come, they fall in one window; its
+// passing is the grants' dates moved back a window in Postgres.
 func TestRateLimitWindowIsExact(t *testing.T) {
 	url := kerntest.DatabaseURL(t)
 	d := kerntest.Open(t, url)
 	ctx := kerntest.Context(t, 30*time.Second)
-	const model, budget, window = "m", 10, 1500 * time.Millisecond
+	const model, budget, window = "m", 10, time.Minute
 	if err := d.SetRateLimit(ctx, run.RateLimit{Model: model, RequestsPerMinute: budget}); err != nil {
 		t.Fatal(err)
 	}
@@ -110,13 +112,18 @@ func TestRateLimitWindowIsExact(t *testing.T) {
 	for i := range 30 {
 		_ = d.RateLimiter(engine.Key{}).Withdraw(ctx, engine.Fence{RunID: fmt.Sprintf("r%d", i), Execution: 1}, model)
 	}
-	// Once the window passed, the budget is whole again.
-	deadline := time.Now().Add(10 * time.Second)
-	for !reserve(t, d.RateLimiter(engine.Key{}), "late", model, 1).OK {
-		if time.Now().After(deadline) {
-			t.Fatal("the budget never came back")
+	// Not before the window passed; once it did, the budget is whole again.
+	if g := reserve(t, d.RateLimiter(engine.Key{}), "early", model, 1); g.OK {
+		t.Fatalf("within the window: %+v, want refused", g)
+	}
+	_ = d.RateLimiter(engine.Key{}).Withdraw(ctx, engine.Fence{RunID: "early", Execution: 1}, model)
+	if _, err := d.Pool().Exec(ctx, `UPDATE kern_rate_grant SET at = at - interval '1 minute'`); err != nil {
+		t.Fatal(err)
+	}
+	for i := range budget {
+		if g := reserve(t, d.RateLimiter(engine.Key{}), fmt.Sprintf("late%d", i), model, 1); !g.OK {
+			t.Fatalf("after the window, reservation %d: %+v; want the whole budget back", i, g)
 		}
-		time.Sleep(50 * time.Millisecond) // polling with a deadline: the window must pass
 	}
 }
 
@@ -158,7 +165,8 @@ func TestRateLimitTokensReconcile(t *testing.T) {
 }
 
 // TestRateLimitPause: a pause refuses every reservation of the model until
-// it ends, and a shorter pause does not shorten it.
+// it ends, and a shorter pause does not shorten it. The wait is judged
+// against the time the test took since it paused, however long that was.
 func TestRateLimitPause(t *testing.T) {
 	d := kerntest.DB(t)
 	ctx := kerntest.Context(t, 10*time.Second)
@@ -166,14 +174,16 @@ func TestRateLimitPause(t *testing.T) {
 		t.Fatal(err)
 	}
 	rl := d.RateLimiter(engine.Key{})
-	if err := rl.Pause(ctx, "m", 5*time.Second); err != nil {
+	const pause = time.Minute
+	paused := time.Now()
+	if err := rl.Pause(ctx, "m", pause); err != nil {
 		t.Fatal(err)
 	}
 	if err := rl.Pause(ctx, "m", time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	g := reserve(t, rl, "a", "m", 1)
-	if g.OK || g.Reason != "paused" || g.Wait < 4*time.Second || g.Wait > 5*time.Second {
-		t.Fatalf("reservation during a 5 s pause: %+v", g)
+	if since := time.Since(paused); g.OK || g.Reason != "paused" || g.Wait < pause-since || g.Wait > pause {
+		t.Fatalf("reservation %v into a %v pause: %+v; want refused (paused), a wait of the rest of the pause", since, pause, g)
 	}
 }

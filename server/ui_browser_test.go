@@ -33,7 +33,7 @@ import (
 )
 
 const (
-	browserTimeout = 60 * time.Second // all of one test's browsing
+	browserTimeout = 3 * time.Minute  // all of one test's browsing: bounds a hang, not a speed
 	stepTimeout    = 20 * time.Second // one step of it
 )
 

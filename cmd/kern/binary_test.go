@@ -13,42 +13,48 @@ import (
 	"time"
 )
 
-// The kern binary, built once per test process on first use by kernBinary
-// (tests that only run commands in-process never pay for the build).
+// The kern binary, built once per test process, by TestMain before any
+// test runs (buildKernBinary).
 var (
 	binaryOnce sync.Once
 	binaryPath string
 	binaryErr  error
 )
 
-// kernBinary returns the path of a kern binary built from this package. It
-// lives in a temporary directory named kern-cli-test-*; leftovers of earlier
-// test processes older than an hour are removed when it is built.
+// kernBinary returns the path of a kern binary built from this package
+// (buildKernBinary, once).
 func kernBinary(t testing.TB) string {
 	t.Helper()
-	binaryOnce.Do(func() {
-		if old, _ := filepath.Glob(filepath.Join(os.TempDir(), "kern-cli-test-*")); len(old) > 0 {
-			for _, dir := range old {
-				if fi, err := os.Stat(dir); err == nil && time.Since(fi.ModTime()) > time.Hour {
-					_ = os.RemoveAll(dir)
-				}
-			}
-		}
-		dir, err := os.MkdirTemp("", "kern-cli-test-")
-		if err != nil {
-			binaryErr = err
-			return
-		}
-		binaryPath = filepath.Join(dir, "kern")
-		out, err := exec.Command("go", "build", "-o", binaryPath, ".").CombinedOutput()
-		if err != nil {
-			binaryErr = errors.New("go build: " + err.Error() + "\n" + string(out))
-		}
-	})
+	binaryOnce.Do(buildKernBinary)
 	if binaryErr != nil {
 		t.Fatal(binaryErr)
 	}
 	return binaryPath
+}
+
+// buildKernBinary builds the kern binary into a temporary directory named
+// kern-cli-test-*; leftovers of earlier test processes older than an hour
+// are removed first. TestMain builds it before any test starts, so no
+// test's deadline includes a build (which takes a minute and more on a
+// fresh clone on a loaded machine).
+func buildKernBinary() {
+	if old, _ := filepath.Glob(filepath.Join(os.TempDir(), "kern-cli-test-*")); len(old) > 0 {
+		for _, dir := range old {
+			if fi, err := os.Stat(dir); err == nil && time.Since(fi.ModTime()) > time.Hour {
+				_ = os.RemoveAll(dir)
+			}
+		}
+	}
+	dir, err := os.MkdirTemp("", "kern-cli-test-")
+	if err != nil {
+		binaryErr = err
+		return
+	}
+	binaryPath = filepath.Join(dir, "kern")
+	out, err := exec.Command("go", "build", "-o", binaryPath, ".").CombinedOutput()
+	if err != nil {
+		binaryErr = errors.New("go build: " + err.Error() + "\n" + string(out))
+	}
 }
 
 // kernResult is what a kern process did.

@@ -18,7 +18,10 @@ import (
 	"github.com/kern-go/kern/run"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	binaryOnce.Do(buildKernBinary) // before any test's deadline runs
+	pgtest.Main(m)
+}
 
 type result = kernResult
 

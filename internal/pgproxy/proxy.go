@@ -26,6 +26,7 @@ type Proxy struct {
 	mu    sync.Mutex
 	match string        // arms a cut: a statement whose text contains it
 	cut   chan struct{} // closed once the armed cut happened
+	hold  chan struct{} // armed by HoldNext: closed once a connection is held
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
@@ -58,6 +59,18 @@ func (p *Proxy) CutAfterCommit(match string) <-chan struct{} {
 	return p.cut
 }
 
+// HoldNext arms the proxy: the next connection it accepts is held — never
+// forwarded to Postgres, never answered — until its client gives up on it
+// (or the proxy closes), as a connection a loaded machine or a lost packet
+// holds up would be. The returned channel is closed once a connection is
+// held.
+func (p *Proxy) HoldNext() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold = make(chan struct{})
+	return p.hold
+}
+
 // Close stops listening and closes every proxied connection.
 func (p *Proxy) Close() {
 	_ = p.ln.Close()
@@ -76,6 +89,18 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return
 		}
+		p.mu.Lock()
+		hold := p.hold
+		p.hold = nil
+		if hold != nil {
+			p.conns[client] = struct{}{}
+		}
+		p.mu.Unlock()
+		if hold != nil {
+			p.wg.Add(1)
+			go p.held(client, hold)
+			continue
+		}
 		server, err := net.Dial(p.network, p.target)
 		if err != nil {
 			_ = client.Close()
@@ -89,6 +114,18 @@ func (p *Proxy) accept() {
 		go c.fromClient()
 		go c.fromServer()
 	}
+}
+
+// held reads what a held connection's client sends, and drops it, until
+// the client (or Close) ends the connection.
+func (p *Proxy) held(client net.Conn, hold chan struct{}) {
+	defer p.wg.Done()
+	close(hold)
+	_, _ = io.Copy(io.Discard, client)
+	_ = client.Close()
+	p.mu.Lock()
+	delete(p.conns, client)
+	p.mu.Unlock()
 }
 
 // conn is one proxied connection.

@@ -149,7 +149,7 @@ func TestWatchdogAfterRestart(t *testing.T) {
 	short, cancel := context.WithCancel(ctx)
 	defer cancel()
 	restarted := make(chan error, 1)
-	go func() { restarted <- srv.Restart(short, 10*time.Second) }()
+	go func() { restarted <- srv.Restart(short, time.Minute) }()
 	waitDown(t, srv, restarted)
 	cancel()
 	cancelled := time.Now()
@@ -162,7 +162,9 @@ func TestWatchdogAfterRestart(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Restart with a context ending during the downtime: %v", err)
 	}
-	if took := time.Since(cancelled); took > 5*time.Second {
+	// The downtime is a minute: a Restart back in half of it did not
+	// wait it out, however slow the machine.
+	if took := time.Since(cancelled); took > 30*time.Second {
 		t.Errorf("Restart waited %v despite its context ending", took)
 	}
 	query[int](t, srv.AdminURL, "SELECT 1")
@@ -207,19 +209,20 @@ func TestStopDuringRestart(t *testing.T) {
 	srv := startLocal(t)
 	ctx := t.Context()
 	done := make(chan error, 1)
-	go func() { done <- srv.Restart(ctx, 5*time.Second) }()
+	go func() { done <- srv.Restart(ctx, time.Minute) }()
 	waitDown(t, srv, done)
 	start := time.Now()
 	if err := srv.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	// A minute's downtime: a Stop within half of it did not wait it out.
+	if took := time.Since(start); took > 30*time.Second {
 		t.Errorf("Stop during Restart took %v", took)
 	}
 	var err error
 	select {
 	case err = <-done:
-	case <-time.After(2 * time.Second):
+	case <-time.After(30 * time.Second): // short of the minute's downtime
 		t.Fatal("Restart did not return soon after Stop")
 	}
 	if err == nil {
