@@ -374,11 +374,24 @@
 // The schedule does not wait for it: the next due time fires whether or not
 // the last run finished. Deleting a schedule leaves its runs.
 //
+// # Sessions
+//
+// A session id names a conversation within its tenant. A run's history
+// (History, Agent.HistoryRuns) is read from its own tenant's runs of the
+// session only (sqlHistory): two tenants that use the same session id have
+// two conversations, and neither's prompts or answers ever reach the
+// other's model, or its run's content and messages. A tenant's list of one
+// session (TenantDB.ListRuns) is likewise its own.
+//
 // # Runs per concurrency key
 //
 // A background run submitted with a ConcurrencyKey is claimed under the
-// claiming worker's MaxRunsPerKey (StartKeyedRun; 0 is no limit). The claim
-// (sqlStartRuns, through kern_refused_by_key of migrations/009) guarantees:
+// claiming worker's MaxRunsPerKey (StartKeyedRun; 0 is no limit). A key is
+// its tenant's own: the key of a run is the pair (tenant, ConcurrencyKey),
+// so tenant a's runs of "customer-7" never count against, wait for, or read
+// as waiting for, tenant b's runs of "customer-7" (migrations/018). The
+// claim (sqlStartRuns, through kern_refused_by_key of migrations/009 and
+// 018) guarantees:
 //
 //   - at most MaxRunsPerKey runs of the key are running at once, across
 //     every worker and process. Runs waiting for answers, pending and
@@ -392,7 +405,7 @@
 //     job is snoozed (engine.ErrKeyBusy) and tries again in 100–300 ms.
 //
 // Two claims of one key cannot both win: each takes a transaction-level
-// advisory lock on the key's hash (in hash order, so claims of several keys
+// advisory lock on the key's hash, seeded with its tenant's (in hash order, so claims of several keys
 // cannot deadlock), held until the claim commits, and reads the key's counts
 // after it, with a fresh snapshot (a VOLATILE function's statements each get
 // one under READ COMMITTED, the pool's isolation): the run the previous

@@ -43,14 +43,15 @@ var sqlGetRun = `SELECT ` + runReadColumns + ` FROM kern_run WHERE id = $1`
 
 // runReadColumns is runColumns as reads show them: a background run that
 // waits with no error of its own says why when no live worker serves its
-// agent, or when runs of its concurrency key are running, so it is visibly
-// waiting rather than silently pending.
+// agent, or when runs of its concurrency key (its tenant's) are running, so
+// it is visibly waiting rather than silently pending.
 var runReadColumns = strings.Replace(runColumns, "error,", `CASE
 		WHEN status = 'pending' AND error = '' AND job_id IS NOT NULL AND NOT EXISTS (
 			SELECT 1 FROM kern_worker w WHERE agent_name = ANY (w.agents) AND w.expires_at > now())
 		THEN 'no running worker serves agent "' || agent_name || '"; the run starts when one does'
 		WHEN status = 'pending' AND error = '' AND concurrency_key IS NOT NULL AND EXISTS (
-			SELECT 1 FROM kern_run o WHERE o.concurrency_key = kern_run.concurrency_key AND o.status = 'running')
+			SELECT 1 FROM kern_run o WHERE o.tenant_id = kern_run.tenant_id AND o.concurrency_key = kern_run.concurrency_key
+			  AND o.status = 'running')
 		THEN 'waits for a slot of its concurrency key (WorkerConfig.MaxRunsPerKey)'
 		ELSE error END,`, 1)
 

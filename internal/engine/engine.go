@@ -58,8 +58,8 @@ type Store interface {
 	// order. A claim whose TranscriptSeq is above 1 has some.
 	Steps(ctx context.Context, runID string) ([]Step, error)
 	// History reads the last n finished runs of session sessionID and agent
-	// agentName made before run beforeRunID, oldest first: the
-	// conversation so far (Agent.HistoryRuns).
+	// agentName made before run beforeRunID, of that run's tenant only,
+	// oldest first: the conversation so far (Agent.HistoryRuns).
 	History(ctx context.Context, sessionID, agentName, beforeRunID string, n int) ([]HistoryEntry, error)
 	// DrainOutbox moves the completion outbox rows of p.Agents into River
 	// jobs (kern_complete, kern_webhook), deleting the rows in the
