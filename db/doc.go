@@ -131,6 +131,20 @@
 // pg_stat_activity (sqlDeadSessionRuns, through kern_run_worker_idx), and
 // RescueStale treats such runs as stale at once (deadWorkers).
 //
+// The same goes for the completion and webhook jobs (kern_complete,
+// kern_webhook) a dead worker held. A worker's River client has the
+// worker's id, so a running job names its holder last in River's
+// attempted_by; the probe also looks for running hook jobs whose holder's
+// session is gone, and RescueStale makes them available again at once
+// (sqlRescueHookJobs), the attempt recorded in the job's errors as River's
+// own rescue would (a job out of attempts is discarded), and wakes their
+// queues' workers. River's stuck-job rescue would take an hour
+// (RescueStuckJobsAfter). The same rules keep a live worker's jobs: only a
+// session that is gone from the server instance it was recorded on counts.
+// A worker whose connection dropped while its process lives may so run a
+// hook again elsewhere while its own call is still going: hooks are at
+// least once either way.
+//
 // No run is rescued from a worker that is alive because of this:
 //   - a session recorded on an earlier server instance counts for nothing.
 //     A Postgres restart (or a failover) ends every session at once, the
@@ -447,8 +461,9 @@
 // the agent works. So at every moment a completion is either an outbox row
 // or a job; a crash before the commit leaves the row for the next drain,
 // one after it leaves the job to River, which retries a job whose attempt
-// failed, panicked, or died with its worker (River's stuck-job rescue,
-// after an hour). The callback is made after the job is fetched and the
+// failed or panicked; one that died with its worker is made available again
+// by the fleet's rescue within about a second (see "Crash recovery"), and
+// otherwise by River's stuck-job rescue after an hour. The callback is made after the job is fetched and the
 // job completes only after it returns, so OnComplete is at least once; it
 // is once unless an attempt fails or dies between the call and River
 // recording the job completed. The job reads the run afresh (GetRun): the

@@ -377,9 +377,11 @@ const sqlRecordSession = `UPDATE kern_worker SET session_pid = pg_backend_pid(),
 WHERE id = $1`
 
 // sqlDeadSessionRuns tells whether a running run's worker is dead by its
-// session (kern_run_worker_idx): the probe a worker makes often.
+// session (kern_run_worker_idx), or a running completion or webhook job's
+// (deadHookJobs): the probe a worker makes often.
 const sqlDeadSessionRuns = `SELECT EXISTS (SELECT 1 FROM kern_run
-	WHERE status = 'running' AND worker_id IN (` + deadWorkers + `))`
+	WHERE status = 'running' AND worker_id IN (` + deadWorkers + `))
+	OR EXISTS (SELECT 1 FROM river_job j WHERE ` + deadHookJobs + `)`
 
 // Cancel is two statements in two transactions, in this order. The request
 // is committed first, so every worker that starts the run afterwards sees it;

@@ -236,6 +236,9 @@ type Rescued struct {
 	Requeued []string // back to pending with a new job, for another worker (a dead foreground run's too)
 	Failed   []string // out of attempts: ended as error
 	Expired  []string // waited for answers longer than their wait timeout: ended as error
+	// HookJobs counts completion and webhook jobs of dead workers made
+	// available again (see db's package doc, "Crash recovery").
+	HookJobs int
 }
 
 // Subscription is a wake-up signal for one run: C receives (coalesced) when
