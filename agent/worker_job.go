@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -58,6 +59,13 @@ func (rw *runWorker) Work(ctx context.Context, job *river.Job[engine.RunJobArgs]
 	err := w.exec.execute(ctx, a, w.models[a.Name], job.Args.RunID, &job.ID)
 	rt.end(ctx, err)
 	w.hooks.poke() // the run may have ended: its OnComplete goes out now, not at the next tick
+	if w.exec.maxRunsPerKey > 0 && !errors.Is(err, errKeyBusy) {
+		// The run may have left its key's slot: the key's next runs are
+		// fetched now, not at the next poll (db's WakeKey).
+		if werr := w.exec.store.WakeKey(ctx, job.Args.RunID, w.exec.maxRunsPerKey); werr != nil && ctx.Err() == nil {
+			w.cfg.Logger.WarnContext(ctx, "kern: waking the next runs of a concurrency key failed", slog.Any("error", werr))
+		}
+	}
 	var retry *retryLater
 	switch {
 	case errors.As(err, &retry):

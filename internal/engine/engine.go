@@ -57,6 +57,11 @@ type Store interface {
 	// Steps reads the run's stored transcript steps (see [Step]), in seq
 	// order. A claim whose TranscriptSeq is above 1 has some.
 	Steps(ctx context.Context, runID string) ([]Step, error)
+	// WakeKey makes the first n due pending runs of the concurrency key of
+	// run runID, which no longer runs, fetched at once: a slot of the key
+	// may just have freed (see db's package doc, "Runs per concurrency
+	// key"). A run without a key wakes nothing.
+	WakeKey(ctx context.Context, runID string, n int) error
 	// History reads the last n finished runs of session sessionID and agent
 	// agentName made before run beforeRunID, of that run's tenant only,
 	// oldest first: the conversation so far (Agent.HistoryRuns).
