@@ -23,14 +23,18 @@ import (
 // job River still has running: a claim that read the key full just before
 // the slot freed, and whose snooze River has not recorded yet.
 const (
-	wakeKeyTries = 20
+	wakeKeyTries = 60
 	wakeKeyPause = 5 * time.Millisecond
 )
 
 // sqlWakeKey wakes the first $2 due pending runs of the key (tenant and
 // concurrency key) of run $1, once $1 no longer runs: their River jobs,
-// waiting out a snooze (available, or scheduled, for later), are made due
-// now, and their queues notified. kern_run_concurrency_idx serves the
+// waiting out a snooze (available, or scheduled, for later), are made due,
+// and their queues notified. Due as of their creation, not now: River
+// fetches a queue's due jobs in (priority, scheduled_at, id) order, and the
+// key's other held-back runs, whose snoozes ended a moment ago, would
+// otherwise come first — a fetch of MaxWorkers jobs, all refused, per
+// dozen runs of the backlog. kern_run_concurrency_idx serves the
 // runs. It returns how many jobs it woke and how many of the next runs'
 // jobs River has running still.
 const sqlWakeKey = `
@@ -45,7 +49,7 @@ WITH ended AS (
 		ORDER BY r.created_at, r.id
 		LIMIT $2) n
 ), woken AS (
-	UPDATE river_job SET state = 'available', scheduled_at = now()
+	UPDATE river_job SET state = 'available', scheduled_at = LEAST(created_at, now())
 	WHERE id IN (SELECT job_id FROM next) AND state IN ('available', 'scheduled')
 	RETURNING queue
 ), notified AS (
