@@ -416,15 +416,17 @@
 //     backoff, or a delayed start (heartbeat_at in the future) — keeps no
 //     turn; one that no worker serves does.
 //   - a refused run stays pending for the same job, with no attempt used: its
-//     job is snoozed (engine.ErrKeyBusy) and tries again in 100–300 ms.
+//     job is snoozed (engine.ErrKeyBusy) and tries again in 1–2 s, or when
+//     woken (below).
 //   - when a run of the key leaves its slot (ends, waits for answers, or is
 //     put back for a retry), the worker that ran it wakes the key's next
 //     MaxRunsPerKey due pending runs (WakeKey, wake_key.go): their jobs are
 //     made due now and their queues' workers notified, so a freed slot is
 //     taken at once, not at the workers' next poll (a second). It costs
 //     workers with a MaxRunsPerKey one statement after each run, keyed or
-//     not. A slot freed by a rescue or by a cancel from elsewhere is taken
-//     at the next poll or retry of the snooze.
+//     not. A rescued run is the oldest of its key again, with a new job
+//     due at once; a slot whose worker died before waking is taken when a
+//     snooze ends. BenchmarkKeyHandoff (agent) measures the handoff.
 //
 // Two claims of one key cannot both win: each takes a transaction-level
 // advisory lock on the key's hash, seeded with its tenant's (in hash order, so claims of several keys

@@ -11,10 +11,10 @@ import (
 // Waking a key's next runs when one ends
 //
 // A run its concurrency key holds back is put back on its job (a River
-// snooze of 100–300 ms, engine.ErrKeyBusy), and River makes such a short
-// snooze available again at once but scheduled for later: the job is only
-// fetched again at its workers' next fetch, which without other work is
-// their poll (a second). A key's backlog then drained at a run a second.
+// snooze, engine.ErrKeyBusy), and River makes a short snooze available
+// again at once but scheduled for later: the job is only fetched again at
+// its workers' next fetch, which without other work is their poll (a
+// second). A key's backlog drained at a run a second that way.
 // So when a keyed run ends, its worker wakes the runs whose turn it now is
 // (WakeKey): their jobs are due now, and their queues' workers are told at
 // once, with River's insert notification.
