@@ -39,7 +39,7 @@ type Agent struct {
 	// (N) reached", with its transcript kept. Negative is refused.
 	MaxSteps int
 	// HistoryRuns, for a run submitted WithSessionID, puts the last N
-	// finished runs of the same session and agent before its prompt, as
+	// finished runs of the same session, agent and tenant before its prompt, as
 	// user/assistant messages (0..100; see the package doc for what is
 	// replayed). Runs without a session get none.
 	HistoryRuns int

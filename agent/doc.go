@@ -111,8 +111,10 @@
 // # Sessions and structured output
 //
 // Agent.HistoryRuns replays a session: before the prompt go the last N
-// finished runs of the same session and agent, oldest first, each as its
-// prompt (user) and final answer (assistant). A cancelled run's partial
+// finished runs of the same session, agent and tenant (a session id names a
+// conversation within its tenant: another tenant's runs under the same id
+// are never replayed), oldest first, each as its prompt (user) and final
+// answer (assistant). A cancelled run's partial
 // answer ends with "[answer cut short: run cancelled]"; runs that ended in
 // error or without an answer are left out (a prompt that failed on its own
 // terms would fail every later run of the session), and so are old runs'

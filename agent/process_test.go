@@ -18,6 +18,7 @@ import (
 	"github.com/kern-go/kern/agent"
 	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/internal/kerntest"
+	"github.com/kern-go/kern/run"
 )
 
 // Worker processes: the test binary re-executed with these variables set
@@ -37,6 +38,11 @@ const (
 	// workerModelIDEnv sets the model id the worker asks for (default: the
 	// process's name), e.g. a rate-limited model's.
 	workerModelIDEnv = "KERN_TEST_WORKER_MODEL_ID"
+	// workerHooksEnv set gives the worker an OnComplete that records each
+	// call in the table test_completions (createCompletionsTable), with the
+	// process that made it, and a WebhookSecret (testWebhookSecret). Set to
+	// "hold", the OnComplete then blocks until the process ends.
+	workerHooksEnv = "KERN_TEST_WORKER_HOOKS"
 )
 
 // processAgent is the agent every worker process serves.
@@ -84,7 +90,23 @@ func runWorkerProcess() int {
 		}
 	}
 	maxPerKey, _ := strconv.Atoi(os.Getenv(workerMaxPerKeyEnv))
-	w, err := agent.NewWorker(d, agent.WorkerConfig{
+	var onComplete func(context.Context, *run.Output)
+	var webhookSecret string
+	if hooks := os.Getenv(workerHooksEnv); hooks != "" {
+		webhookSecret = testWebhookSecret
+		onComplete = func(ctx context.Context, out *run.Output) {
+			if _, err := d.Pool().Exec(ctx, `INSERT INTO test_completions (run_id, worker) VALUES ($1, $2)`,
+				out.RunID, os.Getenv(workerProcessEnv)); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+			}
+			if hooks == "hold" {
+				<-ctx.Done()
+			}
+		}
+	}
+	cfg := agent.WorkerConfig{
+		OnComplete:        onComplete,
+		WebhookSecret:     webhookSecret,
 		MaxRunsPerKey:     maxPerKey,
 		MaxConcurrentRuns: 20,
 		MaxAttempts:       5,
@@ -92,7 +114,13 @@ func runWorkerProcess() int {
 		HeartbeatInterval: rescueAfter / 5,
 		RetryBaseDelay:    10 * time.Millisecond,
 		Logger:            logger,
-	}, a)
+	}
+	if webhookSecret != "" {
+		// A POST a test holds is held until the process ends, not cut
+		// short by the attempt's timeout (and retried by this process).
+		agent.SetWebhookTestKnobs(&cfg, 5, 10*time.Millisecond, 5*time.Minute, 0)
+	}
+	w, err := agent.NewWorker(d, cfg, a)
 	if err == nil {
 		err = w.Start(context.WithoutCancel(ctx))
 	}
@@ -122,6 +150,19 @@ func createToolCallsTable(t *testing.T, a *agent.Agent) {
 		call_id text        NOT NULL,
 		worker  text        NOT NULL,
 		at      timestamptz NOT NULL DEFAULT clock_timestamp())`)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createCompletionsTable makes the table the OnComplete of worker
+// processes (workerHooksEnv) records its calls in.
+func createCompletionsTable(t *testing.T, d *db.DB) {
+	t.Helper()
+	_, err := d.Pool().Exec(kerntest.Context(t, 10*time.Second), `CREATE TABLE test_completions (
+		id     bigserial PRIMARY KEY,
+		run_id text      NOT NULL,
+		worker text      NOT NULL)`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -125,6 +125,11 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 		return nil, fmt.Errorf("kern: worker: %w", err)
 	}
 	w.client, err = river.NewClient(riverpgxv5.New(d.Pool()), &river.Config{
+		// The worker's id is its River client's: a job River has running
+		// names its client last in attempted_by, so a completion or webhook
+		// job held by a worker whose session ended is rescued at once
+		// (db's RescueStale), not after River's hour.
+		ID:     w.id,
 		Logger: logx.RiverLogger(cfg.Logger),
 		// kern counts a run's attempts itself; River's attempts only cover
 		// a Work that could not reach Postgres.
@@ -252,6 +257,9 @@ func (w *Worker) rescue(ctx context.Context) {
 	}
 	for _, id := range res.Failed {
 		w.cfg.Logger.WarnContext(ctx, "kern: run lost its worker with no attempts left", slog.String("run_id", id))
+	}
+	if res.HookJobs > 0 {
+		w.cfg.Logger.WarnContext(ctx, "kern: rescued completion and webhook jobs whose worker was lost", slog.Int("jobs", res.HookJobs))
 	}
 }
 

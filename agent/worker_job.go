@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -31,9 +32,13 @@ const notServedDelay = 5 * time.Second
 func busyDelay() time.Duration { return 50*time.Millisecond + rand.N(100*time.Millisecond) }
 
 // keyBusyDelay is how long a run its concurrency key holds back is put
-// back for: short, since a slot frees when a run of the key ends, and
-// jittered so that a key's backlog does not come back all at once.
-func keyBusyDelay() time.Duration { return 100*time.Millisecond + rand.N(200*time.Millisecond) }
+// back for. The run whose turn comes when a slot frees is woken then (db's
+// WakeKey), so this is only the fallback for a slot freed without a wake (a
+// worker that died first): long enough that a key's backlog does not keep
+// the workers claiming and refusing (with 100–300 ms, 200 held-back runs
+// made a thousand refused claims a second, and slowed the handoffs they
+// raced), and jittered so that the backlog does not come back all at once.
+func keyBusyDelay() time.Duration { return time.Second + rand.N(time.Second) }
 
 func (rw *runWorker) Work(ctx context.Context, job *river.Job[engine.RunJobArgs]) error {
 	w := rw.w
@@ -58,6 +63,13 @@ func (rw *runWorker) Work(ctx context.Context, job *river.Job[engine.RunJobArgs]
 	err := w.exec.execute(ctx, a, w.models[a.Name], job.Args.RunID, &job.ID)
 	rt.end(ctx, err)
 	w.hooks.poke() // the run may have ended: its OnComplete goes out now, not at the next tick
+	if w.exec.maxRunsPerKey > 0 && !errors.Is(err, errKeyBusy) {
+		// The run may have left its key's slot: the key's next runs are
+		// fetched now, not at the next poll (db's WakeKey).
+		if werr := w.exec.store.WakeKey(ctx, job.Args.RunID, w.exec.maxRunsPerKey); werr != nil && ctx.Err() == nil {
+			w.cfg.Logger.WarnContext(ctx, "kern: waking the next runs of a concurrency key failed", slog.Any("error", werr))
+		}
+	}
 	var retry *retryLater
 	switch {
 	case errors.As(err, &retry):

@@ -143,6 +143,20 @@
 // pg_stat_activity (sqlDeadSessionRuns, through kern_run_worker_idx), and
 // RescueStale treats such runs as stale at once (deadWorkers).
 //
+// The same goes for the completion and webhook jobs (kern_complete,
+// kern_webhook) a dead worker held. A worker's River client has the
+// worker's id, so a running job names its holder last in River's
+// attempted_by; the probe also looks for running hook jobs whose holder's
+// session is gone, and RescueStale makes them available again at once
+// (sqlRescueHookJobs), the attempt recorded in the job's errors as River's
+// own rescue would (a job out of attempts is discarded), and wakes their
+// queues' workers. River's stuck-job rescue would take an hour
+// (RescueStuckJobsAfter). The same rules keep a live worker's jobs: only a
+// session that is gone from the server instance it was recorded on counts.
+// A worker whose connection dropped while its process lives may so run a
+// hook again elsewhere while its own call is still going: hooks are at
+// least once either way.
+//
 // No run is rescued from a worker that is alive because of this:
 //   - a session recorded on an earlier server instance counts for nothing.
 //     A Postgres restart (or a failover) ends every session at once, the
@@ -394,11 +408,24 @@
 // The schedule does not wait for it: the next due time fires whether or not
 // the last run finished. Deleting a schedule leaves its runs.
 //
+// # Sessions
+//
+// A session id names a conversation within its tenant. A run's history
+// (History, Agent.HistoryRuns) is read from its own tenant's runs of the
+// session only (sqlHistory): two tenants that use the same session id have
+// two conversations, and neither's prompts or answers ever reach the
+// other's model, or its run's content and messages. A tenant's list of one
+// session (TenantDB.ListRuns) is likewise its own.
+//
 // # Runs per concurrency key
 //
 // A background run submitted with a ConcurrencyKey is claimed under the
-// claiming worker's MaxRunsPerKey (StartKeyedRun; 0 is no limit). The claim
-// (sqlStartRuns, through kern_refused_by_key of migrations/009) guarantees:
+// claiming worker's MaxRunsPerKey (StartKeyedRun; 0 is no limit). A key is
+// its tenant's own: the key of a run is the pair (tenant, ConcurrencyKey),
+// so tenant a's runs of "customer-7" never count against, wait for, or read
+// as waiting for, tenant b's runs of "customer-7" (migrations/018). The
+// claim (sqlStartRuns, through kern_refused_by_key of migrations/009 and
+// 018) guarantees:
 //
 //   - at most MaxRunsPerKey runs of the key are running at once, across
 //     every worker and process. Runs waiting for answers, pending and
@@ -409,10 +436,20 @@
 //     backoff, or a delayed start (heartbeat_at in the future) — keeps no
 //     turn; one that no worker serves does.
 //   - a refused run stays pending for the same job, with no attempt used: its
-//     job is snoozed (engine.ErrKeyBusy) and tries again in 100–300 ms.
+//     job is snoozed (engine.ErrKeyBusy) and tries again in 1–2 s, or when
+//     woken (below).
+//   - when a run of the key leaves its slot (ends, waits for answers, or is
+//     put back for a retry), the worker that ran it wakes the key's next
+//     MaxRunsPerKey due pending runs (WakeKey, wake_key.go): their jobs are
+//     made due now and their queues' workers notified, so a freed slot is
+//     taken at once, not at the workers' next poll (a second). It costs
+//     workers with a MaxRunsPerKey one statement after each run, keyed or
+//     not. A rescued run is the oldest of its key again, with a new job
+//     due at once; a slot whose worker died before waking is taken when a
+//     snooze ends. BenchmarkKeyHandoff (agent) measures the handoff.
 //
 // Two claims of one key cannot both win: each takes a transaction-level
-// advisory lock on the key's hash (in hash order, so claims of several keys
+// advisory lock on the key's hash, seeded with its tenant's (in hash order, so claims of several keys
 // cannot deadlock), held until the claim commits, and reads the key's counts
 // after it, with a fresh snapshot (a VOLATILE function's statements each get
 // one under READ COMMITTED, the pool's isolation): the run the previous
@@ -454,8 +491,9 @@
 // the agent works. So at every moment a completion is either an outbox row
 // or a job; a crash before the commit leaves the row for the next drain,
 // one after it leaves the job to River, which retries a job whose attempt
-// failed, panicked, or died with its worker (River's stuck-job rescue,
-// after an hour). The callback is made after the job is fetched and the
+// failed or panicked; one that died with its worker is made available again
+// by the fleet's rescue within about a second (see "Crash recovery"), and
+// otherwise by River's stuck-job rescue after an hour. The callback is made after the job is fetched and the
 // job completes only after it returns, so OnComplete is at least once; it
 // is once unless an attempt fails or dies between the call and River
 // recording the job completed. The job reads the run afresh (GetRun): the

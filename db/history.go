@@ -23,6 +23,10 @@ type HistoryEntry = engine.HistoryEntry
 // before run $3 in (created_at, id) order, oldest first.
 //
 // Which runs count:
+//   - the current run's tenant's only. A session id names a conversation
+//     within a tenant: another tenant's runs of the same session id are
+//     another conversation, and replaying them would hand one tenant's
+//     prompts and answers to another's model, and so to that tenant;
 //   - finished ones only, so a run still going (or pending, or waiting) is
 //     never half in a later run's history, and the current run (running
 //     when this is read) is out by its position as well as its status;
@@ -35,10 +39,11 @@ type HistoryEntry = engine.HistoryEntry
 //   - the limit counts runs that are included, so a session whose last runs
 //     failed still gets up to $4 answers.
 //
-// kern_run_session_idx serves it, read backwards from the current run's
-// created_at: a call reads about $4 rows of the session (plus the session's
-// runs of other agents and those left out), wherever in a long session the
-// run is. The query says in so many words that session_id is not empty:
+// kern_run_session_idx (session, tenant, created_at: migrations/018)
+// serves it, read backwards from the current run's created_at: a call reads
+// about $4 rows of the tenant's session (plus its runs of other agents and
+// those left out), wherever in a long session the run is, and however many
+// runs other tenants have under the same session id. The query says in so many words that session_id is not empty:
 // only then can a plan use that partial index at all (its predicate must
 // follow from the query's text). History has it planned for each call's
 // session (see historyExecMode). The current run is found by its primary
@@ -47,7 +52,7 @@ const sqlHistory = `
 SELECT h.input, h.content, h.status FROM kern_run cur
 CROSS JOIN LATERAL (
 	SELECT r.id, r.created_at, r.input, r.content, r.status FROM kern_run r
-	WHERE r.session_id = $1 AND r.session_id <> '' AND r.agent_name = $2
+	WHERE r.session_id = $1 AND r.session_id <> '' AND r.tenant_id = cur.tenant_id AND r.agent_name = $2
 	  AND r.status IN ('completed', 'cancelled') AND r.content <> ''
 	  AND (r.created_at, r.id) < (cur.created_at, cur.id)
 	ORDER BY r.created_at DESC, r.id DESC
@@ -67,11 +72,11 @@ ORDER BY h.created_at, h.id`
 const historyExecMode = pgx.QueryExecModeExec
 
 // History returns the last n finished runs of session sessionID and agent
-// agentName created before run beforeRunID, oldest first: the earlier turns
-// of the conversation that run continues (Agent.HistoryRuns). See
-// sqlHistory for which runs count. Only inputs and final contents are
-// read: the tool calls and results of earlier runs stay in their own
-// transcripts.
+// agentName created before run beforeRunID, oldest first, of that run's
+// tenant only: the earlier turns of the conversation that run continues
+// (Agent.HistoryRuns). See sqlHistory for which runs count. Only inputs
+// and final contents are read: the tool calls and results of earlier runs
+// stay in their own transcripts.
 //
 // A run without a session has no history: sessionless runs of an agent are
 // not one conversation. n must be in 0..MaxHistoryRuns.

@@ -50,14 +50,15 @@ var sqlGetRun = `SELECT ` + runReadColumns + ` FROM kern_run WHERE id = $1`
 
 // runReadColumns is runColumns as reads show them: a background run that
 // waits with no error of its own says why when no live worker serves its
-// agent, or when runs of its concurrency key are running, so it is visibly
-// waiting rather than silently pending.
+// agent, or when runs of its concurrency key (its tenant's) are running, so
+// it is visibly waiting rather than silently pending.
 var runReadColumns = strings.Replace(runColumns, "error,", `CASE
 		WHEN status = 'pending' AND error = '' AND job_id IS NOT NULL AND NOT EXISTS (
 			SELECT 1 FROM kern_worker w WHERE agent_name = ANY (w.agents) AND w.expires_at > now())
 		THEN 'no running worker serves agent "' || agent_name || '"; the run starts when one does'
 		WHEN status = 'pending' AND error = '' AND concurrency_key IS NOT NULL AND EXISTS (
-			SELECT 1 FROM kern_run o WHERE o.concurrency_key = kern_run.concurrency_key AND o.status = 'running')
+			SELECT 1 FROM kern_run o WHERE o.tenant_id = kern_run.tenant_id AND o.concurrency_key = kern_run.concurrency_key
+			  AND o.status = 'running')
 		THEN 'waits for a slot of its concurrency key (WorkerConfig.MaxRunsPerKey)'
 		ELSE error END,`, 1)
 
@@ -385,9 +386,11 @@ const sqlRecordSession = `UPDATE kern_worker SET session_pid = pg_backend_pid(),
 WHERE id = $1`
 
 // sqlDeadSessionRuns tells whether a running run's worker is dead by its
-// session (kern_run_worker_idx): the probe a worker makes often.
+// session (kern_run_worker_idx), or a running completion or webhook job's
+// (deadHookJobs): the probe a worker makes often.
 const sqlDeadSessionRuns = `SELECT EXISTS (SELECT 1 FROM kern_run
-	WHERE status = 'running' AND worker_id IN (` + deadWorkers + `))`
+	WHERE status = 'running' AND worker_id IN (` + deadWorkers + `))
+	OR EXISTS (SELECT 1 FROM river_job j WHERE ` + deadHookJobs + `)`
 
 // Cancel is two statements in two transactions, in this order. The request
 // is committed first, so every worker that starts the run afterwards sees it;

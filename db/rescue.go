@@ -42,7 +42,9 @@ const (
 //
 // River's own rescuer would only retry the job after RescueStuckJobsAfter
 // (an hour by default, and it must exceed the job timeout); heartbeats make
-// recovery independent of the timeout.
+// recovery independent of the timeout. For the same reason it makes the
+// completion and webhook jobs of workers whose session ended available
+// again (sqlRescueHookJobs).
 func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, maxAttempts int) (engine.Rescued, error) {
 	var res engine.Rescued
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
@@ -62,6 +64,10 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 		}
 		if res.Expired, err = expireWaits(ctx, tx); err != nil {
 			return fmt.Errorf("expire waits: %w", err)
+		}
+		var notified int
+		if err := tx.QueryRow(ctx, sqlRescueHookJobs).Scan(&res.HookJobs, &notified); err != nil {
+			return fmt.Errorf("completion and webhook jobs of dead workers: %w", err)
 		}
 		swept, err := sweep(ctx, tx, staleAfter)
 		if err != nil {

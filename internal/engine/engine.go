@@ -60,9 +60,14 @@ type Store interface {
 	// Steps reads the run's stored transcript steps (see [Step]), in seq
 	// order. A claim whose TranscriptSeq is above 1 has some.
 	Steps(ctx context.Context, runID string) ([]Step, error)
+	// WakeKey makes the first n due pending runs of the concurrency key of
+	// run runID, which no longer runs, fetched at once: a slot of the key
+	// may just have freed (see db's package doc, "Runs per concurrency
+	// key"). A run without a key wakes nothing.
+	WakeKey(ctx context.Context, runID string, n int) error
 	// History reads the last n finished runs of session sessionID and agent
-	// agentName made before run beforeRunID, oldest first: the
-	// conversation so far (Agent.HistoryRuns).
+	// agentName made before run beforeRunID, of that run's tenant only,
+	// oldest first: the conversation so far (Agent.HistoryRuns).
 	History(ctx context.Context, sessionID, agentName, beforeRunID string, n int) ([]HistoryEntry, error)
 	// DrainOutbox moves the completion outbox rows of p.Agents into River
 	// jobs (kern_complete, kern_webhook), deleting the rows in the
@@ -251,6 +256,9 @@ type Rescued struct {
 	Requeued []string // back to pending with a new job, for another worker (a dead foreground run's too)
 	Failed   []string // out of attempts: ended as error
 	Expired  []string // waited for answers longer than their wait timeout: ended as error
+	// HookJobs counts completion and webhook jobs of dead workers made
+	// available again (see db's package doc, "Crash recovery").
+	HookJobs int
 }
 
 // Subscription is a wake-up signal for one run: C receives (coalesced) when
