@@ -74,7 +74,7 @@ func (d engineDB) WakeKey(ctx context.Context, runID string, n int) error {
 	for try := 0; ; try++ {
 		var notified, woken, running int
 		if err := d.pool.QueryRow(ctx, sqlWakeKey, runID, n).Scan(&notified, &woken, &running); err != nil {
-			return fmt.Errorf("kern: wake the next runs of run %q's key: %w", runID, err)
+			return fmt.Errorf("kern: wake the next runs of run %q's key: %w", idOf(runID), err)
 		}
 		if running == 0 || try+1 >= wakeKeyTries {
 			return nil
