@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kern-go/kern/agent"
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/server"
 )
@@ -151,7 +152,7 @@ func TestAnswersAfterLegacyApproval(t *testing.T) {
 	id, ask, check := e.submitAsker(t)
 	ctx := kerntest.Context(t, 10*time.Second)
 	if _, err := e.db.Pool().Exec(ctx, `UPDATE kern_run SET waiting_calls =
-		(SELECT jsonb_agg(c - 'external') FROM jsonb_array_elements(waiting_calls) c) WHERE id = $1`, id); err != nil {
+		(SELECT jsonb_agg(c - 'external') FROM jsonb_array_elements(waiting_calls) c) WHERE id = $1`, engine.RunKey("acme", id)); err != nil {
 		t.Fatal(err)
 	}
 	e.do(t, e.acme, "POST", answerPath(id, check, "reject"), answerBody("reject")).expect(t, http.StatusOK)
