@@ -134,7 +134,7 @@ func sseLag(ctx context.Context, d *db.DB, base, key string, followers, appends 
 		return nil, err
 	}
 	store := d.Engine(engine.Key{})
-	claim, err := store.StartRun(ctx, id, nil)
+	claim, err := store.StartRun(ctx, engine.RunKey("bench", id), nil) // the executing side names a tenant's run by its key
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +246,7 @@ func sseMemory(ctx context.Context, env Env, d *db.DB, followers int) ([]Result,
 		return nil, err
 	}
 	store := d.Engine(engine.Key{})
-	if _, err := store.StartRun(ctx, "sse-idle", nil); err != nil {
+	if _, err := store.StartRun(ctx, engine.RunKey("bench-mem", "sse-idle"), nil); err != nil {
 		return nil, err
 	}
 	base := "http://" + addr
