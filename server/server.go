@@ -65,7 +65,10 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultMaxBodyBytes      = 1 << 20
+	// DefaultMaxBodyBytes leaves room for a prompt of run.MaxInputBytes
+	// and metadata of 1 MiB with their JSON around them, so that the
+	// prompt's own limit, not the body's, is what a caller meets.
+	DefaultMaxBodyBytes      = 3 << 20
 	DefaultMaxWait           = 5 * time.Minute
 	DefaultHeartbeatInterval = 15 * time.Second
 	defaultWait              = 30 * time.Second

@@ -300,3 +300,19 @@ func TestListWaitScheduleRouteRefusals(t *testing.T) {
 		t.Fatalf("%d runs, want 1", n)
 	}
 }
+
+// TestPromptLimitIsTheGoAPIs: over HTTP with the default body bound, a
+// prompt of run.MaxInputBytes is accepted and one byte more refused as a
+// prompt (400 naming it), as the Go API and the CLI do: one limit for all.
+func TestPromptLimitIsTheGoAPIs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, server.Config{})
+	at := strings.Repeat("a", run.MaxInputBytes)
+	e.do(t, e.acme, "POST", "/v1/runs", map[string]any{"agent": "assistant", "prompt": at, "run_id": "at-limit"}).
+		expect(t, http.StatusAccepted)
+	p := e.do(t, e.acme, "POST", "/v1/runs", map[string]any{"agent": "assistant", "prompt": at + "a", "run_id": "over"}).
+		expectProblem(t, http.StatusBadRequest)
+	if detail, _ := p["detail"].(string); !strings.Contains(detail, "prompt") {
+		t.Fatalf("a prompt over the limit: %v; want a problem naming the prompt", p)
+	}
+}
