@@ -88,13 +88,18 @@ func TestServerMetrics(t *testing.T) {
 	}
 	closeStream()
 	res.Body.Close()
-	for { // the stream's handler notices the client gone a moment later
+	// The stream's handler notices the client gone a moment later, and its
+	// request is counted after the handler returns, a moment after the
+	// stream gauge went down: poll for both.
+	streamCounted := map[string]string{"http_route": "/v1/runs/{run_id}/events", "http_request_method": "GET", "http_response_status_code": "200"}
+	for {
 		fams = scrape(t, e)
-		if n, ok := sample(fams["kern_sse_streams"], nil); ok && n == 0 {
+		n, ok := sample(fams["kern_sse_streams"], nil)
+		if _, counted := sample(fams["kern_http_server_requests_total"], streamCounted); ok && n == 0 && counted {
 			break
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("kern_sse_streams never came back to 0: %v", fams["kern_sse_streams"])
+			t.Fatalf("kern_sse_streams never came back to 0, or the stream's request was never counted: %v", fams["kern_sse_streams"])
 		}
 	}
 	requests := fams["kern_http_server_requests_total"]
