@@ -91,6 +91,24 @@ func withSearchPath(cfg *pgx.ConnConfig, schema string) {
 	}
 }
 
+// checkTxSchema refuses a caller's transaction (SubmitParams.Tx) whose
+// connection resolves names in another schema than kern's: the run's row
+// would go there while River puts its job in kern's schema.
+func (d *DB) checkTxSchema(ctx context.Context, tx pgx.Tx) error {
+	if d.schema == "" {
+		return nil
+	}
+	var current string
+	if err := tx.QueryRow(ctx, "SELECT coalesce(current_schema(), '')").Scan(&current); err != nil {
+		return fmt.Errorf("kern: submit run: %w", err)
+	}
+	if current != d.schema {
+		return fmt.Errorf("kern: %w: the transaction's schema is %q, not kern's %q: "+
+			"begin it on a connection whose search_path names %s first", run.ErrInvalidArgument, current, d.schema, d.schema)
+	}
+	return nil
+}
+
 // checkSearchPath makes sure a caller's pool resolves kern's tables in
 // schema: kern's SQL names its tables without a schema. It needs one
 // connection, so New talks to Postgres only when given WithSchema.

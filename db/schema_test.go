@@ -117,3 +117,53 @@ func TestNewChecksThePoolsSearchPath(t *testing.T) {
 		t.Fatalf("New again: %v", err)
 	}
 }
+
+// A submit in the caller's transaction goes to kern's schema only: a
+// transaction whose search_path resolves elsewhere (public, here holding
+// another kern install) is refused, and neither install gets the run.
+func TestSubmitInTxChecksTheSchema(t *testing.T) {
+	t.Parallel()
+	ctx := kerntest.Context(t, 30*time.Second)
+	dbURL := kerntest.DatabaseURL(t) // kern migrated in public
+	inPublic := kerntest.Open(t, dbURL)
+	d, err := db.Open(ctx, kerntest.WithPoolSize(dbURL, 2), db.WithSchema("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := inPublic.Pool().Begin(ctx) // search_path: public
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background()) // a failed test must not leave the pool waiting for it
+	_, err = d.SubmitRun(ctx, db.SubmitParams{RunID: "tx-1", AgentName: "a", Input: "x", Enqueue: true, Tx: tx})
+	if !errors.Is(err, run.ErrInvalidArgument) {
+		t.Fatalf("submit in a transaction of schema public: %v; want run.ErrInvalidArgument", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []*db.DB{inPublic, d} {
+		if _, err := x.GetRun(ctx, "tx-1"); !errors.Is(err, run.ErrNotFound) {
+			t.Errorf("run tx-1 in schema %q: %v; want run.ErrNotFound", x.Schema(), err)
+		}
+	}
+
+	tx, err = d.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: "tx-2", AgentName: "a", Input: "x", Enqueue: true, Tx: tx}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.GetRun(ctx, "tx-2"); err != nil {
+		t.Fatal(err)
+	}
+}
