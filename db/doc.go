@@ -534,6 +534,10 @@
 //     connections resolve names in the schema first (search_path set in its
 //     ConnConfig.RuntimeParams, its URL or the role's defaults) and refuses
 //     the pool otherwise, with run.ErrInvalidArgument saying how to set it.
+//   - A submit in the caller's transaction (SubmitParams.Tx) checks that
+//     the transaction resolves names in the schema too, and is refused
+//     (run.ErrInvalidArgument) otherwise: River's job would go to the
+//     schema, the run's row elsewhere.
 //   - The connections kern makes itself from the pool's settings — the
 //     listener's LISTEN connection, each worker's liveness session — get
 //     search_path set to the schema too.
