@@ -131,6 +131,7 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 		// (db's RescueStale), not after River's hour.
 		ID:     w.id,
 		Logger: logx.RiverLogger(cfg.Logger),
+		Schema: d.Schema(), // db.WithSchema's, "" without it
 		// kern counts a run's attempts itself; River's attempts only cover
 		// a Work that could not reach Postgres.
 		MaxAttempts:       max(cfg.MaxAttempts, 5),

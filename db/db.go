@@ -40,18 +40,26 @@ type DB struct {
 	// (ratelimit.go), on first use.
 	rateOnce sync.Once
 	rateSt   *rateState
+	// schema is WithSchema's ("" without it).
+	schema string
 }
 
 // Open connects to databaseURL with a pgxpool of its own. It runs no
-// migrations: call Migrate once at deploy or start-up.
-func Open(ctx context.Context, databaseURL string) (*DB, error) {
+// migrations: call Migrate once at deploy or start-up. With WithSchema,
+// every connection of the pool has search_path set to the schema.
+func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) {
 	if databaseURL == "" {
 		return nil, errors.New("kern: database URL is empty")
+	}
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("kern: open database: %w", err)
 	}
+	withSearchPath(cfg.ConnConfig, o.schema)
 	if !strings.Contains(databaseURL, "pool_max_conns") {
 		// pgxpool's default (4 on a 2-core host) starves a worker whose
 		// runs each flush content while the app submits and waits.
@@ -65,7 +73,7 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("kern: connect to database: %w", err)
 	}
-	d, err := New(pool)
+	d, err := newDB(pool, o)
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -75,10 +83,32 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 }
 
 // New wraps an application's own pool; Close leaves that pool open.
-func New(pool *pgxpool.Pool) (*DB, error) {
+//
+// With WithSchema, the pool's connections must already resolve names in
+// the schema (its search_path names it first: set
+// ConnConfig.RuntimeParams["search_path"] before making the pool, or
+// search_path in its URL, or the role's default): New checks one
+// connection and refuses, with run.ErrInvalidArgument, a pool that does
+// not, rather than changing the application's connections. The
+// connections kern makes itself from the pool's settings (the listener,
+// a worker's session) get the schema set either way.
+func New(pool *pgxpool.Pool, opts ...Option) (*DB, error) {
 	if pool == nil {
 		return nil, errors.New("kern: pool is nil")
 	}
+	o, err := buildOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if o.schema != "" {
+		if err := checkSearchPath(pool, o.schema); err != nil {
+			return nil, err
+		}
+	}
+	return newDB(pool, o)
+}
+
+func newDB(pool *pgxpool.Pool, o options) (*DB, error) {
 	logger := slog.Default()
 	// An inserting client sends at most one "new jobs" notification per
 	// queue per FetchCooldown, from inside the inserting transaction. At
@@ -89,7 +119,7 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 	// with the shortest cooldown River allows: a notification per commit.
 	// Batched submits insert their jobs themselves and notify after their
 	// commit, coalesced under load (notify.go).
-	rc, err := newInsertClient(pool, logger, river.FetchCooldownMin)
+	rc, err := newInsertClient(pool, o.schema, logger, river.FetchCooldownMin)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +128,9 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 		river:    rc,
 		notifier: newInsertNotifier(pool, logger),
 		listener: newListener(pool, logger),
+		schema:   o.schema,
 	}
+	d.listener.schema = o.schema
 	d.exec = d.newExecBatchers()
 	d.submits = newBatcher(submitItem.key, d.submitBatch).withSize(submitItem.size)
 	return d, nil
@@ -106,8 +138,9 @@ func New(pool *pgxpool.Pool) (*DB, error) {
 
 // newInsertClient is an insert-only River client whose insert notification
 // goes out at most once per queue per cooldown.
-func newInsertClient(pool *pgxpool.Pool, logger *slog.Logger, cooldown time.Duration) (*river.Client[pgx.Tx], error) {
+func newInsertClient(pool *pgxpool.Pool, schema string, logger *slog.Logger, cooldown time.Duration) (*river.Client[pgx.Tx], error) {
 	rc, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Schema:            schema,
 		Logger:            logx.RiverLogger(logger),
 		FetchCooldown:     cooldown,
 		FetchPollInterval: max(cooldown, time.Second), // no producer: unused

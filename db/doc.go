@@ -519,4 +519,51 @@
 // time per run, measured over 20,000 finishes; a statement trigger measured
 // about 4 µs per run in large batches, the same within noise at one run per
 // statement).
+//
+// # Deployment: schema and role
+//
+// Open and New take options (Option). WithSchema(name) puts kern's and
+// River's tables in a schema of the application's choice, so kern can live
+// inside an application's database, or two kern installs in two schemas
+// of one database:
+//
+//   - Open sets search_path to the schema on every connection of its pool.
+//     kern's SQL names its tables without a schema, so that is what places
+//     them.
+//   - New does not change an application's pool: it checks that the pool's
+//     connections resolve names in the schema first (search_path set in its
+//     ConnConfig.RuntimeParams, its URL or the role's defaults) and refuses
+//     the pool otherwise, with run.ErrInvalidArgument saying how to set it.
+//   - A submit in the caller's transaction (SubmitParams.Tx) checks that
+//     the transaction resolves names in the schema too, and is refused
+//     (run.ErrInvalidArgument) otherwise: River's job would go to the
+//     schema, the run's row elsewhere.
+//   - The connections kern makes itself from the pool's settings — the
+//     listener's LISTEN connection, each worker's liveness session — get
+//     search_path set to the schema too.
+//   - River gets the schema as Config.Schema (DB.Schema, for the worker's
+//     and the River UI's clients too), rivermigrate migrates it, and tern's
+//     version table is <schema>.kern_schema_version.
+//   - Notification channels carry the schema, as River's do
+//     ("<schema>.river_insert"): "<schema>.kern_cancel" and
+//     "<schema>.kern_event", named by the triggers after their table's schema
+//     (migrations/020_schema_channels.sql). Without WithSchema the listener
+//     takes its connection's current_schema(), usually public.
+//   - Migrate creates a missing schema when the role may create schemas in
+//     the database; otherwise it says the schema must be created for the
+//     role. A name must be a lower-case identifier of at most
+//     MaxSchemaLength bytes, not starting with pg_; anything else is
+//     run.ErrInvalidArgument, and nothing is created.
+//
+// kern needs no superuser. Migrations and workers can run as a role that
+// owns only kern's schema (NOSUPERUSER NOCREATEDB NOCREATEROLE, no CREATE
+// on public or on the database): it creates its tables, types, functions
+// and triggers in the schema it owns, and uses advisory locks, LISTEN and
+// NOTIFY, which every role may. Migration 016 makes a temporary table: the
+// role keeps the TEMPORARY privilege on the database (PUBLIC's by default).
+// The liveness probe reads pg_stat_activity, where a role sees the backend
+// start of its own sessions only: run every worker as the same role (or
+// grant pg_read_all_stats). A worker of another role is judged by its pid
+// alone, which can only keep a dead worker's runs until its heartbeat
+// says so, never rescue a live one's.
 package db

@@ -15,7 +15,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// Notification channels. Payloads carry a run id; readers read rows.
+// Notification channels. Payloads carry a run id; readers read rows. In
+// Postgres each is prefixed with the schema of kern's tables and a dot
+// ("public.kern_cancel"), as River prefixes its own, so two kern installs
+// in two schemas of one database never hear each other (the triggers name
+// the channel after their table's schema: migrations/020_schema_channels.sql).
 const (
 	channelCancel = "kern_cancel" // a cancel request was recorded
 	// channelEvent: a run has new events; with doneSuffix, one of them is
@@ -68,6 +72,8 @@ const (
 type listener struct {
 	pool   *pgxpool.Pool
 	logger *slog.Logger
+	// schema is WithSchema's: "" takes the connection's current_schema().
+	schema string
 	// id is this listener's row in kern_event_listener while it LISTENs on
 	// kern_event: the event trigger notifies only while such a row is live
 	// (migrations/006_listeners.sql).
@@ -287,6 +293,7 @@ func (l *listener) run(ctx context.Context, done chan struct{}) {
 func (l *listener) listen(ctx context.Context) error {
 	cfg := l.pool.Config().ConnConfig.Copy()
 	cfg.RuntimeParams["application_name"] = ListenerApplicationName
+	withSearchPath(cfg, l.schema)
 	// Interrupt a wait by deadline only: a cancel request sent to an idle
 	// backend could hit the next statement on this connection instead.
 	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
@@ -297,6 +304,10 @@ func (l *listener) listen(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	prefix, err := l.channelPrefix(ctx, conn)
+	if err != nil {
+		return err
+	}
 	l.mu.Lock()
 	clear(l.listening)
 	l.mu.Unlock()
@@ -304,7 +315,7 @@ func (l *listener) listen(ctx context.Context) error {
 	defer reg.drop(ctx, l.pool, l.id)
 	var nextRecheck time.Time
 	for {
-		added, err := l.syncChannels(ctx, conn, !time.Now().Before(nextRecheck))
+		added, err := l.syncChannels(ctx, conn, prefix, !time.Now().Before(nextRecheck))
 		if err != nil {
 			return err
 		}
@@ -353,8 +364,25 @@ func (l *listener) listen(ctx context.Context) error {
 			l.dropped.Add(1)
 			continue
 		}
-		l.dispatch(n.Channel, n.Payload)
+		if ch, ok := strings.CutPrefix(n.Channel, prefix); ok {
+			l.dispatch(ch, n.Payload)
+		}
 	}
+}
+
+// channelPrefix is what the Postgres channels of this install begin with:
+// kern's schema and a dot.
+func (l *listener) channelPrefix(ctx context.Context, conn *pgx.Conn) (string, error) {
+	schema := l.schema
+	if schema == "" {
+		if err := conn.QueryRow(ctx, "SELECT coalesce(current_schema(), '')").Scan(&schema); err != nil {
+			return "", err
+		}
+		if schema == "" {
+			return "", errors.New("no current schema: the search_path names no schema that exists")
+		}
+	}
+	return schema + ".", nil
 }
 
 func (l *listener) missingChannelLocked() bool {
@@ -366,10 +394,11 @@ func (l *listener) missingChannelLocked() bool {
 	return false
 }
 
-// syncChannels LISTENs on the channels subscribers need and, with drop,
+// syncChannels LISTENs on the channels subscribers need (their names in
+// Postgres begin with prefix) and, with drop,
 // UNLISTENs those nobody needs any more (only at re-check time, so waiters
 // that come and go do not make it churn). added says a LISTEN was issued.
-func (l *listener) syncChannels(ctx context.Context, conn *pgx.Conn, drop bool) (added bool, err error) {
+func (l *listener) syncChannels(ctx context.Context, conn *pgx.Conn, prefix string, drop bool) (added bool, err error) {
 	l.mu.Lock()
 	var listen, unlisten []string
 	for ch := range l.topicsOn {
@@ -384,12 +413,12 @@ func (l *listener) syncChannels(ctx context.Context, conn *pgx.Conn, drop bool) 
 	}
 	l.mu.Unlock()
 	for _, ch := range listen {
-		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{prefix + ch}.Sanitize()); err != nil {
 			return false, err
 		}
 	}
 	for _, ch := range unlisten {
-		if _, err := conn.Exec(ctx, "UNLISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+		if _, err := conn.Exec(ctx, "UNLISTEN "+pgx.Identifier{prefix + ch}.Sanitize()); err != nil {
 			return false, err
 		}
 	}

@@ -223,7 +223,7 @@ func TestEventsNotifyOnlyWhileAListenerIsRegistered(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN kern_event"); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN "public.kern_event"`); err != nil { // channels carry the schema
 		t.Fatal(err)
 	}
 	finish := func(id string) {

@@ -34,10 +34,12 @@ func (s session) Check(ctx context.Context) error {
 func (s session) Close(ctx context.Context) error { return s.conn.Close(ctx) }
 
 // OpenSession implements engine.Store. It connects with the pool's own
-// settings, and records the session's backend pid, its start time and the
+// settings (and kern's schema, WithSchema), and records the session's backend pid, its start time and the
 // start time of the server instance on worker id's registration.
 func (d engineDB) OpenSession(ctx context.Context, id string) (engine.Session, error) {
-	conn, err := pgx.ConnectConfig(ctx, d.pool.Config().ConnConfig.Copy())
+	cfg := d.pool.Config().ConnConfig.Copy()
+	withSearchPath(cfg, d.schema)
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kern: worker session: %w", err)
 	}

@@ -23,6 +23,9 @@ const schemaVersionTable = "kern_schema_version"
 // Migrate brings River's tables and kern's up to date. It is idempotent and
 // safe to call from several processes at once: they take turns on one
 // advisory lock, and a migrator that finds the work done does nothing.
+// With WithSchema, everything (River's tables, kern's, tern's version
+// table) goes in that schema, which Migrate first creates if it is missing
+// and the role may (see the package doc, "Deployment: schema and role").
 func (d *DB) Migrate(ctx context.Context) error {
 	conn, err := d.pool.Acquire(ctx)
 	if err != nil {
@@ -38,7 +41,12 @@ func (d *DB) Migrate(ctx context.Context) error {
 		_, _ = conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrateLockKey)
 	}()
 
-	riverMigrator, err := rivermigrate.New(riverpgxv5.New(d.pool), nil)
+	if d.schema != "" {
+		if err := ensureSchema(ctx, conn.Conn(), d.schema); err != nil {
+			return err
+		}
+	}
+	riverMigrator, err := rivermigrate.New(riverpgxv5.New(d.pool), &rivermigrate.Config{Schema: d.schema})
 	if err != nil {
 		return fmt.Errorf("kern: migrate river: %w", err)
 	}
@@ -48,7 +56,11 @@ func (d *DB) Migrate(ctx context.Context) error {
 		return fmt.Errorf("kern: migrate river: %w", err)
 	}
 
-	m, err := migrate.NewMigrator(ctx, conn.Conn(), schemaVersionTable)
+	versionTable := schemaVersionTable
+	if d.schema != "" {
+		versionTable = d.schema + "." + schemaVersionTable // tern asks for it qualified
+	}
+	m, err := migrate.NewMigrator(ctx, conn.Conn(), versionTable)
 	if err != nil {
 		return fmt.Errorf("kern: migrate: %w", err)
 	}
@@ -60,6 +72,36 @@ func (d *DB) Migrate(ctx context.Context) error {
 	}
 	if err := moveLegacyJobs(ctx, conn.Conn()); err != nil {
 		return fmt.Errorf("kern: migrate: move runs to their agents' queues: %w", err)
+	}
+	return nil
+}
+
+// ensureSchema creates schema when it does not exist and the role may
+// create schemas in the database; otherwise it says what the role lacks.
+// A role that owns the schema (or holds USAGE and CREATE on it) needs
+// nothing more.
+func ensureSchema(ctx context.Context, conn *pgx.Conn, schema string) error {
+	var exists, mayCreateSchema, mayCreateIn bool
+	err := conn.QueryRow(ctx, `SELECT n.oid IS NOT NULL,
+		has_database_privilege(current_database(), 'CREATE'),
+		n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE, CREATE')
+		FROM (SELECT 1) AS one LEFT JOIN pg_namespace n ON n.nspname = $1`, schema).
+		Scan(&exists, &mayCreateSchema, &mayCreateIn)
+	if err != nil {
+		return fmt.Errorf("kern: migrate: schema %q: %w", schema, err)
+	}
+	switch {
+	case exists && !mayCreateIn:
+		return fmt.Errorf("kern: migrate: the role may not create tables in schema %q: "+
+			"make the role its owner, or grant it USAGE and CREATE on the schema", schema)
+	case exists:
+		return nil
+	case !mayCreateSchema:
+		return fmt.Errorf("kern: migrate: schema %q does not exist and the role may not create it: "+
+			"have it created with the role as its owner", schema)
+	}
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		return fmt.Errorf("kern: migrate: create schema %q: %w", schema, err)
 	}
 	return nil
 }

@@ -52,7 +52,9 @@ type SubmitParams struct {
 	StartAt time.Time
 	// Tx, when set, submits inside the caller's transaction on this
 	// database: the row and its job commit or roll back with it. Such a
-	// submit is never batched with others, and needs Enqueue.
+	// submit is never batched with others, and needs Enqueue. With
+	// WithSchema, the transaction's search_path must name the schema
+	// first (run.ErrInvalidArgument otherwise).
 	Tx pgx.Tx
 	// WebhookURL is where the final run is posted (an absolute http or
 	// https URL, at most 2 KiB); empty for none.
@@ -278,6 +280,9 @@ func (d *DB) SubmitRunOrExisting(ctx context.Context, p SubmitParams) (out *run.
 // caller's transaction stays usable and gets run.ErrAlreadyExists, or the
 // run of the idempotency key, as SubmitRun does.
 func (d *DB) submitInTx(ctx context.Context, it submitItem) (*run.Output, bool, error) {
+	if err := d.checkTxSchema(ctx, it.Tx); err != nil {
+		return nil, false, err
+	}
 	sp, err := it.Tx.Begin(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("kern: submit run: %w", err)

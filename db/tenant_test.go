@@ -437,7 +437,7 @@ func TestTenantCancel(t *testing.T) {
 	}
 }
 
-// Workers are told of a cancel request (NOTIFY kern_cancel) by the key of
+// Workers are told of a cancel request (NOTIFY <schema>.kern_cancel) by the key of
 // the run it applies to: never another tenant's request as one for a
 // tenant's run. Notifications reach a listener in commit order.
 func TestTenantCancelNotifies(t *testing.T) {
@@ -456,7 +456,7 @@ func TestTenantCancelNotifies(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, `LISTEN kern_cancel`); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN "public.kern_cancel"`); err != nil { // channels carry the schema
 		t.Fatal(err)
 	}
 	defer func() { _, _ = conn.Exec(context.WithoutCancel(ctx), `UNLISTEN *`) }()

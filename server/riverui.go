@@ -31,7 +31,7 @@ import (
 // pool and starts its background services (River UI caches some counts),
 // which Close stops.
 func (s *Server) newRiverUI() error {
-	client, err := river.NewClient(riverpgxv5.New(s.d.Pool()), &river.Config{Logger: s.log})
+	client, err := river.NewClient(riverpgxv5.New(s.d.Pool()), &river.Config{Logger: s.log, Schema: s.d.Schema()})
 	if err != nil {
 		return fmt.Errorf("River client: %w", err)
 	}

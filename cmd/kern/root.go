@@ -14,6 +14,7 @@ import (
 
 type rootFlags struct {
 	databaseURL string
+	schema      string
 }
 
 func newRootCmd() *cobra.Command {
@@ -33,6 +34,7 @@ func newRootCmd() *cobra.Command {
 	// flag's default is printed by every --help, and DATABASE_URL often
 	// holds a password.
 	root.PersistentFlags().StringVar(&flags.databaseURL, "database-url", "", "Postgres URL (default $DATABASE_URL)")
+	root.PersistentFlags().StringVar(&flags.schema, "schema", "", "Postgres schema of kern's and River's tables (default $KERN_SCHEMA, else the connection's search_path, usually public)")
 	root.AddCommand(newMigrateCmd(flags), newWorkerCmd(flags), newRunsCmd(flags), newSchedulesCmd(flags), newKeysCmd(flags), newWebhooksCmd(flags), newRateLimitsCmd(flags), newServeCmd(flags), newVersionCmd())
 	return root
 }
@@ -45,7 +47,15 @@ func (f *rootFlags) open(ctx context.Context) (*db.DB, error) {
 	if url == "" {
 		return nil, errors.New("no database: set DATABASE_URL or pass --database-url")
 	}
-	return db.Open(ctx, url)
+	schema := f.schema
+	if schema == "" {
+		schema = os.Getenv("KERN_SCHEMA")
+	}
+	var opts []db.Option
+	if schema != "" {
+		opts = append(opts, db.WithSchema(schema))
+	}
+	return db.Open(ctx, url, opts...)
 }
 
 // printJSON writes v to w as indented JSON (w is a command's OutOrStdout:
