@@ -101,11 +101,12 @@ func TestKilledWorkerHookJobsRunElsewhere(t *testing.T) {
 		_, d := counts()
 		return d == 1 && completions("w2") == 1
 	})
-	final, err := submitter.GetRunOutput(ctx, out.RunID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if final.Webhook == nil || final.Webhook.Status != "delivered" {
-		t.Fatalf("webhook after the rescue: %+v", final.Webhook)
-	}
+	// The worker records the delivery after the receiver answered it.
+	waitFor(t, 30*time.Second, "the delivery to be recorded on the run", func() bool {
+		final, err := submitter.GetRunOutput(ctx, out.RunID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return final.Webhook != nil && final.Webhook.Status == "delivered"
+	})
 }
