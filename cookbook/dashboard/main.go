@@ -1,7 +1,7 @@
 // Dashboard: kern's web view of runs (/ui/ of package server), with River
 // UI beside it (/riverui/). This program serves the API and the dashboard
 // on 127.0.0.1 with a worker for the agent "assistant", makes an API key
-// for the tenant "demo" (which may also open River UI), submits a few runs
+// for a demo tenant (which may also open River UI), submits a few runs
 // — one that completes, one that streams slowly, one that waits for an
 // approval — and prints where to look and which key to sign in with.
 //
@@ -68,7 +68,11 @@ func runAll(ctx context.Context, addr string, serve bool) error {
 		_ = worker.Stop(stopCtx)
 	}()
 
-	api, err := server.New(env.DB, server.Config{Logger: quiet, RiverUITenants: []string{"demo"}})
+	// A tenant and a key name of its own for each run of the demo, which
+	// may share a DATABASE_URL with earlier ones (key names are unique, and
+	// the page should list this run's runs only).
+	tenant := fmt.Sprintf("demo-%d", time.Now().UnixNano())
+	api, err := server.New(env.DB, server.Config{Logger: quiet, RiverUITenants: []string{tenant}})
 	if err != nil {
 		return err
 	}
@@ -91,22 +95,22 @@ func runAll(ctx context.Context, addr string, serve bool) error {
 	}()
 	url := "http://" + ln.Addr().String()
 
-	key, err := env.DB.CreateAPIKey(ctx, "demo", "demo-key")
+	key, err := env.DB.CreateAPIKey(ctx, tenant, tenant+"-key")
 	if err != nil {
 		return err
 	}
-	// Runs of the tenant "demo", the key's: the dashboard shows them.
+	// Runs of the demo's tenant, the key's: the dashboard shows them.
 	prompts := []string{"Say hello to the dashboard.",
 		"[fake:drip=300ms,words=200] Tell a long story, slowly.",
 		`fake-plan: {"turns": [[{"name": "transfer", "arguments": {"amount": 120}}]], "answer": "Moved 120."}`}
 	for _, p := range prompts {
-		if _, err := assistant.Run(ctx, p, agent.Background(true), agent.WithTenant("demo"), agent.WithName("demo")); err != nil {
+		if _, err := assistant.Run(ctx, p, agent.Background(true), agent.WithTenant(tenant), agent.WithName("demo")); err != nil {
 			return err
 		}
 	}
 
 	fmt.Printf("Dashboard: %s/ui/  (River UI: %s/riverui/)\n", url, url)
-	fmt.Printf("Sign in with the API key of tenant \"demo\": %s\n", key)
+	fmt.Printf("Sign in with the API key of tenant %q: %s\n", tenant, key)
 
 	// The pages answer: the sign-in form, and the runs after signing in.
 	if err := check(url, key); err != nil {

@@ -100,11 +100,14 @@ func runAll(ctx context.Context) error {
 	url := "http://" + ln.Addr().String()
 
 	// A key acts for its tenant: the clients see the tenant "demo"'s runs only.
-	key, err := env.DB.CreateAPIKey(ctx, "demo", "demo-key")
+	// Key names are unique in the database: one of its own for each run of
+	// the demo, which may share a DATABASE_URL with earlier ones.
+	keyName := fmt.Sprintf("demo-key-%d", time.Now().UnixNano())
+	key, err := env.DB.CreateAPIKey(ctx, "demo", keyName)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("kern API on %s; key \"demo-key\" for tenant \"demo\"\n", url)
+	fmt.Printf("kern API on %s; key %q for tenant \"demo\"\n", url, keyName)
 	clientEnv := append(os.Environ(), "KERN_URL="+url, "KERN_KEY="+key)
 
 	var failed []string
