@@ -103,11 +103,26 @@ func runAll(ctx context.Context, addr string, serve bool) error {
 	prompts := []string{"Say hello to the dashboard.",
 		"[fake:drip=300ms,words=200] Tell a long story, slowly.",
 		`fake-plan: {"turns": [[{"name": "transfer", "arguments": {"amount": 120}}]], "answer": "Moved 120."}`}
+	var ids []string
 	for _, p := range prompts {
-		if _, err := assistant.Run(ctx, p, agent.Background(true), agent.WithTenant(tenant), agent.WithName("demo")); err != nil {
+		out, err := assistant.Run(ctx, p, agent.Background(true), agent.WithTenant(tenant), agent.WithName("demo"))
+		if err != nil {
 			return err
 		}
+		ids = append(ids, out.RunID)
 	}
+	// The demo's runs end with it: left pending or waiting in a shared
+	// DATABASE_URL, they would hold the slots of the next demo's workers
+	// of the same agent.
+	defer func() {
+		view, err := env.DB.ForTenant(tenant)
+		if err != nil {
+			return
+		}
+		for _, id := range ids {
+			_, _ = view.CancelRun(context.WithoutCancel(ctx), id)
+		}
+	}()
 
 	fmt.Printf("Dashboard: %s/ui/  (River UI: %s/riverui/)\n", url, url)
 	fmt.Printf("Sign in with the API key of tenant %q: %s\n", tenant, key)
