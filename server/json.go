@@ -144,7 +144,9 @@ func messagesJSON(ms []run.Message) []messageJSON {
 	return out
 }
 
-type scheduleJSON struct {
+// ScheduleJSON is a schedule as the HTTP API shows it (the openapi.json
+// Schedule object); the CLI prints the same (ScheduleBody).
+type ScheduleJSON struct {
 	Name      string         `json:"name"`
 	Agent     string         `json:"agent"`
 	Prompt    string         `json:"prompt"`
@@ -159,8 +161,9 @@ type scheduleJSON struct {
 	UpdatedAt time.Time      `json:"updated_at"`
 }
 
-func toScheduleJSON(s *run.Schedule) scheduleJSON {
-	j := scheduleJSON{Name: s.Name, Agent: s.AgentName, Prompt: s.Prompt, Cron: s.Cron, Timezone: s.Timezone,
+// ScheduleBody is s as the HTTP API shows it.
+func ScheduleBody(s *run.Schedule) ScheduleJSON {
+	j := ScheduleJSON{Name: s.Name, Agent: s.AgentName, Prompt: s.Prompt, Cron: s.Cron, Timezone: s.Timezone,
 		SessionID: s.SessionID, Metadata: s.Metadata, Paused: s.Paused, NextRunAt: s.NextRunAt,
 		LastRunID: s.LastRunID, CreatedAt: s.CreatedAt.UTC(), UpdatedAt: s.UpdatedAt.UTC()}
 	if j.Metadata == nil {

@@ -86,7 +86,7 @@ func TestOpenAPISchemasMatchTheJSONTypes(t *testing.T) {
 		"ScheduleRequest":   scheduleRequest{},
 		"RejectRequest":     rejectBody{},
 		"ToolResultRequest": toolResultBody{},
-		"Schedule":          scheduleJSON{},
+		"Schedule":          ScheduleJSON{},
 		"Message":           messageJSON{},
 		"ToolCall":          toolCallJSON{},
 		"CancelResult":      cancelResult{},

@@ -24,9 +24,9 @@ func (s *Server) listSchedules(w http.ResponseWriter, r *http.Request, t *db.Ten
 		s.writeError(w, r, err)
 		return
 	}
-	out := make([]scheduleJSON, len(list))
+	out := make([]ScheduleJSON, len(list))
 	for i, sc := range list {
-		out[i] = toScheduleJSON(sc)
+		out[i] = ScheduleBody(sc)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"schedules": out})
 }
@@ -37,7 +37,7 @@ func (s *Server) getSchedule(w http.ResponseWriter, r *http.Request, t *db.Tenan
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toScheduleJSON(sc))
+	writeJSON(w, http.StatusOK, ScheduleBody(sc))
 }
 
 func (s *Server) putSchedule(w http.ResponseWriter, r *http.Request, t *db.TenantDB) {
@@ -53,7 +53,7 @@ func (s *Server) putSchedule(w http.ResponseWriter, r *http.Request, t *db.Tenan
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toScheduleJSON(sc))
+	writeJSON(w, http.StatusOK, ScheduleBody(sc))
 }
 
 func (s *Server) deleteSchedule(w http.ResponseWriter, r *http.Request, t *db.TenantDB) {

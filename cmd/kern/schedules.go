@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kern-go/kern/run"
+	"github.com/kern-go/kern/server"
 )
 
 func newSchedulesCmd(flags *rootFlags) *cobra.Command {
@@ -188,32 +189,11 @@ fields and next run, or with --json the API's schedule object.`,
 	return schedules
 }
 
-// scheduleJSON is a schedule as the HTTP API shows it (server's schedule
-// object; TestSchedulesJSONIsTheAPIs holds the two to the same fields).
-type scheduleJSON struct {
-	Name      string         `json:"name"`
-	Agent     string         `json:"agent"`
-	Prompt    string         `json:"prompt"`
-	Cron      string         `json:"cron"`
-	Timezone  string         `json:"timezone"`
-	SessionID string         `json:"session_id"`
-	Metadata  map[string]any `json:"metadata"`
-	Paused    bool           `json:"paused"`
-	NextRunAt time.Time      `json:"next_run_at"`
-	LastRunID string         `json:"last_run_id"`
-	CreatedAt time.Time      `json:"created_at"`
-	UpdatedAt time.Time      `json:"updated_at"`
-}
+// scheduleJSON is a schedule as the HTTP API shows it: the server's own
+// form, so the two cannot drift apart.
+type scheduleJSON = server.ScheduleJSON
 
-func toScheduleJSON(s *run.Schedule) scheduleJSON {
-	j := scheduleJSON{Name: s.Name, Agent: s.AgentName, Prompt: s.Prompt, Cron: s.Cron, Timezone: s.Timezone,
-		SessionID: s.SessionID, Metadata: s.Metadata, Paused: s.Paused, NextRunAt: s.NextRunAt,
-		LastRunID: s.LastRunID, CreatedAt: s.CreatedAt.UTC(), UpdatedAt: s.UpdatedAt.UTC()}
-	if j.Metadata == nil {
-		j.Metadata = map[string]any{}
-	}
-	return j
-}
+var toScheduleJSON = server.ScheduleBody
 
 // printSchedule writes a stored schedule for people, a field per line.
 func printSchedule(w io.Writer, s *run.Schedule) error {
