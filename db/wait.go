@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/kern-go/kern/internal/engine"
 	"github.com/kern-go/kern/run"
 )
 
@@ -15,11 +16,19 @@ import (
 // Postgres is briefly away (a restart, a dropped connection) it keeps
 // waiting, until ctx ends.
 func (d *DB) WaitRun(ctx context.Context, runID string) (*run.Output, error) {
-	key, err := d.operatorKey(ctx, runID)
-	if err != nil {
-		return nil, err
+	// A run that has finished is answered by GetRun's one statement; one
+	// still live is waited for by its key, which GetRun's answer names.
+	for failures := 0; ; failures++ {
+		out, err := d.GetRun(ctx, runID)
+		switch {
+		case err == nil && (out.Status.Terminal() || out.Status == run.StatusWaiting):
+			return out, nil
+		case err == nil:
+			return d.waitRun(ctx, engine.RunKey(out.TenantID, out.RunID))
+		case !transient(err) || !pause(ctx, failures):
+			return nil, err // Postgres briefly away is ridden out, as waitRun does
+		}
 	}
-	return d.waitRun(ctx, key)
 }
 
 // waitRun is WaitRun for the run of key.
