@@ -252,16 +252,28 @@ rm -rf "$2"
 
 // startWatchdog is best effort: without sh we only lose crash cleanup.
 func (c *cluster) startWatchdog() {
+	cmd, pipe, exited, ok := spawnWatchdog(watchdogScript, c.data, c.dir)
+	if ok {
+		c.watchdog, c.watchdogPipe, c.watchdogExited = cmd, pipe, exited
+	}
+}
+
+// spawnWatchdog runs script under sh, as ourselves, with args as $1, $2, ….
+// Its stdin is a pipe whose only write end is returned, so its `read` sees
+// EOF exactly when this process dies (or closes pipe). exited is closed
+// once it has exited and been reaped. ok is false when sh or a pipe is not
+// to be had: the caller then only loses its crash cleanup.
+func spawnWatchdog(script string, args ...string) (cmd *exec.Cmd, pipe *os.File, exited chan struct{}, ok bool) {
 	sh, err := exec.LookPath("sh")
 	if err != nil {
-		return
+		return nil, nil, nil, false
 	}
 	r, w, err := os.Pipe()
 	if err != nil {
-		return
+		return nil, nil, nil, false
 	}
 	defer r.Close()
-	cmd := exec.Command(sh, "-c", watchdogScript, "kern-pgtest-watchdog", c.data, c.dir)
+	cmd = exec.Command(sh, append([]string{"-c", script, "kern-pgtest-watchdog"}, args...)...)
 	cmd.Stdin = r
 	// Own process group so the Ctrl-C that kills go test does not kill the
 	// watchdog before it has cleaned up; stdout/stderr stay /dev/null so go
@@ -269,16 +281,16 @@ func (c *cluster) startWatchdog() {
 	cmd.SysProcAttr = (*account)(nil).sysProcAttr(true)
 	if err := cmd.Start(); err != nil {
 		_ = w.Close()
-		return
+		return nil, nil, nil, false
 	}
-	exited := make(chan struct{})
+	exited = make(chan struct{})
 	go func() {
-		// Reap it as soon as it exits rather than only in stop, so that its
-		// exit is an event others can wait on.
+		// Reap it as soon as it exits rather than only when it is stopped,
+		// so that its exit is an event others can wait on.
 		_ = cmd.Wait()
 		close(exited)
 	}()
-	c.watchdog, c.watchdogPipe, c.watchdogExited = cmd, w, exited
+	return cmd, w, exited, true
 }
 
 // run runs one of the Postgres binaries as the cluster's account. Output goes
