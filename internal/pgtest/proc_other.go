@@ -3,6 +3,7 @@
 package pgtest
 
 import (
+	"errors"
 	"os"
 	"syscall"
 )
@@ -19,3 +20,11 @@ func (a *account) chown(string) error { return nil }
 func (a *account) tempRoot() string { return os.TempDir() }
 
 func (a *account) diskTempRoot() string { return os.TempDir() }
+
+// stopGroup kills p: there are no process groups to signal here.
+func stopGroup(p *os.Process, _ bool) error {
+	if err := p.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	return nil
+}

@@ -3,6 +3,7 @@
 package pgtest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -105,4 +106,18 @@ func (a *account) diskTempRoot() string {
 		}
 	}
 	return a.traversableTempDir()
+}
+
+// stopGroup signals the process group that p leads (it was started with
+// sysProcAttr(true)): SIGTERM, or SIGKILL when hard. A group that is already
+// gone is not an error.
+func stopGroup(p *os.Process, hard bool) error {
+	sig := syscall.SIGTERM
+	if hard {
+		sig = syscall.SIGKILL
+	}
+	if err := syscall.Kill(-p.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal process group %d: %w", p.Pid, err)
+	}
+	return nil
 }
