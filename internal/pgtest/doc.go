@@ -23,6 +23,16 @@
 // StartStock: the same kind of private cluster, but with Postgres's default
 // settings (fsync on) and its data on disk.
 //
+// Tests that run kern through a connection pooler use StartBouncer (or
+// NewBouncer, which skips the test when PgBouncer is not installed): a
+// private PgBouncer process in front of the server a database URL points at,
+// in session, transaction or statement pool mode, with its URL, its log and
+// whether it is still alive (PgBouncer 1.18 can crash) at hand. Like the
+// initdb clusters it runs as an unprivileged account when we are root, and a
+// watchdog kills it if the test process dies without stopping it. PgBouncer
+// accepts but does not apply a search_path sent at connection time, so code
+// behind it must get its schema from the role's search_path.
+//
 // Nothing is shared between processes: parallel `go test` packages each get
 // their own templates (and, without DATABASE_URL, their own server), so they
 // never contend for one template. Databases left behind by killed runs on a
