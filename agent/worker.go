@@ -11,7 +11,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivertype"
 	"github.com/riverqueue/rivercontrib/otelriver"
 
@@ -124,7 +123,11 @@ func NewWorker(d *db.DB, cfg WorkerConfig, agents ...*Agent) (*Worker, error) {
 	if err := w.setupHooks(queues, workers); err != nil {
 		return nil, fmt.Errorf("kern: worker: %w", err)
 	}
-	w.client, err = river.NewClient(riverpgxv5.New(d.Pool()), &river.Config{
+	// d.RiverDriver: the pool's, LISTENing on the direct URL when there is
+	// one; a transaction pooler's without one cannot LISTEN at all, and
+	// the worker then polls for new runs every FetchPollInterval.
+	w.client, err = river.NewClient(d.RiverDriver(), &river.Config{
+		PollOnly: !d.ListensForNotifications(),
 		// The worker's id is its River client's: a job River has running
 		// names its client last in attempted_by, so a completion or webhook
 		// job held by a worker whose session ended is rescued at once

@@ -42,6 +42,10 @@ type DB struct {
 	rateSt   *rateState
 	// schema is WithSchema's ("" without it).
 	schema string
+	// poolMode is what the pool connects to (pooler.go); direct is the
+	// pool on WithDirectURL's URL, nil without one.
+	poolMode PoolMode
+	direct   *pgxpool.Pool
 }
 
 // Open connects to databaseURL with a pgxpool of its own. It runs no
@@ -65,13 +69,28 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) 
 		// runs each flush content while the app submits and waits.
 		cfg.MaxConns = defaultMaxConns
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kern: open database: %w", err)
+	// Behind a transaction pooler, no named prepared statements: the
+	// backend a statement was prepared on serves other clients next.
+	setExecMode := !strings.Contains(databaseURL, "default_query_exec_mode")
+	if o.poolMode == PoolModeTransaction && setExecMode {
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("kern: connect to database: %w", err)
+	pool, err := connectPool(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if o.poolMode == PoolModeDetect {
+		if o.poolMode, err = detectPoolMode(ctx, pool); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("kern: connect to database: %w", err)
+		}
+		if o.poolMode == PoolModeTransaction && setExecMode {
+			pool.Close()
+			cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+			if pool, err = connectPool(ctx, cfg); err != nil {
+				return nil, err
+			}
+		}
 	}
 	d, err := newDB(pool, o)
 	if err != nil {
@@ -80,6 +99,18 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) 
 	}
 	d.ownsPool = true
 	return d, nil
+}
+
+func connectPool(ctx context.Context, cfg *pgxpool.Config) (*pgxpool.Pool, error) {
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kern: open database: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("kern: connect to database: %w", err)
+	}
+	return pool, nil
 }
 
 // New wraps an application's own pool; Close leaves that pool open.
@@ -105,6 +136,9 @@ func New(pool *pgxpool.Pool, opts ...Option) (*DB, error) {
 			return nil, err
 		}
 	}
+	if err := checkPoolMode(pool, &o); err != nil {
+		return nil, err
+	}
 	return newDB(pool, o)
 }
 
@@ -129,8 +163,19 @@ func newDB(pool *pgxpool.Pool, o options) (*DB, error) {
 		notifier: newInsertNotifier(pool, logger),
 		listener: newListener(pool, logger),
 		schema:   o.schema,
+		poolMode: o.poolMode,
+	}
+	if o.direct != nil {
+		// Lazy: it connects when River's notifier or Migrate first asks.
+		o.direct.MaxConns = directMaxConns
+		withSearchPath(o.direct.ConnConfig, o.schema)
+		if d.direct, err = pgxpool.NewWithConfig(context.Background(), o.direct); err != nil {
+			return nil, fmt.Errorf("kern: open direct database URL: %w", err)
+		}
 	}
 	d.listener.schema = o.schema
+	d.listener.connConfig = d.sessionConfig
+	d.listener.poll = !d.ListensForNotifications()
 	d.exec = d.newExecBatchers()
 	d.submits = newBatcher(submitItem.key, d.submitBatch).withSize(submitItem.size)
 	return d, nil
@@ -179,6 +224,9 @@ func (d *DB) Close() {
 	d.rate().closeLeases() // gives back unspent leases (ratelimit_lease.go)
 	d.notifier.close()
 	d.listener.close()
+	if d.direct != nil {
+		d.direct.Close()
+	}
 	if d.ownsPool {
 		d.pool.Close()
 	}

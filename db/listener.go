@@ -74,6 +74,14 @@ type listener struct {
 	logger *slog.Logger
 	// schema is WithSchema's: "" takes the connection's current_schema().
 	schema string
+	// connConfig makes the listener's connection's configuration: the
+	// direct URL's when there is one (DB.sessionConfig); nil: the pool's.
+	connConfig func() *pgx.ConnConfig
+	// poll: the connection cannot LISTEN (a transaction pooler's, with no
+	// direct URL): the listener re-reads the watched runs every pollEvery
+	// instead (pollRuns).
+	poll      bool
+	pollEvery time.Duration
 	// id is this listener's row in kern_event_listener while it LISTENs on
 	// kern_event: the event trigger notifies only while such a row is live
 	// (migrations/006_listeners.sql).
@@ -151,7 +159,7 @@ func (d *DB) subscribeEvents(runID string) *subscription {
 func (s *subscription) SetPosition(seq int64) { s.position.Store(seq) }
 
 func newListener(pool *pgxpool.Pool, logger *slog.Logger) *listener {
-	return &listener{pool: pool, logger: logger, recheckEvery: recheckInterval, registeredRecheckAfter: registeredRecheck, id: newListenerID(),
+	return &listener{pool: pool, logger: logger, recheckEvery: recheckInterval, pollEvery: pollInterval, registeredRecheckAfter: registeredRecheck, id: newListenerID(),
 		subs: make(map[topic]map[*subscription]struct{}), listening: map[string]bool{}, topicsOn: map[string]int{}}
 }
 
@@ -291,7 +299,25 @@ func (l *listener) run(ctx context.Context, done chan struct{}) {
 }
 
 func (l *listener) listen(ctx context.Context) error {
-	cfg := l.pool.Config().ConnConfig.Copy()
+	if l.poll {
+		return l.pollRuns(ctx)
+	}
+	conn, err := pgx.ConnectConfig(ctx, l.config())
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return l.listenOn(ctx, conn)
+}
+
+// config is the listener's connection's configuration.
+func (l *listener) config() *pgx.ConnConfig {
+	var cfg *pgx.ConnConfig
+	if l.connConfig != nil {
+		cfg = l.connConfig()
+	} else {
+		cfg = l.pool.Config().ConnConfig.Copy()
+	}
 	cfg.RuntimeParams["application_name"] = ListenerApplicationName
 	withSearchPath(cfg, l.schema)
 	// Interrupt a wait by deadline only: a cancel request sent to an idle
@@ -299,11 +325,11 @@ func (l *listener) listen(ctx context.Context) error {
 	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
 		return &pgconn.DeadlineContextWatcherHandler{Conn: pc.Conn()}
 	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	return cfg
+}
+
+// listenOn LISTENs on conn until it fails or ctx ends.
+func (l *listener) listenOn(ctx context.Context, conn *pgx.Conn) error {
 	prefix, err := l.channelPrefix(ctx, conn)
 	if err != nil {
 		return err
@@ -468,4 +494,45 @@ func (l *listener) recheck(ctx context.Context, conn *pgx.Conn) error {
 		l.notify(t)
 	}
 	return nil
+}
+
+// pollRuns stands in for LISTEN on a connection that cannot (a
+// transaction pooler's, with no direct URL): it re-reads the watched runs
+// every pollEvery, and at once when a subscriber needs a channel it has
+// not looked at yet. The re-read goes through the pool.
+func (l *listener) pollRuns(ctx context.Context) error {
+	for {
+		l.mu.Lock()
+		clear(l.listening)
+		for ch := range l.topicsOn {
+			l.listening[ch] = true
+		}
+		l.mu.Unlock()
+		conn, err := l.pool.Acquire(ctx)
+		if err != nil {
+			return err
+		}
+		err = l.recheck(ctx, conn.Conn())
+		conn.Release()
+		if err != nil {
+			return err
+		}
+		next := time.Now().Add(l.pollEvery)
+		l.nextRecheckAt.Store(&next)
+		waitCtx, cancel := context.WithDeadline(ctx, next)
+		l.mu.Lock()
+		if l.missingChannelLocked() {
+			cancel()
+		}
+		l.interrupt = cancel
+		l.mu.Unlock()
+		<-waitCtx.Done()
+		l.mu.Lock()
+		l.interrupt = nil
+		l.mu.Unlock()
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
 }

@@ -26,8 +26,20 @@ const schemaVersionTable = "kern_schema_version"
 // With WithSchema, everything (River's tables, kern's, tern's version
 // table) goes in that schema, which Migrate first creates if it is missing
 // and the role may (see the package doc, "Deployment: schema and role").
+//
+// Behind a transaction pooler it runs on the direct URL (WithDirectURL):
+// its lock, and tern's, are session locks, which a transaction pooler
+// would leave on whichever backend took them. Without a direct URL there
+// it refuses with run.ErrInvalidArgument.
 func (d *DB) Migrate(ctx context.Context) error {
-	conn, err := d.pool.Acquire(ctx)
+	pool := d.pool
+	switch {
+	case d.direct != nil:
+		pool = d.direct
+	case d.poolMode == PoolModeTransaction:
+		return errMigrateNeedsSession
+	}
+	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("kern: migrate: %w", err)
 	}
@@ -46,7 +58,7 @@ func (d *DB) Migrate(ctx context.Context) error {
 			return err
 		}
 	}
-	riverMigrator, err := rivermigrate.New(riverpgxv5.New(d.pool), &rivermigrate.Config{Schema: d.schema})
+	riverMigrator, err := rivermigrate.New(riverpgxv5.New(pool), &rivermigrate.Config{Schema: d.schema})
 	if err != nil {
 		return fmt.Errorf("kern: migrate river: %w", err)
 	}

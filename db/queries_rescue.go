@@ -10,7 +10,7 @@ package db
 // webhook job running on a worker whose session ended. River's index of
 // job states serves it: running jobs are as many as the fleet runs at once.
 const deadHookJobs = `j.state = 'running' AND j.kind IN ('kern_complete', 'kern_webhook')
-	AND j.attempted_by[array_upper(j.attempted_by, 1)] IN (` + deadWorkers + `)`
+	AND j.attempted_by[array_upper(j.attempted_by, 1)] = ANY(ARRAY(` + deadWorkers + `))`
 
 // sqlRescueHookJobs makes the completion and webhook jobs of dead workers
 // available again at once, as River's stuck-job rescue would after

@@ -49,7 +49,11 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 	var res engine.Rescued
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		res = engine.Rescued{}
-		rows, err := tx.Query(ctx, sqlStaleRuns, staleAfter.Seconds())
+		var dead []string
+		if err := tx.QueryRow(ctx, sqlDeadWorkers).Scan(&dead); err != nil {
+			return fmt.Errorf("dead workers: %w", err)
+		}
+		rows, err := tx.Query(ctx, sqlStaleRuns, staleAfter.Seconds(), dead)
 		if err != nil {
 			return err
 		}
@@ -57,6 +61,7 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 			ID, AgentName string
 			Attempt       int
 			Priority      int
+			SessionEnded  bool
 		}
 		runs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[stale])
 		if err != nil {
@@ -98,7 +103,12 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 			res.Requeued = append(res.Requeued, r.ID)
 		}
 		for _, r := range runs {
+			// The message names the rule that fired: a run whose worker's
+			// session ended may have heartbeated a moment ago.
 			msg := fmt.Sprintf("worker lost: no heartbeat for %v (attempt %d of %d)", staleAfter, r.Attempt, maxAttempts)
+			if r.SessionEnded {
+				msg = fmt.Sprintf("worker lost: its Postgres session ended (attempt %d of %d)", r.Attempt, maxAttempts)
+			}
 			if r.Attempt >= maxAttempts {
 				if _, err := tx.Exec(ctx, sqlFailRun, r.ID, msg); err != nil {
 					return err

@@ -17,7 +17,9 @@ import (
 type Option func(*options) error
 
 type options struct {
-	schema string
+	schema   string
+	poolMode PoolMode
+	direct   *pgxpool.Config // WithDirectURL's
 }
 
 // WithSchema puts kern's and River's tables in schema instead of the
@@ -66,7 +68,7 @@ func validSchema(s string) error {
 }
 
 func buildOptions(opts []Option) (options, error) {
-	var o options
+	o := options{poolMode: PoolModeDetect}
 	for _, opt := range opts {
 		if opt == nil {
 			continue
