@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +16,8 @@ import (
 type rootFlags struct {
 	databaseURL string
 	schema      string
+	directURL   string // --direct-database-url
+	poolMode    string // --pool-mode
 }
 
 func newRootCmd() *cobra.Command {
@@ -35,6 +38,8 @@ func newRootCmd() *cobra.Command {
 	// holds a password.
 	root.PersistentFlags().StringVar(&flags.databaseURL, "database-url", "", "Postgres URL (default $DATABASE_URL)")
 	root.PersistentFlags().StringVar(&flags.schema, "schema", "", "Postgres schema of kern's and River's tables (default $KERN_SCHEMA, else the connection's search_path, usually public)")
+	root.PersistentFlags().StringVar(&flags.directURL, "direct-database-url", "", "Postgres URL that reaches Postgres itself when --database-url is a transaction pooler's: LISTEN, workers' liveness and migrate use it (default $KERN_DIRECT_DATABASE_URL)")
+	root.PersistentFlags().StringVar(&flags.poolMode, "pool-mode", "", "what --database-url connects to: detect, session (Postgres or a session pooler) or transaction (a transaction pooler) (default $KERN_POOL_MODE, else detect)")
 	root.AddCommand(newMigrateCmd(flags), newWorkerCmd(flags), newRunsCmd(flags), newSchedulesCmd(flags), newKeysCmd(flags), newWebhooksCmd(flags), newRateLimitsCmd(flags), newServeCmd(flags), newVersionCmd())
 	return root
 }
@@ -55,6 +60,14 @@ func (f *rootFlags) open(ctx context.Context) (*db.DB, error) {
 	if schema != "" {
 		opts = append(opts, db.WithSchema(schema))
 	}
+	if direct := cmp.Or(f.directURL, os.Getenv("KERN_DIRECT_DATABASE_URL")); direct != "" {
+		opts = append(opts, db.WithDirectURL(direct))
+	}
+	mode, err := db.ParsePoolMode(cmp.Or(f.poolMode, os.Getenv("KERN_POOL_MODE")))
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, db.WithPoolMode(mode))
 	return db.Open(ctx, url, opts...)
 }
 
