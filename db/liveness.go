@@ -111,14 +111,15 @@ func (d engineDB) recordSession(ctx context.Context, conn *pgx.Conn, cfg *pgx.Co
 			return session{}, err
 		}
 	}
-	if d.poolMode != PoolModeSession {
-		own, err := sessionIsOwn(ctx, conn, cfg)
-		if err != nil {
-			return session{}, err
-		}
-		if !own {
-			return session{}, errNotOwnSession
-		}
+	// Whatever the pool mode says: the direct URL, or a pool mode set by
+	// hand, may be wrong, and a live worker judged by a pooler's backend
+	// is rescued when the pooler recycles it.
+	own, err := sessionIsOwn(ctx, conn, cfg)
+	if err != nil {
+		return session{}, err
+	}
+	if !own {
+		return session{}, errNotOwnSession
 	}
 	tag, err := conn.Exec(ctx, sqlRecordSession, id, lock)
 	if err != nil {
