@@ -92,6 +92,13 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) 
 			}
 		}
 	}
+	if o.schema != "" {
+		// A pooler does not pass the connect-time search_path on.
+		if err := checkSearchPath(pool, o.schema); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
 	d, err := newDB(pool, o)
 	if err != nil {
 		pool.Close()

@@ -134,14 +134,32 @@
 //
 // A dead worker's runs are rescued in about a second, not after RescueAfter.
 // Each worker keeps one Postgres connection of its own open while it runs
-// (engine.Store.OpenSession) and records that session on its kern_worker
-// row: backend pid, backend start, and the start of the server instance.
-// Its claims record the worker on the run (kern_run.worker_id). When the
-// process dies — SIGKILL, the OOM killer, a deploy — the kernel closes its
-// sockets and Postgres ends the session; every worker probes four times a
-// second whether a running run's worker session is gone from
-// pg_stat_activity (sqlDeadSessionRuns, through kern_run_worker_idx), and
-// RescueStale treats such runs as stale at once (deadWorkers).
+// (engine.Store.OpenSession) and holds a session advisory lock on it, its
+// liveness lock (pg_advisory_lock(k, n): k derived from kern's schema, n
+// the session's number from kern_worker_session_lock_seq). It records the
+// lock's number on its kern_worker row, with the session's backend pid and
+// start and the start of the server instance. Its claims record the worker
+// on the run (kern_run.worker_id). When the process dies — SIGKILL, the OOM
+// killer, a deploy — the kernel closes its sockets; Postgres ends the
+// session, or a session pooler runs its reset query (DISCARD ALL) on the
+// backend it keeps; either releases the lock. Every worker probes four
+// times a second whether a running run's worker holds its lock no more
+// (pg_locks, which shows every role's locks: sqlDeadSessionRuns, through
+// kern_run_worker_idx), and RescueStale treats such runs as stale at once
+// (deadWorkers), saying so in the run's error: "worker lost: its Postgres
+// session ended", where a stale heartbeat says "no heartbeat for …".
+//
+// A worker never takes a connection it cannot verify for its session:
+// OpenSession asks its connection and a second one for their backends (a,
+// b, a, b) and records the session only if the backends are two and stay
+// put, and only if the backend that records it holds the lock (one
+// statement). Behind a transaction pooler — where a connection's next
+// statement may run on another backend, and the pooler recycles backends
+// on its own schedule — the session goes on the direct URL
+// (WithDirectURL); without one the worker records no session and is
+// judged by its heartbeats alone (RescueAfter). Every heartbeat the worker
+// checks that its connection still holds the lock, and opens a new
+// session when it does not.
 //
 // The same goes for the completion and webhook jobs (kern_complete,
 // kern_webhook) a dead worker held. A worker's River client has the
@@ -152,7 +170,7 @@
 // own rescue would (a job out of attempts is discarded), and wakes their
 // queues' workers. River's stuck-job rescue would take an hour
 // (RescueStuckJobsAfter). The same rules keep a live worker's jobs: only a
-// session that is gone from the server instance it was recorded on counts.
+// lock released on the server instance it was recorded on counts.
 // A worker whose connection dropped while its process lives may so run a
 // hook again elsewhere while its own call is still going: hooks are at
 // least once either way.
@@ -561,9 +579,41 @@
 // and triggers in the schema it owns, and uses advisory locks, LISTEN and
 // NOTIFY, which every role may. Migration 016 makes a temporary table: the
 // role keeps the TEMPORARY privilege on the database (PUBLIC's by default).
-// The liveness probe reads pg_stat_activity, where a role sees the backend
-// start of its own sessions only: run every worker as the same role (or
-// grant pg_read_all_stats). A worker of another role is judged by its pid
-// alone, which can only keep a dead worker's runs until its heartbeat
-// says so, never rescue a live one's.
+// The liveness probe reads pg_locks, where every role sees every lock: the
+// workers need no pg_read_all_stats and may run as different roles.
+//
+// # Deployment: connection poolers
+//
+// kern runs behind PgBouncer (or any pooler) in session or transaction
+// mode; statement mode breaks transactions and is not supported.
+//
+//   - Session mode (and no pooler) needs nothing: each client connection is
+//     a Postgres session for as long as it is open. A dead worker is seen
+//     within a second (its lock went with the pooler's reset query).
+//   - Transaction mode: Open finds it out (PoolModeDetect: two of its
+//     connections see one backend, or one sees two; WithPoolMode or
+//     KERN_POOL_MODE say it instead) and then prepares no named statements
+//     (pgx.QueryExecModeCacheDescribe, unless the URL sets
+//     default_query_exec_mode; New refuses a pool that would). What needs a
+//     session of its own — kern's LISTEN connection and River's, each
+//     worker's liveness session, and Migrate with its locks — goes on the
+//     direct URL (WithDirectURL, KERN_DIRECT_DATABASE_URL). Without one:
+//     workers poll for new runs every FetchPollInterval (River's PollOnly),
+//     waits, follows and cancels are seen by a re-read every 250ms, a dead
+//     worker's runs wait for RescueAfter, and Migrate refuses
+//     (run.ErrInvalidArgument): run it on a direct URL.
+//   - A connect-time search_path is not applied by PgBouncer: it rejects
+//     the startup parameter, or ignores it when listed in its
+//     ignore_startup_parameters. With WithSchema behind a pooler, list it
+//     there and set the role's own (ALTER ROLE … SET search_path =
+//     <schema>), which every backend applies. Open and New check that the
+//     pool's connections resolve names in the schema, and refuse
+//     (run.ErrInvalidArgument) rather than use another schema.
+//   - kern sends no protocol-level cancel requests: pgx interrupts a
+//     statement whose context ended by closing its connection (pgx's
+//     DeadlineContextWatcherHandler), so PgBouncer 1.18's crash on a cancel
+//     request (its issue #822) is never triggered by kern.
+//
+// The deployment guide (docs/deployment.md) sizes the connections and
+// gives the measured latencies and recovery of each way.
 package db

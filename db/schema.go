@@ -129,7 +129,8 @@ func checkSearchPath(pool *pgxpool.Pool, schema string) error {
 	if first != schema && current != schema {
 		return fmt.Errorf("kern: %w: the pool's search_path is %q, not schema %q: set the pool's "+
 			"ConnConfig.RuntimeParams[\"search_path\"] = %q (or search_path=%s in its URL), "+
-			"or use db.Open with WithSchema", run.ErrInvalidArgument, path, schema, schema, schema)
+			"or use db.Open with WithSchema; behind a connection pooler, which does not pass it on, "+
+			"set the role's: ALTER ROLE … SET search_path = %s", run.ErrInvalidArgument, path, schema, schema, schema, schema)
 	}
 	return nil
 }
