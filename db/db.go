@@ -75,9 +75,16 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) 
 	if o.poolMode == PoolModeTransaction && setExecMode {
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	}
+	guard := &cancelGuard{}
+	guard.wrap(&cfg.ConnConfig.Config)
 	pool, err := connectPool(ctx, cfg)
 	if err != nil {
 		return nil, err
+	}
+	proxied, err := throughProxy(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("kern: connect to database: %w", err)
 	}
 	if o.poolMode == PoolModeDetect {
 		if o.poolMode, err = detectPoolMode(ctx, pool); err != nil {
@@ -92,6 +99,8 @@ func Open(ctx context.Context, databaseURL string, opts ...Option) (*DB, error) 
 			}
 		}
 	}
+	// No cancel request through a pooler (nocancel.go).
+	guard.block.Store(proxied || o.poolMode == PoolModeTransaction)
 	if o.schema != "" {
 		// A pooler does not pass the connect-time search_path on.
 		if err := checkSearchPath(pool, o.schema); err != nil {

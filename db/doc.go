@@ -609,10 +609,15 @@
 //     <schema>), which every backend applies. Open and New check that the
 //     pool's connections resolve names in the schema, and refuse
 //     (run.ErrInvalidArgument) rather than use another schema.
-//   - kern sends no protocol-level cancel requests: pgx interrupts a
-//     statement whose context ended by closing its connection (pgx's
-//     DeadlineContextWatcherHandler), so PgBouncer 1.18's crash on a cancel
-//     request (its issue #822) is never triggered by kern.
+//   - No protocol-level cancel requests through a pooler: pgx sends one
+//     whenever a statement's context ends mid-flight (before it closes the
+//     connection), and PgBouncer 1.18 can crash on them (its issue #822).
+//     Open holds them back (nocancel.go) when the pool is a transaction
+//     pooler's or reaches Postgres through anything in between (Postgres
+//     serves it on another port than the one dialed); the statement is
+//     still cut off by the closed connection. Over TLS to the pooler a
+//     cancel request cannot be told from a connect and is still sent; on
+//     the direct URL, and directly, cancels go out as usual.
 //
 // The deployment guide (docs/deployment.md) sizes the connections and
 // gives the measured latencies and recovery of each way.
