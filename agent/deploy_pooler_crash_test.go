@@ -59,7 +59,7 @@ func TestKilledWorkerProcessThroughPgBouncer(t *testing.T) {
 				"w1": startWorkerProcess(t, "w1", b.URL(), modelURL, tc.rescueAfter, env...),
 				"w2": startWorkerProcess(t, "w2", b.URL(), modelURL, tc.rescueAfter, env...),
 			}
-			d := openThrough(t, ctx, b, dbURL, c, 4)
+			d := openThrough(t, ctx, kerntest.WithPoolSize(b.URL(), 4), dbURL, c)
 			submitter := &agent.Agent{Name: processAgent, Model: agent.OpenAIChat{ID: "unused"}, DB: d}
 
 			out, err := submitter.Run(ctx, "What is the capital of France?", agent.Background(true), agent.WithTimeout(time.Hour))

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/kern-go/kern/db"
-	"github.com/kern-go/kern/internal/kerntest"
 	"github.com/kern-go/kern/internal/pgtest"
 )
 
@@ -48,16 +47,16 @@ func bouncerFor(t *testing.T, dbURL string, c poolerCase, cfg pgtest.BouncerConf
 	return pgtest.NewBouncer(t, dbURL, cfg)
 }
 
-// openThrough opens kern through b as c says (direct: WithDirectURL to
-// dbURL), with a pool of poolSize, closed when t ends, and checks the pool
-// mode kern found.
-func openThrough(t *testing.T, ctx context.Context, b *pgtest.Bouncer, dbURL string, c poolerCase, poolSize int) *db.DB {
+// openThrough opens kern on pooled, a URL of PgBouncer's, as c says
+// (direct: WithDirectURL to dbURL), closed when t ends, and checks the
+// pool mode kern found.
+func openThrough(t *testing.T, ctx context.Context, pooled, dbURL string, c poolerCase) *db.DB {
 	t.Helper()
 	var opts []db.Option
 	if c.direct {
 		opts = append(opts, db.WithDirectURL(dbURL))
 	}
-	d, err := db.Open(ctx, kerntest.WithPoolSize(b.URL(), poolSize), opts...)
+	d, err := db.Open(ctx, pooled, opts...)
 	if err != nil {
 		t.Fatalf("open through PgBouncer (%s): %v", c.name, err)
 	}
