@@ -54,7 +54,6 @@ func churn(t *testing.T, c poolerCase, lifetime time.Duration, runs int) {
 	dbURL := kerntest.DatabaseURL(t)
 	b := bouncerFor(t, dbURL, c, pgtest.BouncerConfig{
 		ServerLifetime: lifetime, ServerIdleTimeout: lifetime,
-		DefaultPoolSize: 40, // session mode: a server per client connection
 	})
 	fake, model := kerntest.Model(t)
 	// Each answer streams for about 600ms, so runs are in flight while

@@ -42,10 +42,7 @@ func TestKilledWorkerProcessThroughPgBouncer(t *testing.T) {
 			c := poolerCaseNamed(t, tc.pooler)
 			ctx := kerntest.Context(t, 2*time.Minute)
 			dbURL := kerntest.DatabaseURL(t)
-			// Session mode keeps a server connection per client connection:
-			// room for two workers' pools, listeners and sessions and the
-			// submitter's.
-			b := bouncerFor(t, dbURL, c, pgtest.BouncerConfig{DefaultPoolSize: 40})
+			b := bouncerFor(t, dbURL, c, pgtest.BouncerConfig{})
 			fake, modelURL := kerntest.ModelServer(t)
 			fake.Script(scripted(
 				fakellm.Reply{Content: fakellm.LoremWords(1000), Drip: 10 * time.Millisecond}, // still streaming when killed

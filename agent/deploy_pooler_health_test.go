@@ -23,27 +23,40 @@ func checkBouncer(t *testing.T, b *pgtest.Bouncer) {
 	if !b.Alive() {
 		t.Fatalf("PgBouncer died:\n%s", b.Log())
 	}
-	log := b.Log()
-	for _, line := range strings.Split(log, "\n") {
+	var cancels []string
+	for _, line := range strings.Split(b.Log(), "\n") {
 		for _, sig := range bouncerCrashSignatures {
 			if strings.Contains(line, sig) {
 				t.Errorf("PgBouncer logged %q: %s", sig, line)
 			}
 		}
+		if strings.Contains(strings.ToLower(line), "cancel") {
+			cancels = append(cancels, line)
+		}
 	}
-	// What a reader of the report wants to know: does kern send protocol
-	// cancel requests through the pooler (pgx does on a cancelled
-	// context), and how did PgBouncer take them.
-	if n := strings.Count(strings.ToLower(log), "cancel"); n > 0 {
-		t.Logf("PgBouncer's log mentions cancel %d times", n)
+	// pgx sends a protocol cancel request when a query's context ends
+	// mid-flight; through a pooler it goes to whichever server the client
+	// is linked to at that moment. Logged (-v) to show whether kern sends
+	// any and how PgBouncer took them.
+	if len(cancels) > 0 {
+		t.Logf("PgBouncer logged %d lines about cancel requests, the first: %s", len(cancels), cancels[0])
 	}
 }
 
 // bouncerFor starts a PgBouncer of c's mode (and cfg) in front of dbURL, a
-// migrated database.
+// migrated database. Unless cfg says otherwise, a session pooler gets 40
+// servers, room for a server per client connection of a test's two
+// workers and its submitter, and a transaction pooler 10, fewer than
+// its clients, as it would have in production.
 func bouncerFor(t *testing.T, dbURL string, c poolerCase, cfg pgtest.BouncerConfig) *pgtest.Bouncer {
 	t.Helper()
 	cfg.Mode = c.mode
+	if cfg.DefaultPoolSize == 0 {
+		cfg.DefaultPoolSize = 10
+		if c.mode == pgtest.PoolSession {
+			cfg.DefaultPoolSize = 40
+		}
+	}
 	return pgtest.NewBouncer(t, dbURL, cfg)
 }
 
