@@ -19,7 +19,8 @@ test: vet
 LONG_TESTS := TestSmoke TestChaosInvariants TestChaosApprovals TestKilledWorkerSessionRunsRunAgainInASecond \
 	TestPostgresRestartRescuesNoRunOfALiveWorker TestPostgresRestartWithRunsInFlight TestPerKeyLimitAcrossWorkerProcesses \
 	TestApprovalSurvivesRestart TestCancelRaceInvariant TestRateLimitFleetOfThreeWorkerProcesses \
-	TestRescueReadsBoundedRowsWithABacklog TestRateLimitLeasesKeepTheWindow TestThousandFollowersOfOneRun
+	TestRescueReadsBoundedRowsWithABacklog TestRateLimitLeasesKeepTheWindow TestThousandFollowersOfOneRun \
+	TestPgBouncerServerChurn
 empty :=
 LONG_RE := $(subst $(empty) $(empty),|,$(strip $(LONG_TESTS)))
 test-long:

@@ -97,9 +97,7 @@ func TestThroughPgBouncer(t *testing.T) {
 			if err := d.Migrate(ctx); c.want == db.PoolModeTransaction && !c.direct && !errors.Is(err, run.ErrInvalidArgument) {
 				t.Errorf("Migrate behind a transaction pooler without a direct URL: %v; want run.ErrInvalidArgument", err)
 			}
-			if !b.Alive() {
-				t.Fatalf("PgBouncer died:\n%s", b.Log())
-			}
+			checkBouncer(t, b)
 		})
 	}
 }

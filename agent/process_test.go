@@ -43,6 +43,9 @@ const (
 	// process that made it, and a WebhookSecret (testWebhookSecret). Set to
 	// "hold", the OnComplete then blocks until the process ends.
 	workerHooksEnv = "KERN_TEST_WORKER_HOOKS"
+	// workerDirectEnv gives the worker db.WithDirectURL, for a worker
+	// behind a transaction pooler (deploy_pooler_crash_test.go).
+	workerDirectEnv = "KERN_TEST_DIRECT_URL"
 )
 
 // processAgent is the agent every worker process serves.
@@ -54,7 +57,11 @@ func runWorkerProcess() int {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	// A small pool: tests start several worker processes against a server
 	// that other test packages share.
-	d, err := db.Open(ctx, kerntest.WithPoolSize(os.Getenv(workerDBEnv), 6))
+	var opts []db.Option
+	if direct := os.Getenv(workerDirectEnv); direct != "" {
+		opts = append(opts, db.WithDirectURL(direct))
+	}
+	d, err := db.Open(ctx, kerntest.WithPoolSize(os.Getenv(workerDBEnv), 6), opts...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
