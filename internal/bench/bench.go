@@ -270,37 +270,47 @@ func waitWakeup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	defer done()
 	lags := make([]time.Duration, 0, cfg.Samples)
 	for i := range cfg.Samples {
-		id := fmt.Sprintf("wait-%d", i)
-		if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: id, AgentName: "bench", Input: "x"}); err != nil {
-			return nil, err
-		}
-		claim, err := d.Engine(engine.Key{}).StartRun(ctx, id, nil)
+		lag, err := wakeLag(ctx, d, fmt.Sprintf("wait-%d", i))
 		if err != nil {
 			return nil, err
 		}
-		woke := make(chan time.Time, 1)
-		waiting := make(chan struct{})
-		go func() {
-			sub := d.Engine(engine.Key{}).SubscribeDone(id) // what WaitRun does first; lets us know it is asleep
-			close(waiting)
-			_, _ = d.WaitRun(ctx, id)
-			sub.Close()
-			woke <- time.Now()
-		}()
-		<-waiting
-		if err := sleep(ctx, 2*time.Millisecond); err != nil { // let WaitRun read the run and sleep
-			return nil, err
-		}
-		start := time.Now()
-		if err := d.Engine(engine.Key{}).FinishRun(ctx, claim.Fence, engine.Finish{Status: run.StatusCompleted, Tail: "done"}); err != nil {
-			return nil, err
-		}
-		lags = append(lags, (<-woke).Sub(start))
+		lags = append(lags, lag)
 	}
 	return []Result{
 		{"WaitRun wake-up p50", ms(pct(lags, 50)), "from the finishing UPDATE to WaitRun returning"},
 		{"WaitRun wake-up p99", ms(pct(lags, 99)), ""},
 	}, nil
+}
+
+// wakeLag submits and starts run id (no worker), lets WaitRun sleep on
+// it, finishes it and returns the time from the start of the finishing
+// statement to WaitRun's return.
+func wakeLag(ctx context.Context, d *db.DB, id string) (time.Duration, error) {
+	if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: id, AgentName: "bench", Input: "x"}); err != nil {
+		return 0, err
+	}
+	claim, err := d.Engine(engine.Key{}).StartRun(ctx, id, nil)
+	if err != nil {
+		return 0, err
+	}
+	woke := make(chan time.Time, 1)
+	waiting := make(chan struct{})
+	go func() {
+		sub := d.Engine(engine.Key{}).SubscribeDone(id) // what WaitRun does first; lets us know it is asleep
+		close(waiting)
+		_, _ = d.WaitRun(ctx, id)
+		sub.Close()
+		woke <- time.Now()
+	}()
+	<-waiting
+	if err := sleep(ctx, 2*time.Millisecond); err != nil { // let WaitRun read the run and sleep
+		return 0, err
+	}
+	start := time.Now()
+	if err := d.Engine(engine.Key{}).FinishRun(ctx, claim.Fence, engine.Finish{Status: run.StatusCompleted, Tail: "done"}); err != nil {
+		return 0, err
+	}
+	return (<-woke).Sub(start), nil
 }
 
 // eventLag: a follower reads a running run's events live; the lag is from

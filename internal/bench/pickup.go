@@ -62,37 +62,10 @@ func pickup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}
 	defer stop()
 
-	wait := func(runID string, arrived <-chan time.Time, submitted time.Time) (time.Duration, error) {
-		select {
-		case at := <-arrived:
-			return at.Sub(submitted), nil
-		case <-time.After(30 * time.Second):
-			return 0, fmt.Errorf("pickup: run %s never reached the model", runID)
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
-	}
 	samples := max(cfg.Samples/3, 20)
-	idle := make([]time.Duration, 0, samples)
-	for i := range samples {
-		// A random gap, so submits fall anywhere in the worker's poll cycle.
-		if err := sleep(ctx, time.Duration(rand.N(int64(50*time.Millisecond)))); err != nil {
-			return nil, err
-		}
-		prompt := fmt.Sprintf("idle %d", i)
-		arrived := model.expect(prompt)
-		out, err := a.Run(ctx, prompt, agent.Background(true))
-		if err != nil {
-			return nil, err
-		}
-		lat, err := wait(out.RunID, arrived, time.Now())
-		if err != nil {
-			return nil, err
-		}
-		idle = append(idle, lat)
-		if _, err := a.WaitRun(ctx, out.RunID); err != nil {
-			return nil, err
-		}
+	idle, err := idlePickups(ctx, a, model, "idle", samples)
+	if err != nil {
+		return nil, err
 	}
 
 	loaded := make([]time.Duration, samples)
@@ -110,7 +83,7 @@ func pickup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		}
 		submitted := time.Now()
 		wg.Go(func() {
-			lat, err := wait(out.RunID, arrived, submitted)
+			lat, err := arrival(ctx, out.RunID, arrived, submitted)
 			loaded[i] = lat
 			errs <- err
 		})
@@ -135,4 +108,45 @@ func pickup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		{"pickup at defaults, 100 runs/s p99", ms(pct(loaded, 99)), ""},
 		{"end-to-end runs/s at defaults", fmt.Sprintf("%.0f", rate), fmt.Sprintf("%d runs, %d submitters, default WorkerConfig (MaxConcurrentRuns 5, kern's fetch defaults)", cfg.Runs, cfg.Submitters)},
 	}, nil
+}
+
+// idlePickups submits n runs one at a time, at random moments, through a
+// (whose model is model) and returns each one's pickup: from Run returning
+// to a worker calling the model. Each run is finished before the next.
+func idlePickups(ctx context.Context, a *agent.Agent, model *arrivals, prefix string, n int) ([]time.Duration, error) {
+	idle := make([]time.Duration, 0, n)
+	for i := range n {
+		// A random gap, so submits fall anywhere in the worker's poll cycle.
+		if err := sleep(ctx, time.Duration(rand.N(int64(50*time.Millisecond)))); err != nil {
+			return nil, err
+		}
+		prompt := fmt.Sprintf("%s %d", prefix, i)
+		arrived := model.expect(prompt)
+		out, err := a.Run(ctx, prompt, agent.Background(true))
+		if err != nil {
+			return nil, err
+		}
+		lat, err := arrival(ctx, out.RunID, arrived, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		idle = append(idle, lat)
+		if _, err := a.WaitRun(ctx, out.RunID); err != nil {
+			return nil, err
+		}
+	}
+	return idle, nil
+}
+
+// arrival waits for a run's model call (arrived) and returns how long
+// after submitted it came.
+func arrival(ctx context.Context, runID string, arrived <-chan time.Time, submitted time.Time) (time.Duration, error) {
+	select {
+	case at := <-arrived:
+		return at.Sub(submitted), nil
+	case <-time.After(30 * time.Second):
+		return 0, fmt.Errorf("pickup: run %s never reached the model", runID)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 }

@@ -40,51 +40,12 @@ func recovery(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	var samples []time.Duration
 	var lost, doubled int
 	for round := range cfg.RecoveryRounds {
-		victim, err := env.SpawnWorker(fmt.Sprintf("victim-%d", round), url, 20)
+		spawn := func(name string) (*WorkerProcess, error) { return env.SpawnWorker(name, url, 20) }
+		got, l, dbl, err := killRound(ctx, env, d, submitter, recoveryRunsPerRound, spawn, round)
 		if err != nil {
 			return nil, err
 		}
-		killVictim := victim.Kill
-		before := env.Fake.Count()
-		ids := make([]string, recoveryRunsPerRound)
-		for i := range ids {
-			out, err := submitter.Run(ctx, "write at length", agent.Background(true))
-			if err != nil {
-				killVictim()
-				return nil, err
-			}
-			ids[i] = out.RunID
-		}
-		if err := env.Fake.WaitRequests(ctx, before+recoveryRunsPerRound); err != nil {
-			killVictim()
-			return nil, err
-		}
-		survivor, err := env.SpawnWorker(fmt.Sprintf("survivor-%d", round), url, 20)
-		if err != nil {
-			killVictim()
-			return nil, err
-		}
-		killSurvivor := survivor.Kill
-		killVictim()
-		killed := time.Now()
-		for _, id := range ids {
-			waitCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-			out, err := submitter.WaitRun(waitCtx, id)
-			cancel()
-			if err != nil {
-				killSurvivor()
-				return nil, fmt.Errorf("recovery: run %s: %w", id, err)
-			}
-			if out.Status != run.StatusCompleted || out.Content != "recovered" {
-				lost++
-				continue
-			}
-			samples = append(samples, out.FinishedAt.Sub(killed))
-			if n, err := terminalEvents(ctx, d, id); err != nil || n != 1 {
-				doubled++
-			}
-		}
-		killSurvivor()
+		samples, lost, doubled = append(samples, got...), lost+l, doubled+dbl
 	}
 	return []Result{
 		{"recovery after SIGKILL p50", fmt.Sprintf("%.1f s", pct(samples, 50).Seconds()),
@@ -92,6 +53,61 @@ func recovery(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		{"recovery after SIGKILL max", fmt.Sprintf("%.1f s", pct(samples, 100).Seconds()), ""},
 		{"runs lost / doubled", fmt.Sprintf("%d / %d", lost, doubled), "a doubled run would have two terminal events"},
 	}, nil
+}
+
+// killRound spawns a worker process "victim-<round>", submits runs
+// through submitter, waits until each has reached the model (the script
+// streams a victim's runs at length), spawns "survivor-<round>", SIGKILLs
+// the victim and waits for every run. It returns, for each run the
+// survivor completed, the time from the kill to its completion, and how
+// many runs were lost (not completed with "recovered") or doubled (more
+// than one terminal event).
+func killRound(ctx context.Context, env Env, d *db.DB, submitter *agent.Agent, runs int,
+	spawn func(name string) (*WorkerProcess, error), round int) (samples []time.Duration, lost, doubled int, err error) {
+	victim, err := spawn(fmt.Sprintf("victim-%d", round))
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	killVictim := victim.Kill
+	before := env.Fake.Count()
+	ids := make([]string, runs)
+	for i := range ids {
+		out, err := submitter.Run(ctx, "write at length", agent.Background(true))
+		if err != nil {
+			killVictim()
+			return nil, 0, 0, err
+		}
+		ids[i] = out.RunID
+	}
+	if err := env.Fake.WaitRequests(ctx, before+runs); err != nil {
+		killVictim()
+		return nil, 0, 0, err
+	}
+	survivor, err := spawn(fmt.Sprintf("survivor-%d", round))
+	if err != nil {
+		killVictim()
+		return nil, 0, 0, err
+	}
+	defer survivor.Kill()
+	killVictim()
+	killed := time.Now()
+	for _, id := range ids {
+		waitCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		out, err := submitter.WaitRun(waitCtx, id)
+		cancel()
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("recovery: run %s: %w", id, err)
+		}
+		if out.Status != run.StatusCompleted || out.Content != "recovered" {
+			lost++
+			continue
+		}
+		samples = append(samples, out.FinishedAt.Sub(killed))
+		if n, err := terminalEvents(ctx, d, id); err != nil || n != 1 {
+			doubled++
+		}
+	}
+	return samples, lost, doubled, nil
 }
 
 func terminalEvents(ctx context.Context, d *db.DB, runID string) (int, error) {
