@@ -55,7 +55,12 @@ func main() {
 	flag.IntVar(&cfg.RecoveryRounds, "recovery-rounds", 0, "worker processes to SIGKILL for the recovery figure (10 runs each, ~35s each)")
 	flag.IntVar(&cfg.ToolKills, "tool-kills", 20, "worker processes to SIGKILL between two tool calls for the toolrecovery figure (5 runs each, ~4s each; 0: skip)")
 	flag.IntVar(&cfg.WaitingRuns, "waiting-runs", 10000, "runs waiting for an approval at once for the approval group's cost figure (0: skip)")
-	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools,toolrecovery,approval,schedules,perkey,retention,follow,http,ratelimit,telemetry,steady")
+	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools,toolrecovery,approval,schedules,perkey,retention,follow,http,ratelimit,telemetry,steady,pooler (pooler only when named)")
+	flag.IntVar(&cfg.Pooler.Runs, "pooler-runs", 2000, "pooler group: background runs per mode and round for runs/s")
+	flag.IntVar(&cfg.Pooler.Rounds, "pooler-rounds", 2, "pooler group: interleaved rounds of the four modes")
+	flag.IntVar(&cfg.Pooler.Samples, "pooler-samples", 40, "pooler group: idle pickups and WaitRun wake-ups per mode")
+	flag.IntVar(&cfg.Pooler.Kills, "pooler-kills", 2, "pooler group: worker processes SIGKILLed per mode, 5 runs each (0: skip)")
+	flag.DurationVar(&cfg.Pooler.HeartbeatRescueAfter, "pooler-rescue-after", 5*time.Second, "pooler group: RescueAfter of the transaction mode without a direct URL (heartbeat rule)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	workerName := flag.String("worker", "", "internal: run as a worker process with this name")
 	workerDB := flag.String("worker-db", "", "internal: the worker process's database URL")
@@ -63,6 +68,7 @@ func main() {
 	workerConcurrency := flag.Int("worker-concurrency", 20, "internal: the worker process's MaxConcurrentRuns")
 	workerTools := flag.Bool("worker-tools", false, "internal: the worker process serves the tool agent (bench.RunToolWorkerProcess)")
 	workerRescueAfter := flag.Duration("worker-rescue-after", 0, "internal: the worker process's RescueAfter (0: default)")
+	workerDirectDB := flag.String("worker-direct-db", "", "internal: the worker process's direct database URL (db.WithDirectURL)")
 	flag.IntVar(&cfg.InFlight, "inflight", 1000, "streaming runs in flight in one worker process for the memory figure (0: skip)")
 	flag.IntVar(&cfg.RSSRuns, "rss-runs", 100000, "runs one worker process works for the RSS growth figure (0: skip)")
 	flag.IntVar(&cfg.ScaleRows, "scale-rows", 1000000, "finished runs in the table for the GetRun figure (0: skip)")
@@ -74,16 +80,23 @@ func main() {
 	flag.IntVar(&stock.samples, "stock-samples", 0, "samples per latency figure on the stock cluster (0: -samples)")
 	flag.Parse()
 	if *workerName != "" {
-		body := bench.RunWorkerProcess
-		if *workerTools {
-			body = bench.RunToolWorkerProcess
-		}
-		if err := body(*workerName, *workerDB, *workerModel, agent.WorkerConfig{
+		wcfg := agent.WorkerConfig{
 			MaxConcurrentRuns: *workerConcurrency,
 			RescueAfter:       *workerRescueAfter,
 			FetchCooldown:     cfg.FetchCooldown,
 			FetchPollInterval: cfg.FetchPollInterval,
-		}); err != nil {
+		}
+		var opts []db.Option
+		if *workerDirectDB != "" {
+			opts = append(opts, db.WithDirectURL(*workerDirectDB))
+		}
+		var err error
+		if *workerTools {
+			err = bench.RunToolWorkerProcess(*workerName, *workerDB, *workerModel, wcfg)
+		} else {
+			err = bench.RunWorkerProcess(*workerName, *workerDB, *workerModel, wcfg, opts...)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "kern-bench worker:", err)
 			os.Exit(1)
 		}
@@ -257,6 +270,9 @@ func measure(ctx context.Context, srv *pgtest.Server, fake *fakellm.Server, base
 		},
 		SpawnToolWorker: func(name, dbURL string, rescueAfter time.Duration) (*bench.WorkerProcess, error) {
 			return spawnWorker(name, dbURL, base, 20, cfg, "-worker-tools", "-worker-rescue-after", rescueAfter.String())
+		},
+		SpawnPooledWorker: func(name, dbURL, directURL string, rescueAfter time.Duration) (*bench.WorkerProcess, error) {
+			return spawnWorker(name, dbURL, base, 20, cfg, "-worker-direct-db", directURL, "-worker-rescue-after", rescueAfter.String())
 		},
 		DatabaseURL: func(d *db.DB) string { return d.Pool().Config().ConnString() },
 		PostgresCPU: func() (time.Duration, bool) {

@@ -30,8 +30,8 @@ type Config struct {
 	RecoveryRounds int
 	// Only limits the figures to these groups: submit, e2e, heartbeat,
 	// cancel, wait, events, pickup, recovery, memory, scale, bounded,
-	// tools, toolrecovery, schedules, perkey, retention, telemetry, steady.
-	// Empty: all.
+	// tools, toolrecovery, schedules, perkey, retention, telemetry, steady,
+	// pooler. Empty: all but pooler, which runs only when named.
 	Only []string
 	// ToolKills > 0 measures the recovery of tool runs after SIGKILL: each
 	// kill is of a worker process between two tool calls of its runs. It
@@ -66,6 +66,9 @@ type Config struct {
 	// pace > 0 makes drive submit open loop at pace runs/s (steady.go)
 	// instead of from Submitters goroutines as fast as they can.
 	pace float64
+	// Pooler sizes the pooler group (pooler.go), which runs only when
+	// Only names it.
+	Pooler PoolerConfig
 	// retention is WorkerConfig.Retention (0: default).
 	retention time.Duration
 }
@@ -95,6 +98,10 @@ type Env struct {
 	// SpawnToolWorker starts a tool worker process (RunToolWorkerProcess,
 	// WorkerConfig.RescueAfter rescueAfter) on dbURL.
 	SpawnToolWorker func(name, dbURL string, rescueAfter time.Duration) (*WorkerProcess, error)
+	// SpawnPooledWorker starts a worker process as SpawnWorker does (20
+	// concurrent runs) on dbURL, with db.WithDirectURL(directURL) unless it
+	// is "" and RescueAfter rescueAfter (0: default): the pooler group's.
+	SpawnPooledWorker func(name, dbURL, directURL string, rescueAfter time.Duration) (*WorkerProcess, error)
 	// DatabaseURL returns the URL of a DB made by NewDB.
 	DatabaseURL func(d *db.DB) string
 	// PostgresCPU, when set, returns the CPU time the Postgres server has
@@ -118,7 +125,7 @@ func Run(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 		{"wait", waitWakeup}, {"events", eventLag}, {"pickup", pickup}, {"recovery", recovery}, {"memory", memory}, {"scale", scale},
 		{"bounded", bounded}, {"tools", tools}, {"toolrecovery", toolRecovery}, {"approval", approval}, {"follow", followLag}, {"schedules", schedules},
 		{"perkey", perKey}, {"retention", retention}, {"http", httpAPI}, {"ratelimit", rateLimit}, {"telemetry", telemetryCost},
-		{"steady", steadySubmit},
+		{"steady", steadySubmit}, {"pooler", pooler},
 	} {
 		if len(cfg.Only) > 0 && !slices.Contains(cfg.Only, g.name) {
 			continue

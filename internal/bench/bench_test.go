@@ -27,12 +27,13 @@ func TestMain(m *testing.M) {
 		// name|dbURL|modelURL|concurrency[|rescueAfter: a tool worker]
 		f := strings.SplitN(spec, "|", 5)
 		n, _ := strconv.Atoi(f[3])
-		body, cfg := bench.RunWorkerProcess, agent.WorkerConfig{MaxConcurrentRuns: n}
+		cfg := agent.WorkerConfig{MaxConcurrentRuns: n}
+		body := func() error { return bench.RunWorkerProcess(f[0], f[1], f[2], cfg) }
 		if len(f) == 5 {
-			body = bench.RunToolWorkerProcess
 			cfg.RescueAfter, _ = time.ParseDuration(f[4])
+			body = func() error { return bench.RunToolWorkerProcess(f[0], f[1], f[2], cfg) }
 		}
-		if err := body(f[0], f[1], f[2], cfg); err != nil {
+		if err := body(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

@@ -63,7 +63,7 @@ func pickup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	defer stop()
 
 	samples := max(cfg.Samples/3, 20)
-	idle, err := idlePickups(ctx, a, model, "idle", samples)
+	idle, err := idlePickups(ctx, a, model, "idle", samples, 50*time.Millisecond)
 	if err != nil {
 		return nil, err
 	}
@@ -110,14 +110,15 @@ func pickup(ctx context.Context, env Env, cfg Config) ([]Result, error) {
 	}, nil
 }
 
-// idlePickups submits n runs one at a time, at random moments, through a
-// (whose model is model) and returns each one's pickup: from Run returning
-// to a worker calling the model. Each run is finished before the next.
-func idlePickups(ctx context.Context, a *agent.Agent, model *arrivals, prefix string, n int) ([]time.Duration, error) {
+// idlePickups submits n runs one at a time, each after a random gap of up
+// to maxGap, through a (whose model is model) and returns each one's
+// pickup: from Run returning to a worker calling the model. Each run is
+// finished before the next.
+func idlePickups(ctx context.Context, a *agent.Agent, model *arrivals, prefix string, n int, maxGap time.Duration) ([]time.Duration, error) {
 	idle := make([]time.Duration, 0, n)
 	for i := range n {
 		// A random gap, so submits fall anywhere in the worker's poll cycle.
-		if err := sleep(ctx, time.Duration(rand.N(int64(50*time.Millisecond)))); err != nil {
+		if err := sleep(ctx, time.Duration(rand.N(int64(maxGap)))); err != nil {
 			return nil, err
 		}
 		prompt := fmt.Sprintf("%s %d", prefix, i)

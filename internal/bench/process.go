@@ -35,11 +35,12 @@ func StartProcess(name string, cmd *exec.Cmd) (*WorkerProcess, error) {
 
 // RunWorkerProcess is the body of a worker process: cfg (MaxConcurrentRuns,
 // River's fetch settings; an error-level logger unless set), one agent
-// "bench" whose model id is the process's name. It prints "ready" and works
+// "bench" whose model id is the process's name, dbURL opened with opts
+// (db.WithDirectURL for the pooler group). It prints "ready" and works
 // until killed.
-func RunWorkerProcess(name, dbURL, modelURL string, cfg agent.WorkerConfig) error {
+func RunWorkerProcess(name, dbURL, modelURL string, cfg agent.WorkerConfig, opts ...db.Option) error {
 	ctx := context.Background()
-	d, err := db.Open(ctx, dbURL)
+	d, err := db.Open(ctx, dbURL, opts...)
 	if err != nil {
 		return err
 	}
