@@ -2,7 +2,7 @@
 GO      ?= go
 TIMEOUT ?= 12m
 
-.PHONY: test test-long demo vet bench fmt
+.PHONY: test test-long demo vet bench bench-pooler fmt
 
 ## test: vet, then every test with the race detector, against real Postgres,
 ## in -short mode: every guarantee is tested, the long chaos, soak, process
@@ -20,7 +20,7 @@ LONG_TESTS := TestSmoke TestChaosInvariants TestChaosApprovals TestKilledWorkerS
 	TestPostgresRestartRescuesNoRunOfALiveWorker TestPostgresRestartWithRunsInFlight TestPerKeyLimitAcrossWorkerProcesses \
 	TestApprovalSurvivesRestart TestCancelRaceInvariant TestRateLimitFleetOfThreeWorkerProcesses \
 	TestRescueReadsBoundedRowsWithABacklog TestRateLimitLeasesKeepTheWindow TestThousandFollowersOfOneRun \
-	TestPgBouncerServerChurn
+	TestPgBouncerServerChurn TestPoolerSmoke
 empty :=
 LONG_RE := $(subst $(empty) $(empty),|,$(strip $(LONG_TESTS)))
 test-long:
@@ -57,6 +57,17 @@ vet:
 BENCH_FLAGS ?= -runs 5000 -samples 300
 bench:
 	$(GO) run ./cmd/kern-bench $(BENCH_FLAGS)
+
+## bench-pooler: kern through PgBouncer (session mode, transaction mode,
+## transaction mode with a direct URL) side by side with Postgres itself,
+## interleaved, on a throwaway cluster: runs/s, idle pickup, WaitRun
+## wake-up, recovery after SIGKILL (BENCHMARKS.md, "Deploy: through
+## PgBouncer"). About 2 minutes; without Debian's pgbouncer only the direct
+## mode is measured. POOLER_FLAGS="-pooler-runs 500 -pooler-kills 0" for a
+## quick one.
+POOLER_FLAGS ?=
+bench-pooler:
+	$(GO) run ./cmd/kern-bench -only pooler -stock "" $(POOLER_FLAGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -22,7 +22,24 @@ import (
 // The test binary doubles as the worker process of the memory figures.
 const workerEnv = "KERN_BENCH_TEST_WORKER"
 
+// The pooler group's worker processes: name|dbURL|directURL|modelURL|rescueAfter.
+const pooledWorkerEnv = "KERN_BENCH_TEST_POOLED_WORKER"
+
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(pooledWorkerEnv); spec != "" {
+		f := strings.SplitN(spec, "|", 5)
+		cfg := agent.WorkerConfig{MaxConcurrentRuns: 20}
+		cfg.RescueAfter, _ = time.ParseDuration(f[4])
+		var opts []db.Option
+		if f[2] != "" {
+			opts = append(opts, db.WithDirectURL(f[2]))
+		}
+		if err := bench.RunWorkerProcess(f[0], f[1], f[3], cfg, opts...); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
 	if spec := os.Getenv(workerEnv); spec != "" {
 		// name|dbURL|modelURL|concurrency[|rescueAfter: a tool worker]
 		f := strings.SplitN(spec, "|", 5)

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -30,11 +31,19 @@ func openSide(ctx context.Context, env Env, m poolerMode, pc PoolerConfig) (_ *p
 	s.url = s.dbURL
 	want := db.PoolModeSession
 	if m.bouncer != "" {
-		b, err := pgtest.StartBouncer(ctx, s.dbURL, pgtest.BouncerConfig{Mode: m.bouncer})
+		target, poolParams, err := splitPoolParams(s.dbURL)
 		if err != nil {
 			return nil, err
 		}
-		s.bouncer, s.url = b, b.URL()
+		b, err := pgtest.StartBouncer(ctx, target, pgtest.BouncerConfig{Mode: m.bouncer})
+		if err != nil {
+			return nil, err
+		}
+		s.bouncer = b
+		if s.url, err = withParams(b.URL(), poolParams); err != nil {
+			_ = b.Stop()
+			return nil, err
+		}
 		s.closers = append(s.closers, func() { _ = b.Stop() })
 		if m.bouncer == pgtest.PoolTransaction {
 			want = db.PoolModeTransaction
@@ -58,6 +67,48 @@ func openSide(ctx context.Context, env Env, m poolerMode, pc PoolerConfig) (_ *p
 		s.rescue = pc.HeartbeatRescueAfter
 	}
 	return s, nil
+}
+
+// splitPoolParams takes pgxpool's own parameters (pool_max_conns, …) off
+// a postgres:// URL. StartBouncer checks PgBouncer with a plain pgx
+// connection, which sends a parameter it does not know as a startup
+// parameter, and PgBouncer refuses the connection over it; kern's pool
+// is given them back on PgBouncer's URL. A keyword/value DSN is left as
+// it is.
+func splitPoolParams(raw string) (string, url.Values, error) {
+	if !strings.HasPrefix(raw, "postgres://") && !strings.HasPrefix(raw, "postgresql://") {
+		return raw, nil, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	q, pool := u.Query(), url.Values{}
+	for k, v := range q {
+		if strings.HasPrefix(k, "pool_") {
+			pool[k] = v
+			q.Del(k)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), pool, nil
+}
+
+// withParams is the postgres:// URL raw with params added.
+func withParams(raw string, params url.Values) (string, error) {
+	if len(params) == 0 {
+		return raw, nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("parse PgBouncer URL: %w", err)
+	}
+	q := u.Query()
+	for k, v := range params {
+		q[k] = v
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 // polls tells whether the side's workers poll for new runs (River
