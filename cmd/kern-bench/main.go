@@ -57,7 +57,7 @@ func main() {
 	flag.IntVar(&cfg.WaitingRuns, "waiting-runs", 10000, "runs waiting for an approval at once for the approval group's cost figure (0: skip)")
 	only := flag.String("only", "", "comma-separated figure groups: submit,e2e,heartbeat,cancel,wait,events,pickup,recovery,memory,scale,bounded,tools,toolrecovery,approval,schedules,perkey,retention,follow,http,ratelimit,telemetry,steady,pooler (pooler only when named)")
 	flag.IntVar(&cfg.Pooler.Runs, "pooler-runs", 2000, "pooler group: background runs per mode and round for runs/s")
-	flag.IntVar(&cfg.Pooler.Rounds, "pooler-rounds", 2, "pooler group: interleaved rounds of the four modes")
+	flag.IntVar(&cfg.Pooler.Rounds, "pooler-rounds", 3, "pooler group: interleaved rounds of the four modes")
 	flag.IntVar(&cfg.Pooler.Samples, "pooler-samples", 40, "pooler group: idle pickups and WaitRun wake-ups per mode")
 	flag.IntVar(&cfg.Pooler.Kills, "pooler-kills", 2, "pooler group: worker processes SIGKILLed per mode, 5 runs each (0: skip)")
 	flag.DurationVar(&cfg.Pooler.HeartbeatRescueAfter, "pooler-rescue-after", 5*time.Second, "pooler group: RescueAfter of the transaction mode without a direct URL (heartbeat rule)")

@@ -198,8 +198,8 @@ func poolerResults(sides []*poolerSide, cfg Config, pc PoolerConfig, skipped str
 	pickups := func(s *poolerSide) []time.Duration { return s.pickups }
 	wakes := func(s *poolerSide) []time.Duration { return s.wakes }
 	out := []Result{{"pooler: modes", each(func(s *poolerSide) string { return s.mode.name }),
-		fmt.Sprintf("each on a fresh database of this server, migrated directly; PgBouncer (default_pool_size 20) started by the group; "+
-			"%d interleaved rounds (ABCD DCBA …); transaction+direct: db.WithDirectURL(the database URL)", pc.Rounds)}}
+		fmt.Sprintf("each on a fresh database of this server, migrated directly; PgBouncer started by the group (default_pool_size: session %d, transaction 20); "+
+			"%d interleaved rounds (ABCD DCBA …); transaction+direct: db.WithDirectURL(the database URL)", sessionPoolSize, pc.Rounds)}}
 	if skipped != "" {
 		out = append(out, Result{"pooler: PgBouncer modes skipped", "-", skipped + " (Debian/Ubuntu: apt-get install pgbouncer)"})
 	}

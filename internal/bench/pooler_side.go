@@ -35,7 +35,15 @@ func openSide(ctx context.Context, env Env, m poolerMode, pc PoolerConfig) (_ *p
 		if err != nil {
 			return nil, err
 		}
-		b, err := pgtest.StartBouncer(ctx, target, pgtest.BouncerConfig{Mode: m.bouncer})
+		bcfg := pgtest.BouncerConfig{Mode: m.bouncer}
+		if m.bouncer == pgtest.PoolSession {
+			// A session pooler holds a server connection per client
+			// connection: at PgBouncer's default 20 the application's pool
+			// alone would take them all, and worker processes could not
+			// start.
+			bcfg.DefaultPoolSize = sessionPoolSize
+		}
+		b, err := pgtest.StartBouncer(ctx, target, bcfg)
 		if err != nil {
 			return nil, err
 		}
@@ -68,6 +76,10 @@ func openSide(ctx context.Context, env Env, m poolerMode, pc PoolerConfig) (_ *p
 	}
 	return s, nil
 }
+
+// sessionPoolSize is default_pool_size of the session-mode PgBouncer:
+// room for the application's pool (20) and two worker processes'.
+const sessionPoolSize = 100
 
 // splitPoolParams takes pgxpool's own parameters (pool_max_conns, …) off
 // a postgres:// URL. StartBouncer checks PgBouncer with a plain pgx
