@@ -230,8 +230,14 @@ func poolerResults(sides []*poolerSide, cfg Config, pc PoolerConfig, skipped str
 			Result{"pooler: runs lost / doubled", each(func(s *poolerSide) string { return fmt.Sprintf("%d+%d", s.lost, s.doubled) }),
 				"lost+doubled per mode; a doubled run would have two terminal events"})
 	}
-	return append(out, Result{"pooler: PgBouncer alive, log", each((*poolerSide).bouncerHealth),
+	out = append(out, Result{"pooler: PgBouncer alive, log", each(func(s *poolerSide) string { h, _ := s.bouncerHealth(); return h }),
 		"PgBouncer's log grepped for cancel, bad state, FATAL at the end of the group"})
+	for _, s := range sides {
+		if _, lines := s.bouncerHealth(); len(lines) > 0 {
+			out = append(out, Result{"pooler: PgBouncer log, " + s.mode.name, fmt.Sprintf("%d shown", len(lines)), strings.Join(lines, " | ")})
+		}
+	}
+	return out
 }
 
 // heartbeatModes names the sides whose dead workers are found by

@@ -218,27 +218,37 @@ func (s *poolerSide) measureRecovery(ctx context.Context, env Env, round int) er
 var bouncerTrouble = regexp.MustCompile(`(?i)cancel|bad state|fatal`)
 
 // bouncerHealth says whether the side's PgBouncer is still running and
-// which lines of its log match bouncerTrouble.
-func (s *poolerSide) bouncerHealth() string {
+// how many lines of its log match bouncerTrouble, and gives the first few
+// of those lines (the message only: time, pid and client cut off).
+func (s *poolerSide) bouncerHealth() (summary string, lines []string) {
 	if s.bouncer == nil {
-		return "no PgBouncer"
+		return "no PgBouncer", nil
 	}
 	state := "alive"
 	if !s.bouncer.Alive() {
 		state = "DEAD"
 	}
-	var hits []string
+	n := 0
 	for line := range strings.Lines(s.bouncer.Log()) {
-		if bouncerTrouble.MatchString(line) {
-			hits = append(hits, strings.TrimSpace(line))
+		if !bouncerTrouble.MatchString(line) {
+			continue
+		}
+		n++
+		if len(lines) < 3 {
+			msg := bouncerLinePrefix.ReplaceAllString(strings.TrimSpace(line), "$1 ")
+			if len(msg) > 200 {
+				msg = msg[:200] + "…"
+			}
+			lines = append(lines, msg)
 		}
 	}
-	if len(hits) == 0 {
-		return state + ", log clean"
+	if n == 0 {
+		return state + ", log clean", nil
 	}
-	first := hits[0]
-	if len(first) > 100 {
-		first = first[:100] + "…"
-	}
-	return fmt.Sprintf("%s, %d log lines match (first: %q)", state, len(hits), first)
+	return fmt.Sprintf("%s, %d log lines match", state, n), lines
 }
+
+// bouncerLinePrefix is what a PgBouncer log line starts with before its
+// message: time, pid, level (kept: $1), and the client's or server's id
+// and address.
+var bouncerLinePrefix = regexp.MustCompile(`^\S+ \S+ \S+ \[\d+\] (\S+) (?:[CS]-0x[0-9a-f]+: \S+ )?`)
