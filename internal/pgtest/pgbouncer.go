@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // PoolMode is PgBouncer's pool_mode: when a server connection goes back to
@@ -242,10 +243,14 @@ rm -rf "$2"
 func (b *Bouncer) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, bouncerReadyTimeout)
 	defer cancel()
-	cc, err := pgx.ParseConfig(b.url)
+	// pgxpool's parser: a target URL may carry pgxpool's own parameters
+	// (pool_max_conns), which pgx alone would send PgBouncer as startup
+	// parameters, and PgBouncer refuses those.
+	pc, err := pgxpool.ParseConfig(b.url)
 	if err != nil {
 		return fmt.Errorf("pgtest: parse pgbouncer url: %w", err)
 	}
+	cc := pc.ConnConfig
 	// The simple protocol leaves no prepared statement on the server
 	// connection, where in transaction mode it would trip the next client.
 	cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol

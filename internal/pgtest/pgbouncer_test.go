@@ -293,3 +293,18 @@ func TestBouncerPortTaken(t *testing.T) {
 		t.Fatalf("got %v, want errPortTaken with pgbouncer's log", err)
 	}
 }
+
+// A target URL with pgxpool's own parameters (as kerntest's carry) starts
+// a PgBouncer all the same: they are not startup parameters.
+func TestBouncerTargetWithPoolParameters(t *testing.T) {
+	t.Parallel()
+	target := NewDatabase(t)
+	sep := "?"
+	if strings.Contains(target, "?") {
+		sep = "&"
+	}
+	b := NewBouncer(t, target+sep+"pool_max_conns=3", BouncerConfig{Mode: PoolTransaction})
+	if !b.Alive() {
+		t.Fatal("PgBouncer is not running")
+	}
+}
