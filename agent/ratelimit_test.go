@@ -264,6 +264,15 @@ func TestRateLimitPauseOn429(t *testing.T) {
 	})
 	first := f.submit(t, "first", agent.WithTimeout(2*time.Second))
 	waitFor(t, 10*time.Second, "the 429", func() bool { return calls.Load() >= 1 })
+	// The pause counts from when the worker that got the 429 records it, a
+	// moment after the fake model answered: a run submitted before that may
+	// reach the model, as it would in production. Submit the others after.
+	waitFor(t, 10*time.Second, "the pause to be recorded", func() bool {
+		var paused bool
+		err := f.db.Pool().QueryRow(context.Background(),
+			"SELECT coalesce(bool_or(paused_until > clock_timestamp()), false) FROM kern_rate_limit").Scan(&paused)
+		return err == nil && paused
+	})
 	var others []string
 	for i := range 6 {
 		others = append(others, f.submit(t, fmt.Sprintf("other %d", i), agent.WithTimeout(2*time.Second)))

@@ -95,7 +95,8 @@ func TestServerMetrics(t *testing.T) {
 	for {
 		fams = scrape(t, e)
 		n, ok := sample(fams["kern_sse_streams"], nil)
-		if _, counted := sample(fams["kern_http_server_requests_total"], streamCounted); ok && n == 0 && counted {
+		// The series can show before its first count (at 0): wait for the count.
+		if c, counted := sample(fams["kern_http_server_requests_total"], streamCounted); ok && n == 0 && counted && c >= 1 {
 			break
 		}
 		if ctx.Err() != nil {
