@@ -23,8 +23,8 @@ const runColumns = `id, session_id, agent_name, name, status, input, content, er
 // sqlInsertRun inserts one run in a transaction of the caller's or a
 // schedule's, its job inserted by River before it (batched submits use
 // sqlSubmitRuns). A child run names its parent's key and its depth ($15,
-// $16; NULL and 0 for a top-level run), both found by parentOf. A foreground run (no job, $8)
-// starts with a heartbeat: its caller is alive now, and the rescuer takes it
+// $16; NULL and 0 for a top-level run), both found by parentOf. A
+// foreground run (no job, $8) starts with a heartbeat: its caller is alive now, and the rescuer takes it
 // only once that is stale (the caller died before starting it). A delayed
 // background run's heartbeat_at is its start time ($13, NULL for none): a
 // pending run's heartbeat_at is when it is due (see sqlRetryRun), which
@@ -445,13 +445,11 @@ const sqlDeadSessionRuns = `SELECT EXISTS (SELECT 1 FROM kern_run
 	WHERE status = 'running' AND worker_id = ANY(ARRAY(` + deadWorkers + `)))
 	OR EXISTS (SELECT 1 FROM river_job j WHERE ` + deadHookJobs + `)`
 
-// Cancel is two statements in two transactions, in this order. The request
-// is committed first, so every worker that starts the run afterwards sees it;
-// then the run itself is moved to cancelled if it is not terminal yet.
-const sqlInsertCancel = `
-INSERT INTO kern_run_cancel (run_id) VALUES ($1)
-ON CONFLICT (run_id) DO NOTHING
-RETURNING true`
+// Cancel is two steps in this order. The requests are committed first
+// (sqlInsertTreeCancel: the run's and its live descendants', in one
+// transaction), so every worker that starts one of them afterwards sees
+// its request; then each run is moved to cancelled if it is not terminal
+// yet (sqlCancelRun, one transaction per run).
 
 // sqlCancelRun cancels the run if it is not terminal yet, with its
 // run.cancelled event; a waiting run, which no worker holds, ends cancelled
