@@ -108,7 +108,7 @@
 // # Cancel reaches the whole tree below a run
 //
 // A run may have children (SubmitParams.ParentRunID: a sub-agent's runs),
-// and they children of their own, at most MaxRunDepth deep. CancelRun of
+// and those children of their own, at most MaxRunDepth deep. CancelRun of
 // a run cancels every live run (pending, running, waiting) below it, and
 // the invariant above holds for each of them, because the two steps keep
 // their order for the whole tree: the first transaction commits the
