@@ -14,10 +14,12 @@
 ALTER TABLE kern_run ADD COLUMN parent_run_id text;
 ALTER TABLE kern_run ADD COLUMN depth smallint NOT NULL DEFAULT 0;
 
--- The children of a run: listing them (ListParams.ParentRunID) and the
--- cancel that reaches a whole tree walk this index one level at a time.
+-- The children of a run: the cancel that reaches a whole tree walks this
+-- index one level at a time (its first column), and listing them
+-- (ListParams.ParentRunID) pages it in list order, as kern_run_agent_idx
+-- does for an agent, so a run with many children costs a page per page.
 -- Partial: most runs are top-level and cost it nothing.
-CREATE INDEX kern_run_parent_idx ON kern_run (parent_run_id) WHERE parent_run_id IS NOT NULL;
+CREATE INDEX kern_run_parent_idx ON kern_run (parent_run_id, created_at DESC, id DESC) WHERE parent_run_id IS NOT NULL;
 
 ---- create above / drop below ----
 DROP INDEX kern_run_parent_idx;
