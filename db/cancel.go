@@ -87,12 +87,19 @@ func (d *DB) cancelRun(ctx context.Context, key string) (CancelResult, error) {
 	// that starts one of them from now on finds its request.
 	var inserted bool
 	var below []string
-	if err := d.pool.QueryRow(ctx, sqlInsertTreeCancel, key).Scan(&inserted, &below); err != nil {
+	if err := d.pool.QueryRow(ctx, sqlInsertTreeCancel, key, true).Scan(&inserted, &below); err != nil {
 		return fail, fmt.Errorf("kern: cancel run %q: %w", runID, err)
 	}
 	res, err := d.cancelOne(ctx, key, inserted)
 	if err != nil {
 		return fail, err
+	}
+	// The tree is walked again, now that the requests are committed: a
+	// child whose submit committed after the first walk read the tree,
+	// and whose own check (cancelIfBelowCancelled) read before the
+	// requests committed, is found here (see the package doc).
+	if err := d.pool.QueryRow(ctx, sqlInsertTreeCancel, key, false).Scan(&inserted, &below); err != nil {
+		return fail, fmt.Errorf("kern: cancel run %q: the runs below it: %w", runID, err)
 	}
 	// The run's own outcome is decided; the runs below it end cancelled
 	// whatever it was, as their requests are committed. A failure here

@@ -127,9 +127,20 @@
 // end every run they name as cancelled — a pending one at its start, a
 // running one through its worker, told by the notification, a waiting one
 // when it resumes — and CancelRun again, idempotent, finishes the second
-// step at once. A child submitted while its parent is being cancelled,
-// after the first step read the tree, is not reached by that cancel:
-// whoever submits children must not do so for a run with a cancel request.
+// step at once.
+//
+// A child submitted while a run above it is being cancelled is reached
+// too. The submit commits the child, then reads whether a run above it
+// has a cancel request, and if one has, cancels the child; the cancel
+// commits its requests, then walks the tree a second time. Each side
+// writes before it reads, in statements of their own, so at least one of
+// the two reads sees the other's write: the child is cancelled by its
+// submit or by the second walk. A child below a run cancelled long before
+// ends cancelled the same way. A submit in the caller's transaction
+// (SubmitParams.Tx) can only read before its commit: it records the
+// child's request in the transaction when a run above has one already,
+// but a cancel that runs while the transaction is open may miss the child
+// (CancelRun again reaches it).
 //
 // # Attempts, retries and rescue
 //

@@ -22,9 +22,11 @@ var sqlListRunsOfParent = listRunsQuery("parent_run_id = $7 AND ($8 = '' OR agen
 // overlapping trees take the request rows' index locks in one order. The
 // request trigger notifies kern_cancel for each new row, as for one run.
 //
-// It returns whether the run's own request is new (CancelRun withdraws it
-// if the run had finished) and the keys of the live runs below it, which
-// cancelTree then moves to cancelled one by one.
+// $2 false leaves out the run's own request: the second walk of a cancel
+// (cancelRun), made after the first committed, which may have withdrawn
+// it. It returns whether the run's own request is new (CancelRun
+// withdraws it if the run had finished) and the keys of the live runs
+// below it, which cancelRun then moves to cancelled one by one.
 const sqlInsertTreeCancel = `
 WITH RECURSIVE tree (id, depth, status) AS (
 	SELECT $1::text, COALESCE((SELECT depth FROM kern_run WHERE id = $1), -1::smallint), NULL::text
@@ -35,8 +37,21 @@ WITH RECURSIVE tree (id, depth, status) AS (
 	SELECT id FROM tree WHERE status IN ('pending', 'running', 'waiting')
 ), req AS (
 	INSERT INTO kern_run_cancel (run_id)
-	SELECT id FROM (SELECT $1::text AS id UNION SELECT id FROM live) k ORDER BY id
+	SELECT id FROM (SELECT $1::text AS id WHERE $2::boolean UNION SELECT id FROM live) k ORDER BY id
 	ON CONFLICT (run_id) DO NOTHING
 	RETURNING run_id
 )
 SELECT EXISTS (SELECT 1 FROM req WHERE run_id = $1), ARRAY(SELECT id FROM live ORDER BY id)`
+
+// sqlBelowCancelled tells whether a run ($1, just submitted) is below a run
+// with a cancel request: its parent, or any run above that. The walk goes
+// up one parent at a time, only to shallower runs, so it ends; a parent
+// that is gone (deleted by retention) is still looked up by its key.
+const sqlBelowCancelled = `
+WITH RECURSIVE up (id, parent, depth) AS (
+	SELECT id, parent_run_id, depth FROM kern_run WHERE id = $1
+	UNION ALL
+	SELECT r.id, r.parent_run_id, r.depth FROM up JOIN kern_run r ON r.id = up.parent
+	WHERE r.depth < up.depth
+)
+SELECT EXISTS (SELECT 1 FROM kern_run_cancel c WHERE c.run_id IN (SELECT parent FROM up WHERE parent IS NOT NULL))`

@@ -69,6 +69,8 @@ type SubmitParams struct {
 	// may be at most MaxRunDepth below its top-level run
 	// (run.ErrInvalidArgument); either way nothing is written. A repeated
 	// submit of the child's id keeps the parent it was first submitted with.
+	// A child submitted below a run that has a cancel request ends
+	// cancelled (see the package doc).
 	ParentRunID string
 }
 
@@ -262,6 +264,10 @@ func (d *DB) SubmitRunOrExisting(ctx context.Context, p SubmitParams) (out *run.
 	// The submitter's span context travels in the job's metadata: submits
 	// are group-committed under a context of their own (see batcher).
 	r, err := d.submits.do(ctx, it)
+	if err == nil && it.parent != "" {
+		err = d.cancelIfBelowCancelled(ctx, it.key())
+		return r.output(), true, err
+	}
 	if err == nil {
 		return r.output(), true, nil
 	}
@@ -305,6 +311,9 @@ func (d *DB) submitInTx(ctx context.Context, it submitItem) (*run.Output, bool, 
 		return nil, false, fmt.Errorf("kern: submit run: %w", err)
 	}
 	r, err := d.submitOne(ctx, sp, it)
+	if err == nil && it.parent != "" {
+		err = requestIfBelowCancelled(ctx, sp, it.key())
+	}
 	if err == nil {
 		if err = sp.Commit(ctx); err == nil {
 			return r.output(), true, nil

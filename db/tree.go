@@ -71,3 +71,45 @@ func (d *DB) childrenKey(ctx context.Context, p *run.ListParams) (string, error)
 	}
 	return d.operatorKey(ctx, p.ParentRunID)
 }
+
+// cancelIfBelowCancelled cancels a child run just committed (its key) if
+// a run above it has a cancel request: a cancel of an ancestor that walked
+// the tree before the child was there. It is the submit's half of the
+// argument in the package doc ("Cancel reaches the whole tree below a
+// run"): the submit commits the child, then reads the requests; the
+// cancel commits the requests, then walks the tree again; so one of the
+// two reads sees the other's write.
+func (d *DB) cancelIfBelowCancelled(ctx context.Context, key string) error {
+	var below bool
+	if err := d.pool.QueryRow(ctx, sqlBelowCancelled, key).Scan(&below); err != nil {
+		return fmt.Errorf("kern: run %q was submitted; looking for a cancel above it: %w", idOf(key), err)
+	}
+	if !below {
+		return nil
+	}
+	if _, err := d.cancelRun(ctx, key); err != nil {
+		return fmt.Errorf("kern: run %q was submitted below a cancelled run; cancelling it: %w", idOf(key), err)
+	}
+	return nil
+}
+
+// requestIfBelowCancelled is cancelIfBelowCancelled for a child submitted
+// in the caller's transaction (tx): kern does not see that commit, so it
+// records the child's own cancel request in tx when a run above it has
+// one, and the child's start ends it cancelled. A cancel of an ancestor
+// that runs while tx is open may miss the child (see the package doc).
+func requestIfBelowCancelled(ctx context.Context, tx pgx.Tx, key string) error {
+	var below bool
+	if err := tx.QueryRow(ctx, sqlBelowCancelled, key).Scan(&below); err != nil {
+		return fmt.Errorf("looking for a cancel above run %q: %w", idOf(key), err)
+	}
+	if !below {
+		return nil
+	}
+	var inserted bool
+	var none []string
+	if err := tx.QueryRow(ctx, sqlInsertTreeCancel, key, true).Scan(&inserted, &none); err != nil {
+		return fmt.Errorf("cancelling run %q below a cancelled run: %w", idOf(key), err)
+	}
+	return nil
+}

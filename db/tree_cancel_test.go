@@ -2,6 +2,8 @@ package db_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,5 +122,108 @@ func TestCancelFinishedRunReachesTree(t *testing.T) {
 	}
 	if got := status(t, d, "child"); got != run.StatusCancelled {
 		t.Fatalf("the live child of a finished run: %s, want cancelled", got)
+	}
+}
+
+// TestChildBelowCancelledRunEndsCancelled: a child submitted after a run
+// above it was cancelled ends cancelled (batched submit), or carries its
+// request to its start (a submit in the caller's transaction); a child of
+// a run whose cancel came too late does not.
+func TestChildBelowCancelledRunEndsCancelled(t *testing.T) {
+	t.Parallel()
+	ctx, d := context.Background(), kerntest.DB(t)
+	for _, r := range [][2]string{{"root", ""}, {"mid", "root"}, {"finished", ""}} {
+		if _, err := submitChild(ctx, d, "", r[0], r[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ex(d).StartRun(ctx, "finished", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ex(d).FinishRun(ctx, "finished", 1, engine.Finish{Status: run.StatusCompleted, Tail: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"root", "finished"} {
+		if _, err := d.CancelRun(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Below the cancelled root, through its cancelled child.
+	if _, err := submitChild(ctx, d, "", "late", "mid"); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(t, d, "late"); got != run.StatusCancelled {
+		t.Fatalf("a child submitted below a cancelled run: %s, want cancelled", got)
+	}
+	if _, err := submitChild(ctx, d, "", "of-finished", "finished"); err != nil {
+		t.Fatal(err)
+	}
+	if got := status(t, d, "of-finished"); got != run.StatusPending {
+		t.Fatalf("a child of a run finished before its cancel: %s, want pending", got)
+	}
+
+	tx, err := d.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := d.SubmitRun(ctx, db.SubmitParams{RunID: "late-tx", AgentName: "a", Input: "x", Enqueue: true, Tx: tx, ParentRunID: "root"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !hasCancelRequest(t, d, "late-tx") {
+		t.Fatal("a child submitted in a transaction below a cancelled run has no cancel request")
+	}
+	if hasCancelRequest(t, d, "of-finished") {
+		t.Fatal("the child of a run finished before its cancel has a cancel request")
+	}
+}
+
+// TestCancelRacingChildSubmits: children submitted while their parent is
+// cancelled all end cancelled, whichever of the two commits first.
+func TestCancelRacingChildSubmits(t *testing.T) {
+	t.Parallel()
+	ctx, d := context.Background(), kerntest.DB(t)
+	const rounds, children = 20, 4
+	for r := range rounds {
+		root := fmt.Sprintf("root-%d", r)
+		if _, err := submitChild(ctx, d, "", root, ""); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, children+1)
+		start := make(chan struct{})
+		for c := range children {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if _, err := submitChild(ctx, d, "", fmt.Sprintf("%s-kid-%d", root, c), root); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if _, err := d.CancelRun(ctx, root); err != nil {
+				errs <- err
+			}
+		}()
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for c := range children {
+			if got := status(t, d, fmt.Sprintf("%s-kid-%d", root, c)); got != run.StatusCancelled {
+				t.Fatalf("round %d: child %d submitted as its parent was cancelled: %s, want cancelled", r, c, got)
+			}
+		}
 	}
 }
