@@ -98,7 +98,8 @@ func (d *DB) cancelRun(ctx context.Context, key string) (CancelResult, error) {
 	// child whose submit committed after the first walk read the tree,
 	// and whose own check (cancelIfBelowCancelled) read before the
 	// requests committed, is found here (see the package doc).
-	if err := d.pool.QueryRow(ctx, sqlInsertTreeCancel, key, false).Scan(&inserted, &below); err != nil {
+	// Its list, not the first's, is what is left live below the run.
+	if err := d.pool.QueryRow(ctx, sqlInsertTreeCancel, key, false).Scan(new(bool), &below); err != nil {
 		return fail, fmt.Errorf("kern: cancel run %q: the runs below it: %w", runID, err)
 	}
 	// The run's own outcome is decided; the runs below it end cancelled
