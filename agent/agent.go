@@ -304,7 +304,8 @@ func (a *Agent) GetRunOutput(ctx context.Context, runID string) (*run.Output, er
 	return a.DB.GetRun(ctx, runID)
 }
 
-// CancelRun cancels a run; see db.DB.CancelRun for what true and false mean.
+// CancelRun cancels a run and every live run below it (its children, at
+// any depth); see db.DB.CancelRun for what true and false mean.
 func (a *Agent) CancelRun(ctx context.Context, runID string) (bool, error) {
 	if err := a.requireDB(); err != nil {
 		return false, err

@@ -15,7 +15,12 @@ import (
 // was already cancelled (CancelRun is idempotent), or it does not exist yet
 // (cancel-before-start: a run submitted later with this id never reaches the
 // model). It answers false when the run had already completed or failed;
-// then it changes nothing.
+// then it changes nothing of that run.
+//
+// It also cancels every live run (pending, running, waiting) below the
+// run, at any depth (SubmitParams.ParentRunID), whatever the run itself
+// was: each ends cancelled as the run would. A run below it that had
+// finished is left as it is. The answer is about the run itself.
 //
 // A running run's worker is told through LISTEN/NOTIFY and interrupts the
 // model call at once; the content streamed so far is kept.
@@ -71,18 +76,50 @@ func (t *TenantDB) CancelRunResult(ctx context.Context, runID string) (CancelRes
 	return t.d.cancelRun(ctx, key)
 }
 
-// cancelRun is CancelRunResult of the run of key. A request is recorded by
-// key, so it applies only to that tenant's run of the id (engine.RunKey): a
-// tenant's cancel-before-start of an id never touches another tenant's run.
+// cancelRun is CancelRunResult of the run of key, and cancels every live
+// run below it too (see the package doc). A request is recorded by key, so
+// it applies only to that tenant's run of the id (engine.RunKey): a
+// tenant's cancel-before-start of an id never touches another tenant's
+// run, and its tree is its own (a child is in its parent's tenant).
 func (d *DB) cancelRun(ctx context.Context, key string) (CancelResult, error) {
 	runID, fail := idOf(key), CancelResult{}
-	// The request is committed before the run is looked at: any worker that
-	// starts the run from now on finds it (see the package doc).
+	// The requests are committed before any run is looked at: any worker
+	// that starts one of them from now on finds its request.
 	var inserted bool
-	err := d.pool.QueryRow(ctx, sqlInsertCancel, key).Scan(&inserted)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	var below []string
+	if err := d.pool.QueryRow(ctx, sqlInsertTreeCancel, key, true).Scan(&inserted, &below); err != nil {
 		return fail, fmt.Errorf("kern: cancel run %q: %w", runID, err)
 	}
+	res, err := d.cancelOne(ctx, key, inserted)
+	if err != nil {
+		return fail, err
+	}
+	// The tree is walked again, now that the requests are committed: a
+	// child whose submit committed after the first walk read the tree,
+	// and whose own check (cancelIfBelowCancelled) read before the
+	// requests committed, is found here (see the package doc).
+	// Its list, not the first's, is what is left live below the run.
+	if err := d.pool.QueryRow(ctx, sqlInsertTreeCancel, key, false).Scan(new(bool), &below); err != nil {
+		return fail, fmt.Errorf("kern: cancel run %q: the runs below it: %w", runID, err)
+	}
+	// The run's own outcome is decided; the runs below it end cancelled
+	// whatever it was, as their requests are committed. A failure here
+	// leaves some of them to their requests: a later start ends them
+	// cancelled, a running one's worker was told; CancelRun again finishes
+	// the job, being idempotent.
+	for _, k := range below {
+		if _, err := d.pool.Exec(ctx, sqlCancelRun, k); err != nil {
+			return fail, fmt.Errorf("kern: cancel run %q: the run %q below it: %w", runID, idOf(k), err)
+		}
+	}
+	return res, nil
+}
+
+// cancelOne is the second step of a cancel for the run of key itself,
+// whose request is committed (inserted: by this cancel, so it withdraws it
+// if the run had already finished).
+func (d *DB) cancelOne(ctx context.Context, key string, inserted bool) (CancelResult, error) {
+	runID, fail := idOf(key), CancelResult{}
 	tag, err := d.pool.Exec(ctx, sqlCancelRun, key)
 	if err != nil {
 		return fail, fmt.Errorf("kern: cancel run %q: %w", runID, err)

@@ -105,6 +105,43 @@
 // trigger when the request row is inserted), with a once-a-second re-check
 // of the cancel table as the fallback when a notification is lost.
 //
+// # Cancel reaches the whole tree below a run
+//
+// A run may have children (SubmitParams.ParentRunID: a sub-agent's runs),
+// and those children of their own, at most MaxRunDepth deep. CancelRun of
+// a run cancels every live run (pending, running, waiting) below it, and
+// the invariant above holds for each of them, because the two steps keep
+// their order for the whole tree: the first transaction commits the
+// requests of the run and of every live run below it at once (one
+// statement walking parent_run_id down, sqlInsertTreeCancel); only then is
+// each moved to cancelled by sqlCancelRun, one transaction per run. A run
+// below that had already finished is left alone, and the walk goes on
+// through it to its own live children. What CancelRun answers is about the
+// run itself; its live descendants are cancelled whatever it was.
+//
+// Exactly once: each run's request (ON CONFLICT DO NOTHING), its
+// notification on kern_cancel (sent by the insert's trigger, so only for a
+// new request), its move to cancelled and its run.cancelled event (the
+// move is conditional on a live status). At least once: the second step
+// itself. If CancelRun fails after the first, the committed requests still
+// end every run they name as cancelled — a pending one at its start, a
+// running one through its worker, told by the notification, a waiting one
+// when it resumes — and CancelRun again, idempotent, finishes the second
+// step at once.
+//
+// A child submitted while a run above it is being cancelled is reached
+// too. The submit commits the child, then reads whether a run above it
+// has a cancel request, and if one has, cancels the child; the cancel
+// commits its requests, then walks the tree a second time. Each side
+// writes before it reads, in statements of their own, so at least one of
+// the two reads sees the other's write: the child is cancelled by its
+// submit or by the second walk. A child below a run cancelled long before
+// ends cancelled the same way. A submit in the caller's transaction
+// (SubmitParams.Tx) can only read before its commit: it records the
+// child's request in the transaction when a run above has one already,
+// but a cancel that runs while the transaction is open may miss the child
+// (CancelRun again reaches it).
+//
 // # Attempts, retries and rescue
 //
 // A run's attempt counts its executions. StartRun takes the next one, and

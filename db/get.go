@@ -39,6 +39,7 @@ type runRow struct {
 	WaitTimeout  int64                // ms
 	Webhook      *run.WebhookDelivery // runWebhookColumn: nil without a webhook
 	TenantID     string
+	ParentKey    string // "" for a top-level run
 }
 
 func (r *runRow) output() *run.Output {
@@ -70,6 +71,7 @@ func (r *runRow) output() *run.Output {
 		WaitTimeout: time.Duration(r.WaitTimeout) * time.Millisecond,
 		Webhook:     r.Webhook,
 		TenantID:    r.TenantID,
+		ParentRunID: engine.RunID(r.ParentKey), // a child is in its parent's tenant: the id is all there is to say
 	}
 }
 

@@ -54,6 +54,13 @@ func (d *DB) ListRuns(ctx context.Context, p run.ListParams) (*run.ListResult, e
 	}
 	query, args := sqlListRuns, []any{statuses, p.SessionID, p.Name, afterAt, afterID, limit + 1}
 	switch {
+	case p.ParentRunID != "":
+		// The parent's key names its tenant too: its children are all in it.
+		parent, err := d.childrenKey(ctx, &p)
+		if err != nil {
+			return nil, err
+		}
+		query, args = sqlListRunsOfParent, append(args, parent, p.AgentName)
 	case p.TenantID != "" && p.AgentName != "":
 		query, args = sqlListRunsOfTenantAgent, append(args, p.AgentName, p.TenantID)
 	case p.TenantID != "":

@@ -22,8 +22,9 @@ func TestListRunsReadsAPagePerPage(t *testing.T) {
 	const runs = 20000
 	populate(t, ctx, url, func(d *db.DB) {
 		if _, err := d.Pool().Exec(ctx, `
-			INSERT INTO kern_run (id, agent_name, input, created_at)
-			SELECT 'r-' || i, CASE WHEN i % 100 = 0 THEN 'rare' ELSE 'common' END, 'x', now() - make_interval(secs => 20000 - i)
+			INSERT INTO kern_run (id, agent_name, input, created_at, parent_run_id)
+			SELECT 'r-' || i, CASE WHEN i % 100 = 0 THEN 'rare' ELSE 'common' END, 'x', now() - make_interval(secs => 20000 - i),
+				CASE WHEN i % 100 = 50 THEN 'r-1' END
 			FROM generate_series(1, 20000) i;
 			ANALYZE kern_run`); err != nil {
 			t.Fatal(err)
@@ -43,6 +44,8 @@ func TestListRunsReadsAPagePerPage(t *testing.T) {
 			{"agent with no runs", run.ListParams{AgentName: "nobody"}, 1, 0},
 			{"one agent, deep", run.ListParams{AgentName: "rare", Limit: 20}, 8, 20},
 			{"all runs, deep", run.ListParams{Limit: 50}, 8, 50},
+			{"a run without children", run.ListParams{ParentRunID: "r-2"}, 1, 0},
+			{"one run's children, deep", run.ListParams{ParentRunID: "r-1", Limit: 20}, 8, 20},
 		} {
 			p := c.params
 			for page := range c.pages {

@@ -177,7 +177,7 @@ func TestMarshalRunCompleteShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"run_id":"r","session_id":"","agent":"a","name":"","status":"completed","input":"","content":"hi","error":"",` +
+	want := `{"run_id":"r","session_id":"","parent_run_id":"","agent":"a","name":"","status":"completed","input":"","content":"hi","error":"",` +
 		`"metadata":{},"metrics":{"input_tokens":0,"output_tokens":0,"total_tokens":0,"time_to_first_token_ms":1,` +
 		`"duration_ms":2000,"model_turns":0,"tool_calls":0},"attempt":0,"waiting":[],"created_at":"0001-01-01T00:00:00Z",` +
 		`"started_at":null,"finished_at":"2026-01-02T02:04:05Z"}`

@@ -17,12 +17,14 @@ const runDurationUs = `COALESCE((extract(epoch FROM now() - started_at) * 100000
 const runColumns = `id, session_id, agent_name, name, status, input, content, error, metadata,
 	attempt, timeout_ms, input_tokens, output_tokens, total_tokens, ttft_us, duration_us,
 	model_turns, tool_calls, created_at, started_at, finished_at,
-	CASE WHEN status = 'waiting' THEN waiting_calls ELSE '[]' END AS waiting_calls, wait_timeout_ms, ` + runWebhookColumn + `, tenant_id`
+	CASE WHEN status = 'waiting' THEN waiting_calls ELSE '[]' END AS waiting_calls, wait_timeout_ms, ` + runWebhookColumn + `, tenant_id,
+	COALESCE(parent_run_id, '') AS parent_run_id`
 
 // sqlInsertRun inserts one run in a transaction of the caller's or a
 // schedule's, its job inserted by River before it (batched submits use
-// sqlSubmitRuns). A foreground run (no job, $8)
-// starts with a heartbeat: its caller is alive now, and the rescuer takes it
+// sqlSubmitRuns). A child run names its parent's key and its depth ($15,
+// $16; NULL and 0 for a top-level run), both found by parentOf. A
+// foreground run (no job, $8) starts with a heartbeat: its caller is alive now, and the rescuer takes it
 // only once that is stale (the caller died before starting it). A delayed
 // background run's heartbeat_at is its start time ($13, NULL for none): a
 // pending run's heartbeat_at is when it is due (see sqlRetryRun), which
@@ -30,10 +32,10 @@ const runColumns = `id, session_id, agent_name, name, status, input, content, er
 // priority, for the jobs it gets later (a foreground run: 2, the default).
 const sqlInsertRun = `
 INSERT INTO kern_run (id, session_id, agent_name, name, input, metadata, timeout_ms, job_id, idempotency_key, wait_timeout_ms,
-	concurrency_key, webhook_url, heartbeat_at, tenant_id, priority)
+	concurrency_key, webhook_url, heartbeat_at, tenant_id, priority, parent_run_id, depth)
 VALUES ($1, $2, $3, $4, $5, $6::text::json, $7, $8, $9, $10, $11, $12,
 	CASE WHEN $8::bigint IS NULL THEN now() ELSE $13::timestamptz END, $14,
-	COALESCE((SELECT priority FROM river_job WHERE id = $8), 2))
+	COALESCE((SELECT priority FROM river_job WHERE id = $8), 2), $15, $16)
 RETURNING ` + runColumns
 
 // sqlClaimRefused tells why a claim did not start a run ($1) for its job
@@ -367,13 +369,11 @@ ON CONFLICT (id) DO UPDATE SET agents = EXCLUDED.agents, expires_at = EXCLUDED.e
 
 const sqlUnregisterWorker = `DELETE FROM kern_worker WHERE id = $1`
 
-// Cancel is two statements in two transactions, in this order. The request
-// is committed first, so every worker that starts the run afterwards sees it;
-// then the run itself is moved to cancelled if it is not terminal yet.
-const sqlInsertCancel = `
-INSERT INTO kern_run_cancel (run_id) VALUES ($1)
-ON CONFLICT (run_id) DO NOTHING
-RETURNING true`
+// Cancel is two steps in this order. The requests are committed first
+// (sqlInsertTreeCancel: the run's and its live descendants', in one
+// transaction), so every worker that starts one of them afterwards sees
+// its request; then each run is moved to cancelled if it is not terminal
+// yet (sqlCancelRun, one transaction per run).
 
 // sqlCancelRun cancels the run if it is not terminal yet, with its
 // run.cancelled event; a waiting run, which no worker holds, ends cancelled

@@ -10,13 +10,14 @@ import (
 // MarshalRun is a run in JSON as kern shows it outside Go (webhook bodies,
 // the HTTP API): snake_case, RFC 3339 times, durations in milliseconds.
 //
-//	{"run_id","session_id","agent","name","status","input","content","error","metadata",
+//	{"run_id","session_id","parent_run_id","agent","name","status","input","content","error","metadata",
 //	 "metrics":{"input_tokens","output_tokens","total_tokens","time_to_first_token_ms","duration_ms",
 //	 "model_turns","tool_calls"},"attempt","waiting":[{"id","name","arguments"}],
 //	 "created_at","started_at","finished_at"}
 //
 // started_at and finished_at are null until set; waiting is [] unless the
-// run waits; metadata is {} when there is none.
+// run waits; metadata is {} when there is none; parent_run_id, like
+// session_id, is "" when there is none (a top-level run).
 func MarshalRun(out *run.Output) ([]byte, error) {
 	return json.Marshal(toRunJSON(out))
 }
@@ -24,6 +25,7 @@ func MarshalRun(out *run.Output) ([]byte, error) {
 type runJSON struct {
 	RunID      string         `json:"run_id"`
 	SessionID  string         `json:"session_id"`
+	ParentRun  string         `json:"parent_run_id"`
 	Agent      string         `json:"agent"`
 	Name       string         `json:"name"`
 	Status     run.Status     `json:"status"`
@@ -57,7 +59,7 @@ type toolCallJSON struct {
 
 func toRunJSON(o *run.Output) runJSON {
 	j := runJSON{
-		RunID: o.RunID, SessionID: o.SessionID, Agent: o.AgentName, Name: o.Name, Status: o.Status,
+		RunID: o.RunID, SessionID: o.SessionID, ParentRun: o.ParentRunID, Agent: o.AgentName, Name: o.Name, Status: o.Status,
 		Input: o.Input, Content: o.Content, Error: o.Error, Metadata: o.Metadata,
 		Metrics: metricsJSON{
 			InputTokens: o.Metrics.InputTokens, OutputTokens: o.Metrics.OutputTokens, TotalTokens: o.Metrics.TotalTokens,

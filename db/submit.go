@@ -62,6 +62,16 @@ type SubmitParams struct {
 	// TenantID makes the run a tenant's (run.Output.TenantID): only that
 	// tenant's keys see it, and its IdempotencyKey is the tenant's own.
 	TenantID string
+	// ParentRunID makes the run a child of the run of that id in the same
+	// tenant (TenantID; the operator's own runs when empty): its
+	// Output.ParentRunID, listed by ListParams.ParentRunID and cancelled
+	// with it. The parent must exist (else run.ErrNotFound), and the child
+	// may be at most MaxRunDepth below its top-level run
+	// (run.ErrInvalidArgument); either way nothing is written. A repeated
+	// submit of the child's id keeps the parent it was first submitted with.
+	// A child submitted below a run that has a cancel request ends
+	// cancelled (see the package doc).
+	ParentRunID string
 }
 
 // DefaultPriority is the River priority of a run submitted without one:
@@ -244,12 +254,20 @@ func (d *DB) SubmitRunOrExisting(ctx context.Context, p SubmitParams) (out *run.
 	if err != nil {
 		return nil, false, err
 	}
+	it := submitItem{SubmitParams: p, metadata: metadata, trace: telemetry.JobMetadata(ctx)}
 	if p.Tx != nil {
-		return d.submitInTx(ctx, submitItem{SubmitParams: p, metadata: metadata, trace: telemetry.JobMetadata(ctx)})
+		return d.submitInTx(ctx, it)
+	}
+	if it.parent, it.depth, err = parentOf(ctx, d.pool, &p); err != nil {
+		return nil, false, err
 	}
 	// The submitter's span context travels in the job's metadata: submits
 	// are group-committed under a context of their own (see batcher).
-	r, err := d.submits.do(ctx, submitItem{SubmitParams: p, metadata: metadata, trace: telemetry.JobMetadata(ctx)})
+	r, err := d.submits.do(ctx, it)
+	if err == nil && it.parent != "" {
+		err = d.cancelIfBelowCancelled(ctx, it.key())
+		return r.output(), true, err
+	}
 	if err == nil {
 		return r.output(), true, nil
 	}
@@ -283,11 +301,19 @@ func (d *DB) submitInTx(ctx context.Context, it submitItem) (*run.Output, bool, 
 	if err := d.checkTxSchema(ctx, it.Tx); err != nil {
 		return nil, false, err
 	}
+	// In the caller's transaction: its parent may be a run it submitted.
+	var err error
+	if it.parent, it.depth, err = parentOf(ctx, it.Tx, &it.SubmitParams); err != nil {
+		return nil, false, err
+	}
 	sp, err := it.Tx.Begin(ctx)
 	if err != nil {
 		return nil, false, fmt.Errorf("kern: submit run: %w", err)
 	}
 	r, err := d.submitOne(ctx, sp, it)
+	if err == nil && it.parent != "" {
+		err = requestIfBelowCancelled(ctx, sp, it.key())
+	}
 	if err == nil {
 		if err = sp.Commit(ctx); err == nil {
 			return r.output(), true, nil
@@ -347,6 +373,10 @@ type submitItem struct {
 	// trace is the job's River metadata carrying the submitter's span
 	// context (telemetry.JobMetadata), nil for none.
 	trace []byte
+	// parent is the parent's key and depth the run's depth (parentOf):
+	// "" and 0 for a top-level run.
+	parent string
+	depth  int
 }
 
 // key is the run's key (engine.RunKey): two submits of one key in a batch
@@ -367,7 +397,9 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 	timeouts, waits, keys := make([]int64, n), make([]int64, n), make([]*string, n)
 	concKeys, webhooks, starts, tenants := make([]*string, n), make([]*string, n), make([]*time.Time, n), make([]string, n)
 	enqueue, queues, priorities, jobMeta := make([]bool, n), make([]string, n), make([]int16, n), make([]*string, n)
+	parents, depths := make([]*string, n), make([]int16, n)
 	for i, it := range items {
+		parents[i], depths[i] = optional(it.parent), int16(it.depth)
 		ids[i], sessions[i], agents[i], names[i], inputs[i], metadata[i] = it.key(), it.SessionID, it.AgentName, it.Name, it.Input, it.metadata
 		timeouts[i], waits[i] = it.Timeout.Milliseconds(), it.WaitTimeout.Milliseconds()
 		keys[i], concKeys[i], webhooks[i], starts[i] = optional(it.IdempotencyKey), optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt()
@@ -378,7 +410,7 @@ func (d *DB) submitBatch(ctx context.Context, items []submitItem) ([]*runRow, er
 		}
 	}
 	rows, err := d.pool.Query(ctx, sqlSubmitRuns, ids, sessions, agents, names, inputs, metadata, timeouts, keys, waits,
-		concKeys, webhooks, starts, tenants, enqueue, queues, priorities, jobMeta, river.MaxAttemptsDefault)
+		concKeys, webhooks, starts, tenants, enqueue, queues, priorities, jobMeta, river.MaxAttemptsDefault, parents, depths)
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +469,7 @@ func (d *DB) submitOne(ctx context.Context, tx pgx.Tx, it submitItem) (*runRow, 
 	}
 	rows, err := tx.Query(ctx, sqlInsertRun, it.key(), it.SessionID, it.AgentName, it.Name, it.Input,
 		it.metadata, it.Timeout.Milliseconds(), jobID, optional(it.IdempotencyKey), it.WaitTimeout.Milliseconds(),
-		optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt(), it.TenantID)
+		optional(it.ConcurrencyKey), optional(it.WebhookURL), it.startAt(), it.TenantID, optional(it.parent), it.depth)
 	if err != nil {
 		return nil, err
 	}

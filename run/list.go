@@ -11,8 +11,11 @@ type ListParams struct {
 	// TenantID lists only the runs of that tenant (see Output.TenantID);
 	// empty lists every tenant's.
 	TenantID string
-	Limit    int    // default 50
-	Cursor   string // from ListResult.NextCursor
+	// ParentRunID lists only the children of that run (Output.ParentRunID),
+	// named as a read of the run by id would name it; empty for any run.
+	ParentRunID string
+	Limit       int    // default 50
+	Cursor      string // from ListResult.NextCursor
 }
 
 // ListResult is one page of runs, newest first.

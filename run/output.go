@@ -39,10 +39,13 @@ type Output struct {
 	// TenantID is the tenant the run belongs to: set by an HTTP API key
 	// (package server) or WithTenant; empty for the operator's own runs.
 	// A tenant's key sees only its tenant's runs.
-	TenantID   string
-	CreatedAt  time.Time
-	StartedAt  *time.Time
-	FinishedAt *time.Time
+	TenantID string
+	// ParentRunID is the id of the run that started this one as a child
+	// (a sub-agent's run), in the same tenant; "" for a top-level run.
+	ParentRunID string
+	CreatedAt   time.Time
+	StartedAt   *time.Time
+	FinishedAt  *time.Time
 }
 
 // Metrics are what a run cost and how fast it was: the whole run, over all

@@ -240,7 +240,8 @@ type runList struct {
 
 func (s *Server) listRuns(w http.ResponseWriter, r *http.Request, t *db.TenantDB) {
 	q := r.URL.Query()
-	p := run.ListParams{AgentName: q.Get("agent"), SessionID: q.Get("session_id"), Name: q.Get("name"), Cursor: q.Get("cursor")}
+	p := run.ListParams{AgentName: q.Get("agent"), SessionID: q.Get("session_id"), Name: q.Get("name"), Cursor: q.Get("cursor"),
+		ParentRunID: q.Get("parent_run_id")}
 	for _, v := range q["status"] {
 		for _, st := range strings.Split(v, ",") {
 			if st = strings.TrimSpace(st); st != "" {

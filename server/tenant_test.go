@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/kern-go/kern/db"
 	"github.com/kern-go/kern/run"
 	"github.com/kern-go/kern/server"
 )
@@ -91,6 +92,19 @@ func TestOtherTenantsRunsAreUnknown(t *testing.T) {
 	if got := e.wait(t, e.acme, done); got["status"] != "completed" {
 		t.Fatalf("plain run ended %v", got["status"])
 	}
+	// A child of it (SubmitParams.ParentRunID; the HTTP API lists children
+	// but does not submit them yet).
+	acmeDB, err := e.db.ForTenant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acmeDB.SubmitRun(ctx, db.SubmitParams{RunID: "acme-kid", AgentName: "assistant", Input: "Say hello",
+		Enqueue: true, ParentRunID: done}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.wait(t, e.acme, "acme-kid"); got["status"] != "completed" || got["parent_run_id"] != done {
+		t.Fatalf("acme's child run: %v", got)
+	}
 	waiting := e.submit(t, e.acme, approvalPrompt)
 	w := e.wait(t, e.acme, waiting)
 	calls, _ := w["waiting"].([]any)
@@ -112,7 +126,7 @@ func TestOtherTenantsRunsAreUnknown(t *testing.T) {
 		t.Fatalf("globex's run ended %v", got["status"])
 	}
 
-	for _, id := range []string{done, waiting, "acme-early"} {
+	for _, id := range []string{done, waiting, "acme-early", "acme-kid"} {
 		for _, route := range []struct{ method, path string }{
 			{"GET", ""},
 			{"GET", "/wait?timeout=1s"},
@@ -146,7 +160,7 @@ func TestOtherTenantsRunsAreUnknown(t *testing.T) {
 	if want["cancelled"] != true || want["run"] != nil {
 		t.Fatalf("cancel of an unknown id: %v", want)
 	}
-	for _, id := range []string{waiting, done, "acme-early"} {
+	for _, id := range []string{waiting, done, "acme-early", "acme-kid"} {
 		got := e.do(t, e.globex, "POST", "/v1/runs/"+id+"/cancel", nil).expect(t, http.StatusOK).object(t)
 		if len(got) != 2 || got["cancelled"] != true || got["run"] != nil {
 			t.Fatalf("globex's cancel of acme's run %s: %v, want %v", id, got, want)
@@ -154,7 +168,8 @@ func TestOtherTenantsRunsAreUnknown(t *testing.T) {
 	}
 
 	// acme's runs are as they were.
-	for id, status := range map[string]run.Status{waiting: run.StatusWaiting, done: run.StatusCompleted, "acme-early": run.StatusCancelled} {
+	for id, status := range map[string]run.Status{waiting: run.StatusWaiting, done: run.StatusCompleted, "acme-early": run.StatusCancelled,
+		"acme-kid": run.StatusCompleted} {
 		if got := e.do(t, e.acme, "GET", "/v1/runs/"+id, nil).expect(t, http.StatusOK).object(t); got["status"] != string(status) {
 			t.Fatalf("acme's run %s is %v after globex's requests, want %s", id, got["status"], status)
 		}
@@ -169,9 +184,10 @@ func TestOtherTenantsRunsAreUnknown(t *testing.T) {
 
 	// Lists: globex sees its run and none of acme's, whatever the filter.
 	for _, q := range []string{"", "?agent=assistant", "?status=waiting", "?status=completed", "?status=cancelled",
-		"?status=pending,running,waiting,completed,error,cancelled", "?status=waiting&agent=assistant", "?limit=1000"} {
+		"?status=pending,running,waiting,completed,error,cancelled", "?status=waiting&agent=assistant", "?limit=1000",
+		"?parent_run_id=" + done} {
 		ids := e.runIDs(t, e.globex, "/v1/runs"+q)
-		for _, id := range []string{done, waiting, "acme-early"} {
+		for _, id := range []string{done, waiting, "acme-early", "acme-kid"} {
 			if slices.Contains(ids, id) {
 				t.Fatalf("globex's list %q shows acme's run %s: %v", q, id, ids)
 			}
@@ -185,8 +201,11 @@ func TestOtherTenantsRunsAreUnknown(t *testing.T) {
 			t.Fatalf("acme's list %q shows globex's run %s", q, mine)
 		}
 	}
-	if ids := e.runIDs(t, e.acme, "/v1/runs"); len(ids) != 3 {
-		t.Fatalf("acme lists %v, want its 3 runs", ids)
+	if ids := e.runIDs(t, e.acme, "/v1/runs"); len(ids) != 4 {
+		t.Fatalf("acme lists %v, want its 4 runs", ids)
+	}
+	if ids := e.runIDs(t, e.acme, "/v1/runs?parent_run_id="+done); !slices.Equal(ids, []string{"acme-kid"}) {
+		t.Fatalf("acme lists the children of %s as %v, want [acme-kid]", done, ids)
 	}
 
 	// globex's cancel did not stick to acme's waiting run: approved, it completes.
