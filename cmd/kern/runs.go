@@ -196,16 +196,19 @@ func parseMetadata(kvs []string) (map[string]any, error) {
 }
 
 func newGetCmd(withDB dbRunner) *cobra.Command {
-	var events, transcript, jsonOut, wide bool
+	var events, transcript, tree, jsonOut, wide bool
 	var tenant string
 	cmd := &cobra.Command{
 		Use:   "get RUN_ID",
-		Short: "Print a run (--events: and its event log; --transcript: and its messages)",
+		Short: "Print a run (--events: and its event log; --transcript: and its messages; --tree: and the runs below it)",
 		Long: `Prints the run: its fields, then its content. --events adds the event log,
---transcript one line per message (calls and tool results shortened). With
---json the run is the API's JSON object; --events then adds JSON lines and
---transcript its lines, after a blank line.`,
+--transcript one line per message (calls and tool results shortened), --tree
+the runs below it (its children, theirs, …) with status and tokens, and the
+tree's total tokens. With --json the run is the API's JSON object; --events
+then adds JSON lines, --tree one JSON object per run below, and --transcript
+its lines, after a blank line.`,
 		Example: `  kern runs get "$id"
+  kern runs get --tree "$id"
   kern runs get --transcript "$id"
   kern runs get --json "$id" | jq .metrics`,
 		Args: cobra.ExactArgs(1),
@@ -228,6 +231,16 @@ func newGetCmd(withDB dbRunner) *cobra.Command {
 					return err
 				}
 			}
+			if tree {
+				below, err := runTree(ctx, v, out.RunID)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(w)
+				if err := printTree(w, newPrinter(w, jsonOut, wide), out, below); err != nil {
+					return err
+				}
+			}
 			if !transcript {
 				return nil
 			}
@@ -240,6 +253,7 @@ func newGetCmd(withDB dbRunner) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&events, "events", false, "also print the run's event log")
 	cmd.Flags().BoolVar(&transcript, "transcript", false, "also print the run's transcript, one line per message")
+	cmd.Flags().BoolVar(&tree, "tree", false, "also print the runs below the run (children at any depth), with status and tokens")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the run as JSON")
 	cmd.Flags().BoolVar(&wide, "wide", false, "print more fields")
 	tenantFlag(cmd, &tenant, tenantReadUsage)
