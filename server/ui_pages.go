@@ -128,8 +128,15 @@ func (s *Server) uiRun(w http.ResponseWriter, r *http.Request, v *uiVisit) {
 		if out, err = v.t.GetRun(r.Context(), id); err == nil {
 			var msgs []run.Message
 			if msgs, err = v.t.Messages(r.Context(), id); err == nil {
-				s.render(w, r, http.StatusOK, "run.html", runPage(v.page("Run "+shortID(out.RunID)), out, events, msgs))
-				return
+				// The runs below it: the first page of its children
+				// (theirs are on their own pages).
+				var children *run.ListResult
+				if children, err = v.t.ListRuns(r.Context(), run.ListParams{ParentRunID: out.RunID, Limit: maxShownChildren}); err == nil {
+					data := runPage(v.page("Run "+shortID(out.RunID)), out, events, msgs)
+					data["Children"], data["MoreChildren"] = children.Runs, children.NextCursor != ""
+					s.render(w, r, http.StatusOK, "run.html", data)
+					return
+				}
 			}
 		}
 	}
@@ -142,6 +149,9 @@ func (s *Server) uiRun(w http.ResponseWriter, r *http.Request, v *uiVisit) {
 		s.writeError(w, r, err)
 	}
 }
+
+// maxShownChildren is how many of a run's children its page lists.
+const maxShownChildren = 50
 
 func runPage(data map[string]any, out *run.Output, events []run.Event, msgs []run.Message) map[string]any {
 	var content strings.Builder
