@@ -34,6 +34,11 @@ type Agent struct {
 	// Tools are the functions the model may call, in a loop, until it
 	// answers (see Tool). Names must be unique.
 	Tools []Tool
+	// Handoffs are the agents the model may hand the run over to: each is
+	// offered as a tool "transfer_to_<name>". A call of it moves the same
+	// run, with its transcript so far, to that agent — its instructions,
+	// tools and model — on a worker that serves it (handoff.go).
+	Handoffs []*Agent
 	// MaxSteps bounds the model turns of a run (default 10): a run whose
 	// model still asks for tools in its last turn ends as error "max steps
 	// (N) reached", with its transcript kept. Negative is refused.
@@ -80,7 +85,10 @@ func (a *Agent) validateConfig() error {
 	if _, err := a.schemas.get(a.Name, a.OutputSchema); err != nil {
 		return err // says what and whose already
 	}
-	return a.validateTools()
+	if err := a.validateTools(); err != nil {
+		return err
+	}
+	return a.validateHandoffs()
 }
 
 // toolName is what OpenAI's API accepts as a function name; other

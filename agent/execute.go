@@ -123,10 +123,10 @@ func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID
 
 	x := &execution{e: e, agent: agent, model: model, log: log, fence: fence, input: out.Input, stop: stopRun, timer: timer,
 		maxSteps: cmp.Or(agent.MaxSteps, defaultMaxSteps), seq: claim.EventSeq, tr: newTranscript(out.Input)}
-	if len(agent.Tools) > 0 {
-		x.tools = make(map[string]*Tool, len(agent.Tools))
-		for i := range agent.Tools {
-			x.tools[agent.Tools[i].Name] = &agent.Tools[i]
+	if tools := agent.offeredTools(); len(tools) > 0 {
+		x.tools = make(map[string]*Tool, len(tools))
+		for i := range tools {
+			x.tools[tools[i].Name] = &tools[i]
 		}
 	}
 	end, err := x.prepare(runCtx, out, claim.TranscriptSeq)
@@ -145,6 +145,10 @@ func (e *executor) execute(ctx context.Context, agent *Agent, model Model, runID
 	case end.waiting:
 		// Waiting for answers: the job ends here and frees its slot; the
 		// last answer queues a new one.
+		return nil
+	case end.handedOff:
+		// Handed to another agent: its job on that agent's queue goes on.
+		log.InfoContext(ctx, "kern: run handed off to another agent")
 		return nil
 	}
 
@@ -294,5 +298,5 @@ func (x *execution) prepare(runCtx context.Context, out *run.Output, transcriptS
 // request builds the model turn of a run: the instructions, the session's
 // history, the prompt; the loop appends the run's transcript.
 func (a *Agent) request(history []Message, input string) *ModelRequest {
-	return &ModelRequest{Messages: startMessages(a.Instructions, history, input), Tools: a.Tools, OutputSchema: a.OutputSchema}
+	return &ModelRequest{Messages: startMessages(a.Instructions, history, input), Tools: a.offeredTools(), OutputSchema: a.OutputSchema}
 }

@@ -63,11 +63,22 @@ type loopEnd struct {
 	// waiting: the run waits for answers to its calls now (WaitForAnswers
 	// committed); the execution ends without a final write.
 	waiting bool
+	// handedOff: the run went to another agent (HandOff committed); the
+	// execution ends without a final write.
+	handedOff bool
 }
 
 // run drives the loop. A non-nil error means a write failed: run.ErrNotRunning
 // when the execution lost the run, otherwise Postgres could not be written.
 func (x *execution) run(runCtx, ctx context.Context) (loopEnd, error) {
+	// A turn that handed the run over, whose handoff was not written (its
+	// worker died), hands it over now.
+	if to := x.handoffIn(x.tr.lastTurnCalls()); to != "" {
+		if err := x.handOff(ctx, to); err != nil {
+			return loopEnd{}, err
+		}
+		return loopEnd{handedOff: true}, nil
+	}
 	for {
 		// The last stored turn, which asked for tools, was the last one
 		// allowed: its calls are not made, since no turn could read them.
@@ -88,6 +99,15 @@ func (x *execution) run(runCtx, ctx context.Context) (loopEnd, error) {
 					return loopEnd{err: context.Cause(runCtx)}, nil
 				}
 				x.tr.record(now, outs)
+				if to := x.handoffIn(callsOf(now)); to != "" && len(wait) == 0 {
+					// The transfer's result is stored: hand over (a
+					// turn that also waits for answers does once
+					// they are in, above).
+					if err := x.handOff(ctx, to); err != nil {
+						return loopEnd{}, err
+					}
+					return loopEnd{handedOff: true}, nil
+				}
 			}
 			if len(wait) > 0 {
 				if err := x.waitForAnswers(ctx, wait); err != nil {
@@ -433,6 +453,14 @@ func (t *transcript) flush() {
 		t.msgs = append(t.msgs, *r)
 	}
 	t.results = nil
+}
+
+func callsOf(pending []pendingCall) []ToolCall {
+	calls := make([]ToolCall, len(pending))
+	for i, p := range pending {
+		calls[i] = p.call
+	}
+	return calls
 }
 
 func toRunCalls(calls []ToolCall) []run.ToolCall {

@@ -19,6 +19,10 @@ const (
 	EventOutputRejected EventType = "output.rejected"
 	EventRunRetrying    EventType = "run.retrying" // back to pending after a failed attempt: {"attempt","error","retry_in_ms"}
 	EventRunReleased    EventType = "run.released" // handed back by a stopping worker
+	// EventRunHandoff: the model handed the run to another agent (a call of
+	// its "transfer_to_<name>" tool): {"from","to"}. The run is pending on
+	// that agent's workers; Output.AgentName names it from now on.
+	EventRunHandoff EventType = "run.handoff"
 	// EventRunWaiting: the run waits for answers to the calls {"calls":
 	// [{"id","name","arguments","external"?}]}; it holds no worker until
 	// they come. "external": true marks a call of an External tool, whose

@@ -111,6 +111,10 @@ type Store interface {
 	// ReleaseRun hands a running run back to pending (a stopping worker);
 	// the execution does not count against the run's attempts.
 	ReleaseRun(ctx context.Context, f Fence) error
+	// HandOff moves a running run to agent to (a handoff): a new job on
+	// that agent's queue, back to pending, with a run.handoff event; the
+	// execution does not count against the run's attempts.
+	HandOff(ctx context.Context, f Fence, to string) error
 	// RescueStale takes runs from workers that stopped heartbeating,
 	// re-queues runs whose job was lost, and ends as error runs that waited
 	// for answers longer than their wait timeout; see db's package doc.
