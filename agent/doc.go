@@ -108,6 +108,20 @@
 //   - A foreground Run returns the run once it waits; after the answers a
 //     worker, not the caller, continues it.
 //
+// # Handoffs
+//
+// Agent.Handoffs offers the model a tool "transfer_to_<name>" per agent. A
+// call of it stores its result ("Transferred to <name>.") like any tool's,
+// then one fenced write (engine.Store.HandOff) moves the same run to that
+// agent: a job on its queue, back to pending, a run.handoff event
+// {"from","to"}, no attempt used. A worker serving that agent continues from
+// the stored transcript under its instructions, tools and model;
+// Output.AgentName names it from then on. A turn that also waits for
+// answers hands off once they are in, and an execution that resumes a run
+// whose last turn handed off (its worker died before the handoff was
+// written) hands off before asking its model: a handoff happens once. A
+// foreground Run waits for the worker that takes the run.
+//
 // # Sessions and structured output
 //
 // Agent.HistoryRuns replays a session: before the prompt go the last N

@@ -104,3 +104,50 @@ func TestHandoffsAreValidated(t *testing.T) {
 		}
 	}
 }
+
+// A turn that hands off and also waits for an answer hands off once the
+// answer is in: the execution that resumes the run finds the transfer's
+// result stored and hands over before asking its model again — the path a
+// run takes whose worker died between the stored result and the handoff.
+func TestHandoffAfterAnAnswerResumesTheTransfer(t *testing.T) {
+	t.Parallel()
+	d := kerntest.DB(t)
+	srv, url := kerntest.ModelServer(t)
+	client := agent.NewOpenAIClient("test-key", url)
+	billing := &agent.Agent{Name: "billing", Instructions: "You are billing.", DB: d,
+		Model: agent.OpenAIChat{Client: client, ID: "billing-model"}}
+	triage := &agent.Agent{Name: "triage", Instructions: "You are triage.", DB: d, Handoffs: []*agent.Agent{billing},
+		Tools: []agent.Tool{{Name: "lookup", External: true}},
+		Model: agent.OpenAIChat{Client: client, ID: "triage-model"}}
+	srv.Script(func(req fakellm.Request) fakellm.Reply {
+		if req.Model == "triage-model" {
+			return fakellm.Reply{ToolCalls: []fakellm.ToolCall{
+				{ID: "t1", Name: "transfer_to_billing", Arguments: "{}"}, {ID: "l1", Name: "lookup", Arguments: "{}"}}}
+		}
+		return fakellm.Reply{Content: "Billing, with the lookup."}
+	})
+	kerntest.Worker(t, d, agent.WorkerConfig{}, triage, billing)
+	ctx := kerntest.Context(t, 30*time.Second)
+
+	out, err := triage.Run(ctx, "Check my account", agent.Background(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := mustWait(t, triage, out.RunID); w.Status != run.StatusWaiting || w.AgentName != "triage" {
+		t.Fatalf("before the answer: %s, agent %q; want waiting, triage's", w.Status, w.AgentName)
+	}
+	if err := triage.SubmitToolResult(ctx, out.RunID, "l1", "account ok"); err != nil {
+		t.Fatal(err)
+	}
+	final := mustWait(t, triage, out.RunID)
+	if final.Status != run.StatusCompleted || final.Content != "Billing, with the lookup." || final.AgentName != "billing" {
+		t.Fatalf("after the answer: %s, %q, agent %q: %s", final.Status, final.Content, final.AgentName, final.Error)
+	}
+	var models []string
+	for _, r := range srv.Requests() {
+		models = append(models, r.Model)
+	}
+	if !slices.Equal(models, []string{"triage-model", "billing-model"}) {
+		t.Fatalf("model requests %v; want triage's once, then billing's", models)
+	}
+}
