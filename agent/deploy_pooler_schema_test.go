@@ -111,25 +111,9 @@ func TestLeastPrivilegeRoleThroughSessionPooler(t *testing.T) {
 	}
 	a := &agent.Agent{Name: "assistant", Model: model, DB: d}
 	kerntest.Worker(t, d, agent.WorkerConfig{}, a)
-	if _, err := a.Run(ctx, "hello", agent.Background(true), agent.WithRunID("r1")); err != nil {
-		t.Fatal(err)
-	}
-	if out := mustWait(t, a, "r1"); out.Status != run.StatusCompleted || out.Content != "answer: hello" {
-		t.Fatalf("r1: %s %q %s", out.Status, out.Content, out.Error)
-	}
-	requests := fake.Count()
-	if _, err := a.Run(ctx, "hang", agent.Background(true), agent.WithRunID("c1")); err != nil {
-		t.Fatal(err)
-	}
-	if err := fake.WaitRequests(ctx, requests+1); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := a.CancelRun(ctx, "c1"); err != nil || !ok {
-		t.Fatalf("cancel c1: %v, %v", ok, err)
-	}
-	if out := mustWait(t, a, "c1"); out.Status != run.StatusCancelled {
-		t.Fatalf("c1 ended %s; want cancelled", out.Status)
-	}
+	mustAnswer(t, ctx, a, "r1", "hello")
+	startHanging(t, ctx, a, fake, "c1")
+	cancelToEnd(t, ctx, a, "c1")
 	var runs, jobs int
 	if err := admin.QueryRow(ctx, "SELECT (SELECT count(*) FROM kern.kern_run), (SELECT count(*) FROM kern.river_job WHERE kind = 'kern_run')").Scan(&runs, &jobs); err != nil || runs != 2 || jobs != 2 {
 		t.Fatalf("schema %s has %d runs and %d run jobs (%v); want 2 and 2", schema, runs, jobs, err)

@@ -81,19 +81,8 @@ func TestThroughPgBouncer(t *testing.T) {
 					t.Fatalf("run %s: %s %q", id, out.Status, out.Content)
 				}
 			}
-			requests := fake.Count()
-			if _, err := a.Run(ctx, "hang", agent.Background(true), agent.WithRunID("c1")); err != nil {
-				t.Fatal(err)
-			}
-			if err := fake.WaitRequests(ctx, requests+1); err != nil {
-				t.Fatal(err)
-			}
-			if ok, err := a.CancelRun(ctx, "c1"); err != nil || !ok {
-				t.Fatalf("cancel: %v, %v", ok, err)
-			}
-			if out := mustWait(t, a, "c1"); out.Status != run.StatusCancelled {
-				t.Fatalf("c1 ended %s; want cancelled", out.Status)
-			}
+			startHanging(t, ctx, a, fake, "c1")
+			cancelToEnd(t, ctx, a, "c1")
 			if err := d.Migrate(ctx); c.want == db.PoolModeTransaction && !c.direct && !errors.Is(err, run.ErrInvalidArgument) {
 				t.Errorf("Migrate behind a transaction pooler without a direct URL: %v; want run.ErrInvalidArgument", err)
 			}

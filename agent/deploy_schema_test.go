@@ -36,6 +36,43 @@ func deployModel(t *testing.T) (*fakellm.Server, agent.Model) {
 	return fake, model
 }
 
+// mustAnswer runs prompt in the background as run id and waits for
+// deployModel's answer to it.
+func mustAnswer(t *testing.T, ctx context.Context, a *agent.Agent, id, prompt string) {
+	t.Helper()
+	if _, err := a.Run(ctx, prompt, agent.Background(true), agent.WithRunID(id)); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustWait(t, a, id); out.Status != run.StatusCompleted || out.Content != "answer: "+prompt {
+		t.Fatalf("%s: %s %q %s", id, out.Status, out.Content, out.Error)
+	}
+}
+
+// startHanging runs "hang" in the background as run id and returns once
+// its model call is in flight (deployModel hangs on it).
+func startHanging(t *testing.T, ctx context.Context, a *agent.Agent, fake *fakellm.Server, id string) {
+	t.Helper()
+	requests := fake.Count()
+	if _, err := a.Run(ctx, "hang", agent.Background(true), agent.WithRunID(id)); err != nil {
+		t.Fatal(err)
+	}
+	if err := fake.WaitRequests(ctx, requests+1); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cancelToEnd cancels run id, which must answer true, and waits for it to
+// end cancelled.
+func cancelToEnd(t *testing.T, ctx context.Context, a *agent.Agent, id string) {
+	t.Helper()
+	if ok, err := a.CancelRun(ctx, id); err != nil || !ok {
+		t.Fatalf("cancel %s: %v, %v", id, ok, err)
+	}
+	if out := mustWait(t, a, id); out.Status != run.StatusCancelled {
+		t.Fatalf("%s ended %s; want cancelled", id, out.Status)
+	}
+}
+
 // openSchema opens url with kern's tables in schema, and migrates.
 func openSchema(t *testing.T, ctx context.Context, dbURL, schema string) *db.DB {
 	t.Helper()
@@ -170,22 +207,11 @@ func TestTwoSchemasInOneDatabase(t *testing.T) {
 	notificationsUntil(t, ctx, listenB, "sentinel-1")
 
 	// A run only A has, cancelled while it runs.
-	requests := fake.Count()
-	if _, err := a.Run(ctx, "hang", agent.Background(true), agent.WithRunID("c1")); err != nil {
-		t.Fatal(err)
-	}
-	if err := fake.WaitRequests(ctx, requests+1); err != nil {
-		t.Fatal(err)
-	}
+	startHanging(t, ctx, a, fake, "c1")
 	if _, err := b.GetRunOutput(ctx, "c1"); !errors.Is(err, run.ErrNotFound) {
 		t.Fatalf("B reads A's run c1: %v; want run.ErrNotFound", err)
 	}
-	if ok, err := a.CancelRun(ctx, "c1"); err != nil || !ok {
-		t.Fatalf("cancel c1 in A: %v, %v", ok, err)
-	}
-	if out := mustWait(t, a, "c1"); out.Status != run.StatusCancelled {
-		t.Fatalf("c1 ended %s; want cancelled", out.Status)
-	}
+	cancelToEnd(t, ctx, a, "c1")
 	if _, err := admin.Exec(ctx, "SELECT pg_notify('app_a.kern_event', 'sentinel-2'), pg_notify('app_b.kern_event', 'sentinel-2')"); err != nil {
 		t.Fatal(err)
 	}
@@ -328,23 +354,12 @@ func TestLeastPrivilegeRole(t *testing.T) {
 
 	a := &agent.Agent{Name: "assistant", Model: model, DB: d}
 	kerntest.Worker(t, d, agent.WorkerConfig{}, a)
-	if _, err := a.Run(ctx, "hello", agent.Background(true), agent.WithRunID("r1")); err != nil {
-		t.Fatal(err)
-	}
-	if out := mustWait(t, a, "r1"); out.Status != run.StatusCompleted || out.Content != "answer: hello" {
-		t.Fatalf("r1: %s %q %s", out.Status, out.Content, out.Error)
-	}
+	mustAnswer(t, ctx, a, "r1", "hello")
 
 	// A run the worker holds, hanging in the model: its worker's session
 	// is alive, and the probe must see it so (the role reads its own
 	// sessions' backend_start in pg_stat_activity).
-	requests := fake.Count()
-	if _, err := a.Run(ctx, "hang", agent.Background(true), agent.WithRunID("c1")); err != nil {
-		t.Fatal(err)
-	}
-	if err := fake.WaitRequests(ctx, requests+1); err != nil {
-		t.Fatal(err)
-	}
+	startHanging(t, ctx, a, fake, "c1")
 	if dead, err := store.DeadSessionRuns(ctx); err != nil || dead {
 		t.Fatalf("probe with the worker alive: dead=%v, %v", dead, err)
 	}
@@ -353,11 +368,6 @@ func TestLeastPrivilegeRole(t *testing.T) {
 		ON a.pid = w.session_pid AND a.backend_start = w.session_start)`).Scan(&seen); err != nil || !seen {
 		t.Fatalf("the worker's session is not visible with its start time: %v, %v", seen, err)
 	}
-	if ok, err := a.CancelRun(ctx, "c1"); err != nil || !ok {
-		t.Fatalf("cancel c1: %v, %v", ok, err)
-	}
-	if out := mustWait(t, a, "c1"); out.Status != run.StatusCancelled {
-		t.Fatalf("c1 ended %s; want cancelled", out.Status)
-	}
+	cancelToEnd(t, ctx, a, "c1")
 
 }

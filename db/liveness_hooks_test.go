@@ -68,20 +68,7 @@ func TestHookJobOfAWorkerWhoseSessionEndedIsRescued(t *testing.T) {
 	if err := old.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		dead, err := store.DeadSessionRuns(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if dead {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the closed session's hook jobs never counted as dead")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitDeadSession(t, ctx, store, 10*time.Second, "the closed session's hook jobs never counted as dead")
 	res, err := store.RescueStale(ctx, hour, 3)
 	if err != nil {
 		t.Fatal(err)

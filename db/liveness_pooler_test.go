@@ -76,20 +76,7 @@ func TestDeadWorkerBehindASessionPoolerIsSeen(t *testing.T) {
 	if err := dying.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		dead, err := store.DeadSessionRuns(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if dead {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the dead worker's session never counted as dead behind the session pooler")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitDeadSession(t, ctx, store, 15*time.Second, "the dead worker's session never counted as dead behind the session pooler")
 	// The worker's backend is still there: the pooler kept it.
 	var backends int
 	if err := d.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&backends); err != nil {

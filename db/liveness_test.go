@@ -1,6 +1,7 @@
 package db_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -59,21 +60,7 @@ func TestRunOfAWorkerWhoseSessionEndedIsRescued(t *testing.T) {
 	if err := old.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The backend exits after the client closed: poll, with a deadline.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		dead, err := store.DeadSessionRuns(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if dead {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the closed session never counted as dead")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitDeadSession(t, ctx, store, 10*time.Second, "the closed session never counted as dead")
 	res, err := store.RescueStale(ctx, hour, 3)
 	if err != nil {
 		t.Fatal(err)
@@ -89,5 +76,26 @@ func TestRunOfAWorkerWhoseSessionEndedIsRescued(t *testing.T) {
 	}
 	if dead, err := store.DeadSessionRuns(ctx); err != nil || dead {
 		t.Fatalf("dead session runs after the rescue: %v, %v", dead, err)
+	}
+}
+
+// waitDeadSession polls the liveness probe until it finds a dead worker's
+// session (the backend, or the pooler's reset, frees it a moment after
+// the client closed), failing with msg after within.
+func waitDeadSession(t *testing.T, ctx context.Context, store engine.Store, within time.Duration, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		dead, err := store.DeadSessionRuns(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dead {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(msg)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
