@@ -42,7 +42,6 @@ func statementName(sql string) string {
 		{"AS req(req_id, req_execution)", "kern: heartbeats"},
 		{"FOR UPDATE SKIP LOCKED", "kern: rescue"},
 		{"WHERE status = 'running' AND worker_id = ANY(ARRAY(", "kern: liveness probe"}, // four times a second, not per run
-		{"FROM (SELECT w.id FROM kern_worker w", "kern: rescue"},                        // the dead workers, first statement of a rescue
 		{"FOR UPDATE OF r SKIP LOCKED", "kern: rescue"},
 		// The listener's own connection (its config is the pool's, tracer
 		// included) LISTENs when a run needs a channel it had dropped after

@@ -72,7 +72,9 @@ func (heartbeatOnly) Close(context.Context) error { return nil }
 // Behind a transaction pooler without a direct URL it records nothing: the
 // worker is then judged by its heartbeats.
 func (d engineDB) OpenSession(ctx context.Context, id string) (engine.Session, error) {
-	if !d.sessions() {
+	// A session of its own is where LISTEN works: Postgres itself, a
+	// session pooler, or the direct URL.
+	if !d.ListensForNotifications() {
 		var ok bool
 		if err := d.pool.QueryRow(ctx, sqlWorkerRegistered, id).Scan(&ok); err != nil {
 			return nil, fmt.Errorf("kern: worker session: %w", err)

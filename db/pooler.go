@@ -128,9 +128,6 @@ func (l listenDirect) GetListener(params *riverdriver.GetListenenerParams) river
 	return l.direct.GetListener(params)
 }
 
-// sessions tells whether workers get a liveness session of their own.
-func (d engineDB) sessions() bool { return d.ListensForNotifications() }
-
 // sessionConfig is the configuration of a connection that needs a
 // session of its own: the direct URL's, else the pool's; kern's schema
 // either way.
@@ -150,11 +147,9 @@ func (d *DB) logger() *slog.Logger { return d.listener.logger }
 // backendPID is the Postgres backend a statement of conn runs on. The
 // simple protocol: no prepared statement, which a transaction pooler's
 // next client could find on the backend.
-func backendPID(ctx context.Context, q interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
-}) (int32, error) {
+func backendPID(ctx context.Context, conn *pgx.Conn) (int32, error) {
 	var pid int32
-	err := q.QueryRow(ctx, "SELECT pg_backend_pid()", pgx.QueryExecModeSimpleProtocol).Scan(&pid)
+	err := conn.QueryRow(ctx, "SELECT pg_backend_pid()", pgx.QueryExecModeSimpleProtocol).Scan(&pid)
 	return pid, err
 }
 

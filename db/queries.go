@@ -222,16 +222,18 @@ FROM retried`
 
 // sqlStaleRuns locks running runs whose worker died or is cut off: their
 // worker's session ended (session_ended; deadWorkers) or their heartbeat
-// is older than $1 seconds. $2 are the dead workers (sqlDeadWorkers), read
-// first: a subquery here would make the planner price a scan of pg_locks
-// into every plan and, on a table without statistics yet, pick a scan of
-// every run over the index of running ones. SKIP LOCKED lets rescuers on many
-// workers share the work without waiting on each other.
+// is older than $1 seconds. The dead workers are read once, into an
+// array (an InitPlan): a correlated subquery would make the planner price
+// a scan of pg_locks into every row and, on a table without statistics
+// yet, pick a scan of every run over the index of running ones. SKIP
+// LOCKED lets rescuers on many workers share the work without waiting on
+// each other.
 const sqlStaleRuns = `
-SELECT id, agent_name, attempt, priority, worker_id = ANY($2::text[]) IS TRUE AS session_ended
+WITH dead AS MATERIALIZED (SELECT ARRAY(` + deadWorkers + `) AS ids)
+SELECT id, agent_name, attempt, priority, worker_id = ANY((SELECT ids FROM dead)::text[]) IS TRUE AS session_ended
 FROM kern_run
 WHERE status = 'running' AND (heartbeat_at < now() - make_interval(secs => $1)
-	OR worker_id = ANY($2::text[]))
+	OR worker_id = ANY((SELECT ids FROM dead)::text[]))
 ORDER BY heartbeat_at
 LIMIT 100
 FOR UPDATE SKIP LOCKED`

@@ -45,9 +45,6 @@ const deadWorkers = `SELECT w.id FROM kern_worker w
 		ELSE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.session_pid
 			AND (a.backend_start = w.session_start OR a.backend_start IS NULL)) END`
 
-// sqlDeadWorkers lists deadWorkers.
-const sqlDeadWorkers = `SELECT coalesce(array_agg(id), '{}') FROM (` + deadWorkers + `) d`
-
 // sqlTakeSessionLock takes the next free liveness lock on the session
 // running it and returns its number (no row: the number's lock was held —
 // only after the sequence cycled — and the caller takes the next).

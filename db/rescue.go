@@ -49,11 +49,7 @@ func (d engineDB) RescueStale(ctx context.Context, staleAfter time.Duration, max
 	var res engine.Rescued
 	err := pgx.BeginFunc(ctx, d.pool, func(tx pgx.Tx) error {
 		res = engine.Rescued{}
-		var dead []string
-		if err := tx.QueryRow(ctx, sqlDeadWorkers).Scan(&dead); err != nil {
-			return fmt.Errorf("dead workers: %w", err)
-		}
-		rows, err := tx.Query(ctx, sqlStaleRuns, staleAfter.Seconds(), dead)
+		rows, err := tx.Query(ctx, sqlStaleRuns, staleAfter.Seconds())
 		if err != nil {
 			return err
 		}
